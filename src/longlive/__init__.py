@@ -1,0 +1,1 @@
+"""longlive: real-time, interactive, long video generation with LongLive."""

@@ -1,0 +1,239 @@
+"""`Pipeline`: the loaded models of one preset, and `load_pipeline()` to get one.
+
+Every preset goes through the same code: build the modules on the meta device (no memory, no
+random init), then either fill them with weights read from disk or, for presets that ship no
+weights (`tiny`), initialise them from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints as ckpt
+from .config import PipelineConfig, get_preset
+from .generator import Block, VideoGenerator
+from .lora import merge_lora
+from .models.dit import CausalWanDiT
+from .models.t5 import UMT5Encoder
+from .models.vae import WanVAE
+from .text_encoder import TextEncoder
+from .tokenizer import TextTokenizer, build_tiny_tokenizer
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_HINT = "get the weights with `longlive-runner download --to DIR` (see docs/weights.md)"
+
+
+class Pipeline:
+    """The DiT, the VAE and the text encoder of one model, on one device."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        dit: CausalWanDiT,
+        vae: WanVAE,
+        text_encoder: TextEncoder,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config = config
+        self.dit = dit.eval()
+        self.vae = vae.eval()
+        self.text_encoder = text_encoder
+        self.device = device
+        self.dtype = dtype
+
+    def generator(self, seed: int = 0) -> VideoGenerator:
+        """A fresh video: its own KV cache, decoder state and noise stream."""
+        return VideoGenerator(self, seed=seed)
+
+    def stream(self, schedule: Mapping[int, str], num_frames: int, seed: int = 0) -> Iterator[Block]:
+        """Generate `num_frames` latent frames (rounded up to whole blocks) following `schedule`.
+
+        `schedule` maps latent frame -> prompt and must have a prompt at frame 0. Before the block
+        starting at frame `s`, the prompt in force is the one at the largest timestamp <= s.
+        """
+        if 0 not in schedule:
+            raise ValueError("the schedule needs a prompt at frame 0")
+        if num_frames <= 0:
+            raise ValueError("num_frames must be positive")
+        gen = self.generator(seed)
+        times = sorted(schedule)
+        while gen.current_start_frame < num_frames and gen.finished is None:
+            s = gen.current_start_frame
+            prompt = schedule[max(t for t in times if t <= s)]
+            yield gen.generate_block(prompt)
+
+
+# --- loading ----------------------------------------------------------------------------------
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def build_modules(config: PipelineConfig) -> tuple[CausalWanDiT, WanVAE, UMT5Encoder]:
+    """The three models with no storage (meta device), ready to be filled."""
+    with torch.device("meta"):
+        return CausalWanDiT(config.dit), WanVAE(config.vae), UMT5Encoder(config.t5)
+
+
+def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> None:
+    """Give a meta module real storage and a seeded random initialisation (presets without weights)."""
+    module.to_empty(device=device)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if _initialised_by_reset(module, name):
+                    continue
+                if name.endswith("gamma") or (p.dim() == 1 and name.endswith("weight")):
+                    p.fill_(1.0)  # norm scales
+                elif name.endswith("bias"):
+                    p.zero_()
+                else:
+                    p.normal_(0.0, p.shape[-1] ** -0.5)  # e.g. modulation tables
+    finally:
+        torch.random.set_rng_state(gen_state)
+    module.to(dtype=dtype)
+    init_buffers(module)
+
+
+def _initialised_by_reset(root: nn.Module, param_name: str) -> bool:
+    owner_name = param_name.rpartition(".")[0]
+    owner = root.get_submodule(owner_name) if owner_name else root
+    return hasattr(owner, "reset_parameters")
+
+
+def init_buffers(module: nn.Module) -> None:
+    """Recompute derived (non-persistent) buffers, e.g. RoPE tables, after loading onto a device."""
+    for sub in module.modules():
+        if hasattr(sub, "init_buffers") and sub is not module:
+            sub.init_buffers()
+    if hasattr(module, "init_buffers"):
+        module.init_buffers()
+
+
+def load_pipeline(
+    model: str | Path | None = None,
+    *,
+    wan_dir: str | Path | None = None,
+    longlive_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> Pipeline:
+    """Load a pipeline.
+
+    - `load_pipeline("tiny")`: a preset without weight files (seeded random weights);
+    - `load_pipeline("path/to/converted")`: our converted folder (`longlive-runner convert`);
+    - `load_pipeline(wan_dir=..., longlive_dir=...)`: the Wan + LongLive folders as downloaded
+      (`model` may then name the preset whose architecture they hold; default `longlive-1.3b`).
+    """
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    if wan_dir is not None or longlive_dir is not None:
+        if wan_dir is None:
+            raise ValueError("wan_dir is required with longlive_dir (the VAE and text encoder come from it)")
+        base = get_preset(str(model)) if model is not None else get_preset("longlive-1.3b")
+        return _load_wan_layout(base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype)
+    if model is None:
+        model = "tiny"
+    path = Path(model)
+    if path.is_dir():
+        return _load_converted(path, device, dtype)
+    try:
+        config = get_preset(str(model))
+    except KeyError:
+        raise ValueError(
+            f"{model!r} is neither a preset nor a folder; presets: {', '.join(sorted(_preset_names()))}"
+        ) from None
+    if config.name == "longlive-1.3b":
+        raise ckpt.CheckpointError(
+            "the longlive-1.3b preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
+            f"folder; {DOWNLOAD_HINT}"
+        )
+    return _random_pipeline(config, device, dtype, seed)
+
+
+def _preset_names() -> list[str]:
+    from .config import PRESETS
+
+    return list(PRESETS)
+
+
+def _assemble(
+    config: PipelineConfig, dit: CausalWanDiT, vae: WanVAE, t5: UMT5Encoder, tokenizer: TextTokenizer, device, dtype
+) -> Pipeline:
+    config.validate()
+    for m in (dit, vae, t5):
+        init_buffers(m)
+    return Pipeline(config, dit, vae, TextEncoder(tokenizer, t5.eval()), device, dtype)
+
+
+def _random_pipeline(config: PipelineConfig, device: torch.device, dtype: torch.dtype, seed: int) -> Pipeline:
+    dit, vae, t5 = build_modules(config)
+    for i, m in enumerate((dit, vae, t5)):
+        materialize(m, device, dtype, seed + i)
+    tokenizer = TextTokenizer(build_tiny_tokenizer(), config.t5.text_len)
+    return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
+
+
+def _load_converted(folder: Path, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    config = ckpt.read_converted_config(folder)
+    config.validate()
+    dit, vae, t5 = build_modules(config)
+    for part, module in (("dit", dit), ("vae", vae), ("t5", t5)):
+        path = folder / ckpt.CONVERTED_FILES[part]
+        ckpt.load_weights(module, ckpt.read_safetensors(path), path, device, dtype)
+    tok_path = ckpt.require_file(folder / ckpt.CONVERTED_TOKENIZER)
+    tokenizer = TextTokenizer.from_file(tok_path, config.t5.text_len)
+    return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
+
+
+def read_wan_layout(
+    base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None
+) -> tuple[PipelineConfig, dict[str, ckpt.StateDict], dict[str, Path], Path]:
+    """Read the Wan (+ LongLive) folders: the config, the three state dicts (LoRA merged) and their paths."""
+    dit_cfg = ckpt.dit_config_from_wan(wan_dir / "config.json", base.dit)
+    config = PipelineConfig(name=base.name, dit=dit_cfg, vae=base.vae, t5=base.t5, stream=base.stream)
+    if longlive_dir is not None:
+        dit_state = ckpt.longlive_dit_state(longlive_dir)  # overwrites every DiT weight: Wan's DiT file is not read
+        dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
+        lora_path = longlive_dir / ckpt.LONGLIVE_LORA_FILE
+        try:
+            dit_state = merge_lora(dit_state, ckpt.longlive_lora_state(longlive_dir))
+        except (KeyError, ValueError) as exc:
+            if isinstance(exc, ckpt.CheckpointError):
+                raise
+            raise ckpt.CheckpointError(f"{lora_path}: {exc}", path=lora_path) from exc
+    else:
+        dit_path = wan_dir / ckpt.WAN_DIT_FILE
+        dit_state = ckpt.wan_dit_state(wan_dir)
+    states = {
+        "dit": dit_state,
+        "vae": ckpt.read_state_dict(wan_dir / ckpt.WAN_VAE_FILE),
+        "t5": ckpt.read_state_dict(wan_dir / ckpt.WAN_T5_FILE),
+    }
+    paths = {"dit": dit_path, "vae": wan_dir / ckpt.WAN_VAE_FILE, "t5": wan_dir / ckpt.WAN_T5_FILE}
+    tok_path = ckpt.require_file(wan_dir / ckpt.WAN_TOKENIZER_FILE, "the umT5 tokenizer")
+    return config, states, paths, tok_path
+
+
+def _load_wan_layout(
+    base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None, device: torch.device, dtype: torch.dtype
+) -> Pipeline:
+    config, states, paths, tok_path = read_wan_layout(base, wan_dir, longlive_dir)
+    config.validate()
+    dit, vae, t5 = build_modules(config)
+    for part, module in (("dit", dit), ("vae", vae), ("t5", t5)):
+        ckpt.load_weights(module, states[part], paths[part], device, dtype)
+    tokenizer = TextTokenizer.from_file(tok_path, config.t5.text_len)
+    return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
