@@ -60,7 +60,7 @@ def describe(config: Any) -> dict[str, Any]:
     n_dit, n_vae, n_t5 = count_parameters(dit), count_parameters(vae), count_parameters(t5)
     s, d = config.stream, config.dit
     kv_cache = 2 * d.num_layers * s.cache_frames * config.tokens_per_frame * d.dim
-    gib = 1 << 30
+    gb = 1e9
     return {
         "model": config.name,
         "fps": config.fps,
@@ -74,12 +74,12 @@ def describe(config: Any) -> dict[str, Any]:
         "dit_parameters": n_dit,
         "vae_parameters": n_vae,
         "t5_parameters": n_t5,
-        "memory_gib": {
-            "dit_bf16": round(n_dit * 2 / gib, 3),
-            "vae_bf16": round(n_vae * 2 / gib, 3),
-            "t5_bf16": round(n_t5 * 2 / gib, 3),
-            "kv_cache_bf16": round(kv_cache * 2 / gib, 3),
-            "dit_fp32": round(n_dit * 4 / gib, 3),
+        "memory_gb": {
+            "dit_bf16": round(n_dit * 2 / gb, 3),
+            "vae_bf16": round(n_vae * 2 / gb, 3),
+            "t5_bf16": round(n_t5 * 2 / gb, 3),
+            "kv_cache_bf16": round(kv_cache * 2 / gb, 3),
+            "dit_fp32": round(n_dit * 4 / gb, 3),
         },
         "config": config.to_dict(),
     }

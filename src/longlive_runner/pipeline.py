@@ -103,22 +103,12 @@ def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype, see
     finally:
         torch.random.set_rng_state(gen_state)
     module.to(dtype=dtype)
-    init_buffers(module)
 
 
 def _initialised_by_reset(root: nn.Module, param_name: str) -> bool:
     owner_name = param_name.rpartition(".")[0]
     owner = root.get_submodule(owner_name) if owner_name else root
     return hasattr(owner, "reset_parameters")
-
-
-def init_buffers(module: nn.Module) -> None:
-    """Recompute derived (non-persistent) buffers, e.g. RoPE tables, after loading onto a device."""
-    for sub in module.modules():
-        if hasattr(sub, "init_buffers") and sub is not module:
-            sub.init_buffers()
-    if hasattr(module, "init_buffers"):
-        module.init_buffers()
 
 
 def load_pipeline(
@@ -174,7 +164,7 @@ def _assemble(
 ) -> Pipeline:
     config.validate()
     for m in (dit, vae, t5):
-        init_buffers(m)
+        m.to(device)  # derived buffers (RoPE tables, latent statistics) follow the weights
     return Pipeline(config, dit, vae, TextEncoder(tokenizer, t5.eval()), device, dtype)
 
 

@@ -1,0 +1,116 @@
+"""Exceptions raised by the longlive SDK and the protocol core, and the protocol's error codes."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandError",
+    "CommandTimeoutError",
+    "ConnectionClosedError",
+    "ErrorCode",
+    "InvalidStateError",
+    "LongliveError",
+    "ProtocolError",
+]
+
+
+class ErrorCode:
+    """The stable error-code strings of protocol version 1 (docs/protocol.md, section 8)."""
+
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNEXPECTED_BINARY = "unexpected_binary"
+    MISSING_FIELD = "missing_field"
+    BAD_FIELD = "bad_field"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    EMPTY_PROMPT = "empty_prompt"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    TOO_MANY_PROMPTS = "too_many_prompts"
+    NO_INITIAL_PROMPT = "no_initial_prompt"
+    ALREADY_RUNNING = "already_running"
+    NOT_RUNNING = "not_running"
+    ALREADY_PAUSED = "already_paused"
+    NOT_PAUSED = "not_paused"
+    ALREADY_APPLIED = "already_applied"
+    NO_SUCH_PROMPT = "no_such_prompt"
+    FINISHED = "finished"
+    INTERNAL = "internal"
+    # Client side only: a binary frame that fails validation.
+    BAD_FRAME = "bad_frame"
+
+    @classmethod
+    def all(cls) -> frozenset[str]:
+        """Every code."""
+        return frozenset(v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str))
+
+
+class LongliveError(Exception):
+    """Base class of every exception the longlive SDK raises on purpose."""
+
+
+class ProtocolError(LongliveError):
+    """A message that breaks the protocol: bad JSON, a wrong field, a corrupt frame, ...
+
+    `command` and `id` are those of the offending command when they could be read, so that a
+    runner can address its refusal to the request.
+    """
+
+    def __init__(self, code: str, reason: str, *, command: str | None = None, id: str | None = None) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+        self.command = command
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, reason={self.reason!r}, command={self.command!r}, id={self.id!r})"
+
+
+class CommandError(LongliveError):
+    """The runner refused a command (a `command_error` reply)."""
+
+    def __init__(self, command: str | None, code: str, reason: str, id: str | None = None) -> None:
+        super().__init__(command, code, reason, id)
+        self.command = command
+        self.code = code
+        self.reason = reason
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"{self.command or 'command'} refused [{self.code}]: {self.reason}"
+
+
+class ConnectionClosedError(LongliveError):
+    """The connection to the runner is closed (`code` is the WebSocket close code, if any)."""
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        text = "connection closed"
+        if self.code is not None:
+            text += f" (code {self.code})"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class CommandTimeoutError(LongliveError, TimeoutError):
+    """No reply to a command arrived in time."""
+
+    def __init__(self, command: str, timeout: float, id: str | None = None) -> None:
+        super().__init__(command, timeout, id)
+        self.command = command
+        self.timeout = timeout
+        self.id = id
+
+    def __str__(self) -> str:
+        return f"no reply to {self.command} (id {self.id!r}) within {self.timeout:g} s"
+
+
+class InvalidStateError(LongliveError):
+    """An operation is not allowed in the client's current state (e.g. a command before connect)."""

@@ -1,0 +1,337 @@
+"""The Wan2.1 causal 3D VAE (4x temporal, 8x spatial compression), with a streaming decoder.
+
+Parameter names match the native Wan checkpoint (`Wan2.1_VAE.pth`):
+
+    encoder.conv1.*, encoder.downsamples.N.*, encoder.middle.{0,1,2}.*, encoder.head.{0,2}.*
+    conv1.*  (encoder output -> mu, log_var)      conv2.*  (latent -> decoder input)
+    decoder.conv1.*, decoder.middle.{0,1,2}.*, decoder.upsamples.N.*, decoder.head.{0,2}.*
+
+A residual block is `residual.{0: RMS, 1: SiLU, 2: conv, 3: RMS, 4: SiLU, 5: dropout, 6: conv}` plus an
+optional 1x1x1 `shortcut`; a resampler is `resample.1` (the 2D conv) plus, when it also works in time,
+`time_conv`.
+
+Time is causal everywhere. Video is processed in chunks (encode: the first frame alone, then chunks of
+4 frames; decode: one latent frame at a time, i.e. 1 then 4 video frames) and every temporal conv keeps
+the last frames of its input as context for the next chunk, so the chunked result equals a causal
+conv over the whole sequence and the context never grows with video length. The context of a stream
+lives in a `CausalCache` (a dict keyed by the layer that owns the context).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from longlive_runner.config import VAEConfig
+
+# layer -> its fixed-size temporal context; one dict per encode/decode stream
+CausalCache = dict[nn.Module, torch.Tensor]
+
+
+class CausalConv3d(nn.Conv3d):
+    """Conv3d, causal in time: each chunk is prefixed with the last `2*pad_t` input frames seen so far.
+
+    The context starts as zeros, so chunk by chunk equals one conv over the whole sequence with
+    `2*pad_t` zero frames in front. Spatial padding is symmetric (done by the conv itself).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel_size: int | tuple[int, int, int],
+        padding: int | tuple[int, int, int] = 0,
+    ):
+        k = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
+        p = (padding,) * 3 if isinstance(padding, int) else padding
+        super().__init__(in_dim, out_dim, k, padding=(0, p[1], p[2]))
+        self.context = 2 * p[0]
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        # x [B, C, t, H, W] -> [B, C_out, t, H, W]
+        if self.context == 0:
+            return super().forward(x)
+        prev = cache.get(self)
+        if prev is None:
+            b, c, _, h, w = x.shape
+            prev = cache[self] = x.new_zeros(b, c, self.context, h, w)
+        x = torch.cat([prev, x], dim=2)
+        prev.copy_(x[:, :, -self.context :])
+        return super().forward(x)
+
+
+class RMSNorm(nn.Module):
+    """L2-normalise over channels (dim 1), times sqrt(dim) and a learned per-channel gamma."""
+
+    def __init__(self, dim: int, images: bool = False):
+        super().__init__()
+        self.scale = dim**0.5
+        # images=True: [B, C, H, W] inputs; otherwise [B, C, T, H, W]
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # statistics in float32 for half-precision inputs
+        return F.normalize(x.float(), dim=1).to(x.dtype) * (self.gamma * self.scale)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.residual = nn.Sequential(
+            RMSNorm(in_dim),
+            nn.SiLU(),
+            CausalConv3d(in_dim, out_dim, 3, padding=1),
+            RMSNorm(out_dim),
+            nn.SiLU(),
+            nn.Identity(),  # the dropout slot of the native module (inference only)
+            CausalConv3d(out_dim, out_dim, 3, padding=1),
+        )
+        self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        norm1, act1, conv1, norm2, act2, _, conv2 = self.residual
+        h = self.shortcut(x)
+        x = conv1(act1(norm1(x)), cache)
+        x = conv2(act2(norm2(x)), cache)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the pixels of each frame (no mixing across time)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = RMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:  # stateless: cache unused
+        b, c, t, h, w = x.shape
+        identity = x
+        x = x.transpose(1, 2).reshape(b * t, c, h, w)
+        qkv = self.to_qkv(self.norm(x)).view(b * t, 1, 3 * c, h * w).transpose(2, 3)  # [bt, 1, hw, 3c]
+        q, k, v = qkv.chunk(3, dim=-1)
+        x = F.scaled_dot_product_attention(q, k, v)  # [bt, 1, hw, c]
+        x = self.proj(x.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w))
+        return x.view(b, t, c, h, w).transpose(1, 2) + identity
+
+
+class Upsample2x(nn.Module):
+    """Nearest 2x spatial upsampling (parameter-free slot 0 of `resample`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest-exact")
+
+
+class Resample(nn.Module):
+    """2x spatial up/downsampling per frame, optionally with 2x temporal up/downsampling.
+
+    upsample3d: `time_conv` doubles the channels into two sub-frames per frame. The first chunk of a
+      stream (the first latent frame) is not upsampled in time; its context then starts as zeros.
+    downsample3d: `time_conv` (kernel 3, stride 2, no padding) sees the previous chunk's last frame.
+      The first chunk (the first frame) passes through unchanged in time.
+    Spatial upsampling halves the channels.
+    """
+
+    def __init__(self, dim: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        if mode in ("upsample2d", "upsample3d"):
+            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+        elif mode in ("downsample2d", "downsample3d"):
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+        else:
+            raise ValueError(f"unknown resample mode {mode!r}")
+        if mode == "upsample3d":
+            self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+        elif mode == "downsample3d":
+            self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        # x [B, C, t, H, W] -> [B, C', t', H', W']
+        b, c, t, h, w = x.shape
+        if self.mode == "upsample3d":
+            if self.time_conv in cache:
+                x = self.time_conv(x, cache).view(b, 2, c, t, h, w)
+                x = x.permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)  # interleave the sub-frames
+                t = 2 * t
+            else:  # first chunk: no temporal upsampling, the time conv starts from zero context
+                cache[self.time_conv] = x.new_zeros(b, c, 2, h, w)
+
+        x = self.resample(x.transpose(1, 2).reshape(b * t, c, h, w))
+        x = x.view(b, t, *x.shape[1:]).transpose(1, 2)
+
+        if self.mode == "downsample3d":
+            prev = cache.get(self)
+            if prev is None:  # first chunk: keep its last frame as context, pass it through
+                cache[self] = x[:, :, -1:].clone()
+            else:
+                x_in = torch.cat([prev, x], dim=2)
+                prev.copy_(x[:, :, -1:])
+                x = self.time_conv(x_in)
+        return x
+
+
+class Encoder3d(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        z_dim: int,
+        dim_mult: tuple[int, ...],
+        num_res_blocks: int,
+        temporal_down: tuple[bool, ...],
+    ):
+        super().__init__()
+        dims = [dim * m for m in (1, *dim_mult)]
+        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            for _ in range(num_res_blocks):
+                layers.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if i != len(dim_mult) - 1:
+                layers.append(Resample(out_dim, "downsample3d" if temporal_down[i] else "downsample2d"))
+        self.downsamples = nn.Sequential(*layers)
+        d = dims[-1]
+        self.middle = nn.Sequential(ResidualBlock(d, d), AttentionBlock(d), ResidualBlock(d, d))
+        self.head = nn.Sequential(RMSNorm(d), nn.SiLU(), CausalConv3d(d, z_dim, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        # x [B, 3, t, H, W] (t = 1 or a whole multiple of the temporal compression) -> [B, z_dim, t', H/8, W/8]
+        x = self.conv1(x, cache)
+        for layer in (*self.downsamples, *self.middle):
+            x = layer(x, cache)
+        norm, act, conv = self.head
+        return conv(act(norm(x)), cache)
+
+
+class Decoder3d(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        z_dim: int,
+        dim_mult: tuple[int, ...],
+        num_res_blocks: int,
+        temporal_up: tuple[bool, ...],
+    ):
+        super().__init__()
+        dims = [dim * m for m in (dim_mult[-1], *dim_mult[::-1])]
+        self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1)
+        d = dims[0]
+        self.middle = nn.Sequential(ResidualBlock(d, d), AttentionBlock(d), ResidualBlock(d, d))
+        layers: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            if i > 0:
+                in_dim //= 2  # the previous level's upsampler halved the channels
+            for _ in range(num_res_blocks + 1):
+                layers.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if i != len(dim_mult) - 1:
+                layers.append(Resample(out_dim, "upsample3d" if temporal_up[i] else "upsample2d"))
+        self.upsamples = nn.Sequential(*layers)
+        d = dims[-1]
+        self.head = nn.Sequential(RMSNorm(d), nn.SiLU(), CausalConv3d(d, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        # x [B, z_dim, 1, h, w] (one latent frame) -> [B, 3, 1 (first frame) or 4, 8h, 8w]
+        x = self.conv1(x, cache)
+        for layer in (*self.middle, *self.upsamples):
+            x = layer(x, cache)
+        norm, act, conv = self.head
+        return conv(act(norm(x)), cache)
+
+
+class WanVAE(nn.Module):
+    """The Wan2.1 VAE. Public methods take and return latents in the DiT's normalised space."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        if len(cfg.temporal_downsample) != len(cfg.dim_mult) - 1:
+            raise ValueError("temporal_downsample needs one entry per downsampling level (len(dim_mult) - 1)")
+        if len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
+            raise ValueError("latents_mean and latents_std need z_dim entries")
+        self.cfg = cfg
+        z = cfg.z_dim
+        self.encoder = Encoder3d(
+            cfg.base_dim, 2 * z, cfg.dim_mult, cfg.num_res_blocks, cfg.temporal_downsample
+        )
+        self.conv1 = nn.Conv3d(2 * z, 2 * z, 1)  # -> mu, log_var
+        self.conv2 = nn.Conv3d(z, z, 1)
+        self.decoder = Decoder3d(
+            cfg.base_dim, z, cfg.dim_mult, cfg.num_res_blocks, cfg.temporal_downsample[::-1]
+        )
+        # Not part of the checkpoint. Built on a real device even when the weights are on "meta"
+        # (loaders build there, then assign the checkpoint); rebuilt in float32 by `_apply`.
+        device = torch.empty(0).device
+        device = torch.device("cpu") if device.type == "meta" else device
+        mean, std = self._latent_stats(device)
+        self.register_buffer("latents_mean", mean, persistent=False)
+        self.register_buffer("latents_std", std, persistent=False)
+
+    def _latent_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, self.cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(self.cfg.latents_mean, dtype=torch.float32, device=device).view(shape)
+        std = torch.tensor(self.cfg.latents_std, dtype=torch.float32, device=device).view(shape)
+        return mean, std
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype) would round and to_empty() would wipe the statistics: rebuild them.
+        super()._apply(fn, recurse)
+        if self.latents_mean.device.type != "meta":
+            self.latents_mean, self.latents_std = self._latent_stats(self.latents_mean.device)
+        return self
+
+    def stream_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Whole video: normalised latents [B, C, n, h, w] -> video [B, 3, 1+4(n-1), 8h, 8w] in [-1, 1]."""
+        return StreamingDecoder(self).decode(z)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, 1+4k, H, W] in [-1, 1] -> normalised latent means [B, C, 1+k, H/8, W/8]."""
+        tc = self.cfg.temporal_compression
+        if (video.shape[2] - 1) % tc:
+            raise ValueError(f"encode needs 1 + {tc}k frames, got {video.shape[2]}")
+        video = video.to(self.conv1.weight.dtype)
+        cache: CausalCache = {}
+        chunks = [video[:, :, :1], *video[:, :, 1:].split(tc, dim=2)]
+        x = torch.cat([self.encoder(chunk, cache) for chunk in chunks], dim=2)
+        mu = self.conv1(x)[:, : self.cfg.z_dim]
+        return (mu - self.latents_mean) / self.latents_std
+
+
+class StreamingDecoder:
+    """Decodes a latent video block by block; conv contexts carry over, so blocks join seamlessly."""
+
+    def __init__(self, vae: WanVAE):
+        self.vae = vae
+        self.cache: CausalCache = {}
+
+    def reset(self) -> None:
+        """Forget the previous blocks (start a new video)."""
+        self.cache = {}
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B, C, n, h, w] -> video [B, 3, T, 8h, 8w] in [-1, 1].
+
+        T = 1 + 4(n-1) for the first block of a video, 4n afterwards.
+        """
+        vae = self.vae
+        z = z.to(vae.conv2.weight.dtype)
+        x = vae.conv2(z * vae.latents_std + vae.latents_mean)
+        frames = [vae.decoder(x[:, :, i : i + 1], self.cache) for i in range(x.shape[2])]
+        return torch.cat(frames, dim=2).clamp_(-1.0, 1.0)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Batch item 0 of a video [B, 3, T, H, W] in [-1, 1] -> uint8 frames [T, H, W, 3]."""
+    x = video[0].float().clamp(-1.0, 1.0).mul(0.5).add(0.5).mul(255.0).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()

@@ -1,0 +1,530 @@
+"""The session state machine: prompt schedule, start/pause/resume/reset rules, progress.
+
+Synchronous, no threads, no I/O, no torch. A runner drives it from two sides and sends out
+whatever messages it returns (replies, see `longlive._protocol.is_reply`, to the sender;
+everything else to every client):
+
+- commands: `handle_text(text)` (or `handle(command)`) -> messages;
+- the generation loop, between blocks: `next_block()` -> `BlockPlan | None`, then
+  `block_done(plan, n)` or `block_failed(plan, error)` -> messages.
+
+The session is not thread-safe: a runner calls it under one lock. The rules are specified in
+docs/protocol.md, section 6; in short, with `P` the first block whose prompt is not decided yet:
+
+- the prompt for the block starting at `s` is the one at the largest timestamp `<= s`;
+- a prompt scheduled in the decided past (`timestamp <= D`, `D = max(P - block, 0)` once
+  started) is re-keyed to `P`; anything later is stored at its own timestamp. So the schedule
+  stays an exact, reproducible record of which prompt generated which block.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from longlive._errors import ErrorCode, ProtocolError
+from longlive._protocol import (
+    Ack,
+    Command,
+    CommandErrorMessage,
+    ErrorMessage,
+    GenerationFinished,
+    GetState,
+    Hello,
+    Limits,
+    Message,
+    Pause,
+    Progress,
+    PromptSwitched,
+    RemovePrompt,
+    Reset,
+    Resume,
+    SchedulePrompt,
+    Start,
+    State,
+    hello_for,
+    parse_command,
+    validate_command,
+)
+from longlive._units import block_video_frames, latent_to_video_frame, next_block_boundary
+
+if TYPE_CHECKING:
+    from .config import PipelineConfig
+
+__all__ = ["BlockPlan", "Session"]
+
+logger = logging.getLogger(__name__)
+
+#: A callable giving extra warnings for a prompt, as (code, message) pairs; e.g. a tokenizer
+#: check returning [("prompt_truncated", "612 tokens, the encoder keeps 512")].
+PromptWarnings = Callable[[str], Iterable[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What the generation loop must generate next."""
+
+    epoch: int  # the session's generation when planned; a reset makes the plan stale
+    start_frame: int  # latent frame of the block's first frame
+    prompt: str  # the prompt in force for this block
+    switched: bool  # the prompt differs from the previous block's
+    previous_prompt: str | None
+    seed: int
+    num_frames: int  # latent frames in the block
+    first_video_frame: int
+    num_video_frames: int  # video frames the block decodes to (9 for the first block, 12 after)
+
+    @property
+    def first(self) -> bool:
+        """The first block of a video: the generator must start a new video with `seed`."""
+        return self.start_frame == 0
+
+
+class Session:
+    """One shared LongLive session: one video, one prompt schedule."""
+
+    def __init__(
+        self,
+        max_frames: int = 1024,
+        frames_per_block: int = 3,
+        *,
+        temporal_compression: int = 4,
+        fps: int = 16,
+        height: int = 480,
+        width: int = 832,
+        max_prompt_chars: int = 2000,
+        max_scheduled_prompts: int = 256,
+        max_message_bytes: int = 65536,
+        default_seed: int = 0,
+        prompt_warnings: PromptWarnings | None = None,
+    ) -> None:
+        if frames_per_block < 1 or temporal_compression < 1:
+            raise ValueError("frames_per_block and temporal_compression must be >= 1")
+        if max_frames < frames_per_block:
+            raise ValueError(f"max_frames ({max_frames}) must hold at least one block ({frames_per_block})")
+        self.frames_per_block = frames_per_block
+        self.temporal_compression = temporal_compression
+        self.fps = fps
+        self.height = height
+        self.width = width
+        self.default_seed = default_seed
+        self.limits = Limits(
+            max_message_bytes=max_message_bytes,
+            max_prompt_chars=max_prompt_chars,
+            max_scheduled_prompts=max_scheduled_prompts,
+            max_frames=max_frames,
+        )
+        self._prompt_warnings = prompt_warnings
+        self.generation = 0
+        self._clear()
+
+    @classmethod
+    def for_config(cls, config: PipelineConfig, **kwargs: Any) -> Session:
+        """A session sized for a `PipelineConfig` (keyword arguments override)."""
+        s = config.stream
+        values: dict[str, Any] = {
+            "max_frames": s.max_latent_frames,
+            "frames_per_block": s.frames_per_block,
+            "temporal_compression": config.vae.temporal_compression,
+            "fps": s.fps,
+            "height": s.height,
+            "width": s.width,
+        }
+        values.update(kwargs)
+        return cls(**values)
+
+    def _clear(self) -> None:
+        self._schedule: dict[int, str] = {}
+        self._running = False
+        self._paused = False
+        self._finish_reason: str | None = None
+        self._current_start_frame = 0
+        self._current_prompt: str | None = None
+        self._seed: int | None = None
+        self._in_progress: BlockPlan | None = None
+
+    # --- read-only views ----------------------------------------------------------------------
+    @property
+    def max_frames(self) -> int:
+        return self.limits.max_frames
+
+    @property
+    def running(self) -> bool:
+        """A video is being generated (also while paused)."""
+        return self._running
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish_reason
+
+    @property
+    def phase(self) -> str:
+        """One of "idle", "running", "paused", "finished"."""
+        if self._finish_reason is not None:
+            return "finished"
+        if not self._running:
+            return "idle"
+        return "paused" if self._paused else "running"
+
+    @property
+    def current_start_frame(self) -> int:
+        return self._current_start_frame
+
+    @property
+    def current_prompt(self) -> str | None:
+        return self._current_prompt
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @property
+    def schedule(self) -> dict[int, str]:
+        """A copy of the schedule {latent frame: prompt}, sorted by frame."""
+        return dict(sorted(self._schedule.items()))
+
+    @property
+    def in_progress(self) -> BlockPlan | None:
+        """The block planned by `next_block()` and not yet reported done or failed."""
+        return self._in_progress
+
+    @property
+    def frontier(self) -> int:
+        """`P`: the start of the first block whose prompt is not decided yet."""
+        return self._current_start_frame + (self.frames_per_block if self._in_progress is not None else 0)
+
+    @property
+    def decided(self) -> int:
+        """`D`: prompts at timestamps `<= D` are fixed (-1 while idle; block 0 counts from `start`)."""
+        if not self._running:
+            return -1
+        return max(self.frontier - self.frames_per_block, 0)
+
+    def prompt_at(self, frame: int) -> str | None:
+        """The prompt in force for the block starting at latent `frame` (largest timestamp <= frame)."""
+        keys = sorted(self._schedule)
+        i = bisect.bisect_right(keys, frame)
+        return self._schedule[keys[i - 1]] if i else None
+
+    def is_current(self, plan: BlockPlan) -> bool:
+        """True while the session still waits for `plan` (no reset, finish or failure since)."""
+        return plan == self._in_progress
+
+    def _video_frame(self, latent_frame: int) -> int:
+        return latent_to_video_frame(latent_frame, self.temporal_compression)
+
+    # --- snapshot messages ----------------------------------------------------------------------
+    def hello(self) -> Hello:
+        return hello_for(
+            fps=self.fps,
+            height=self.height,
+            width=self.width,
+            frames_per_block=self.frames_per_block,
+            temporal_compression=self.temporal_compression,
+            limits=self.limits,
+        )
+
+    def state(self) -> State:
+        return State(
+            generation=self.generation,
+            running=self._running,
+            paused=self._paused,
+            current_start_frame=self._current_start_frame,
+            video_frame=self._video_frame(self._current_start_frame),
+            finished=self._finish_reason,
+            current_prompt=self._current_prompt,
+            scheduled_prompts=self.schedule,
+            seed=self._seed,
+        )
+
+    def progress(self) -> Progress:
+        return Progress(
+            self._current_start_frame, self._video_frame(self._current_start_frame), self.generation
+        )
+
+    def on_connect(self) -> list[Message]:
+        """What a newly connected client is sent first: `hello`, then `state`."""
+        return [self.hello(), self.state()]
+
+    # --- commands -------------------------------------------------------------------------------
+    def handle_text(self, text: str | bytes) -> list[Message]:
+        """Parse and apply one client text message; never raises (bugs become `internal`)."""
+        try:
+            command = parse_command(text, limits=self.limits)
+        except ProtocolError as exc:
+            return self.reject(exc)
+        try:
+            return self.handle(command)
+        except Exception as exc:  # the client must get its one reply
+            logger.exception("session failed on %s", command.type)
+            return self.reject(
+                ProtocolError(
+                    ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", command=command.type, id=command.id
+                )
+            )
+
+    def handle_binary(self, data: bytes) -> list[Message]:
+        """Clients never send binary messages: refuse (broadcast, no id can be read)."""
+        return self.reject(
+            ProtocolError(ErrorCode.UNEXPECTED_BINARY, "clients must not send binary messages")
+        )
+
+    def reject(self, error: ProtocolError) -> list[Message]:
+        """The `command_error` for `error`: a reply when it has an id, else a broadcast."""
+        return [CommandErrorMessage.from_exception(error)]
+
+    def handle(self, command: Command) -> list[Message]:
+        """Apply a parsed command: its reply (if it has an id) followed by any broadcasts."""
+        try:
+            validate_command(command, self.limits)
+        except ProtocolError as exc:
+            return self.reject(exc)
+        handler = self._HANDLERS.get(type(command))
+        if handler is None:
+            raise TypeError(f"not a command: {command!r}")
+        return handler(self, command)
+
+    def _ack(self, command: Command, **result: Any) -> list[Message]:
+        return [Ack(command.type, result, command.id)] if command.id is not None else []
+
+    def _refuse(self, command: Command, code: str, reason: str) -> list[Message]:
+        return [CommandErrorMessage(command.type, code, reason, command.id)]
+
+    def _refuse_finished(self, command: Command) -> list[Message]:
+        return self._refuse(
+            command,
+            ErrorCode.FINISHED,
+            f"the video ended ({self._finish_reason}); send reset to start a new one",
+        )
+
+    def _schedule_prompt(self, cmd: SchedulePrompt) -> list[Message]:
+        if self._finish_reason is not None:
+            return self._refuse_finished(cmd)
+        n, frontier, decided = self.frames_per_block, self.frontier, self.decided
+        warnings: list[dict[str, str]] = []
+        if cmd.timestamp > decided:
+            key, effective = cmd.timestamp, next_block_boundary(cmd.timestamp, n)
+        else:
+            key = effective = frontier
+            if key != cmd.timestamp:
+                warnings.append(
+                    {
+                        "code": "rekeyed",
+                        "message": f"frame {cmd.timestamp} is already generated or being generated; "
+                        f"the prompt was scheduled at the next block, frame {frontier}",
+                    }
+                )
+        replaced = self._schedule.get(key)
+        if replaced is None:
+            pending = sum(1 for k in self._schedule if k > decided)
+            if pending >= self.limits.max_scheduled_prompts:
+                return self._refuse(
+                    cmd,
+                    ErrorCode.TOO_MANY_PROMPTS,
+                    f"{pending} prompts are already waiting to take effect; the limit is "
+                    f"{self.limits.max_scheduled_prompts}",
+                )
+        self._schedule[key] = cmd.new_prompt
+        later = [k for k in self._schedule if key < k <= effective]
+        if later:
+            warnings.append(
+                {
+                    "code": "superseded",
+                    "message": f"the prompt at frame {max(later)} is the one in force at frame {effective}",
+                }
+            )
+        if effective + n > self.max_frames:
+            warnings.append(
+                {
+                    "code": "beyond_max_frames",
+                    "message": f"frame {effective} is past the last block (max_frames {self.max_frames}); "
+                    "this prompt will never be used",
+                }
+            )
+        if self._prompt_warnings is not None:
+            warnings.extend({"code": c, "message": m} for c, m in self._prompt_warnings(cmd.new_prompt))
+        return [
+            *self._ack(
+                cmd,
+                timestamp=key,
+                requested_timestamp=cmd.timestamp,
+                effective_frame=effective,
+                effective_video_frame=self._video_frame(effective),
+                replaced_prompt=replaced,
+                warnings=warnings,
+            ),
+            self.state(),
+        ]
+
+    def _remove_prompt(self, cmd: RemovePrompt) -> list[Message]:
+        if self._finish_reason is not None:
+            return self._refuse_finished(cmd)
+        t = cmd.timestamp
+        if t not in self._schedule:
+            return self._refuse(cmd, ErrorCode.NO_SUCH_PROMPT, f"no prompt is scheduled at frame {t}")
+        if t <= self.decided:
+            return self._refuse(
+                cmd,
+                ErrorCode.ALREADY_APPLIED,
+                f"the prompt at frame {t} is or was in force (blocks up to frame {self.decided} are decided)",
+            )
+        removed = self._schedule.pop(t)
+        return [*self._ack(cmd, timestamp=t, removed_prompt=removed), self.state()]
+
+    def _start(self, cmd: Start) -> list[Message]:
+        if self._finish_reason is not None:
+            return self._refuse_finished(cmd)
+        if self._running:
+            return self._refuse(cmd, ErrorCode.ALREADY_RUNNING, "generation is already running")
+        if 0 not in self._schedule:
+            return self._refuse(
+                cmd, ErrorCode.NO_INITIAL_PROMPT, "schedule a prompt at timestamp 0 before start"
+            )
+        self._running, self._paused = True, False
+        self._current_start_frame = 0
+        self._current_prompt = None
+        self._seed = self.default_seed if cmd.seed is None else cmd.seed
+        return [*self._ack(cmd, generation=self.generation, seed=self._seed), self.progress(), self.state()]
+
+    def _pause(self, cmd: Pause) -> list[Message]:
+        if self._finish_reason is not None:
+            return self._refuse_finished(cmd)
+        if not self._running:
+            return self._refuse(cmd, ErrorCode.NOT_RUNNING, "generation is not running")
+        if self._paused:
+            return self._refuse(cmd, ErrorCode.ALREADY_PAUSED, "generation is already paused")
+        self._paused = True
+        return [*self._ack(cmd, effective_frame=self.frontier), self.state()]
+
+    def _resume(self, cmd: Resume) -> list[Message]:
+        if self._finish_reason is not None:
+            return self._refuse_finished(cmd)
+        if not self._running:
+            return self._refuse(cmd, ErrorCode.NOT_RUNNING, "generation is not running")
+        if not self._paused:
+            return self._refuse(cmd, ErrorCode.NOT_PAUSED, "generation is not paused")
+        self._paused = False
+        return [*self._ack(cmd, current_start_frame=self._current_start_frame), self.state()]
+
+    def _reset(self, cmd: Reset) -> list[Message]:
+        out: list[Message] = []
+        if self._running:
+            out.append(self._finished_message("reset"))
+        self.generation += 1
+        self._clear()
+        return [*self._ack(cmd, generation=self.generation), *out, self.state()]
+
+    def _get_state(self, cmd: GetState) -> list[Message]:
+        if cmd.id is None:
+            return [self.state()]
+        return self._ack(cmd, **self.state().to_data())
+
+    _HANDLERS: dict[type, Callable[[Session, Any], list[Message]]] = {
+        SchedulePrompt: _schedule_prompt,
+        RemovePrompt: _remove_prompt,
+        Start: _start,
+        Pause: _pause,
+        Resume: _resume,
+        Reset: _reset,
+        GetState: _get_state,
+    }
+
+    # --- the generation loop side ---------------------------------------------------------------
+    def next_block(self) -> BlockPlan | None:
+        """Plan the next block, or None when there is nothing to generate (idle, paused, finished).
+
+        Raises RuntimeError if the previous plan was not reported done or failed.
+        """
+        if self._in_progress is not None:
+            raise RuntimeError(f"block {self._in_progress.start_frame} is still in progress")
+        if not self._running or self._paused:
+            return None
+        s, n = self._current_start_frame, self.frames_per_block
+        if s + n > self.max_frames:  # pragma: no cover - block_done finishes first
+            return None
+        prompt = self.prompt_at(s)
+        if prompt is None:  # pragma: no cover - the prompt at 0 cannot be removed once started
+            raise RuntimeError(f"no prompt in force at frame {s}")
+        previous = self._current_prompt
+        self._in_progress = BlockPlan(
+            epoch=self.generation,
+            start_frame=s,
+            prompt=prompt,
+            switched=previous is not None and prompt != previous,
+            previous_prompt=previous,
+            seed=self._seed if self._seed is not None else self.default_seed,
+            num_frames=n,
+            first_video_frame=self._video_frame(s),
+            num_video_frames=block_video_frames(s, n, self.temporal_compression),
+        )
+        return self._in_progress
+
+    def block_done(self, plan: BlockPlan, num_video_frames: int) -> list[Message]:
+        """The runner generated, decoded and sent the frames of `plan`: progress and events.
+
+        Returns [] for a plan the session no longer waits for (a reset, finish or failure came in
+        between), so nothing of an old run ever leaks.
+        """
+        if plan != self._in_progress:
+            return []
+        if num_video_frames != plan.num_video_frames:
+            raise ValueError(
+                f"block {plan.start_frame} decoded to {num_video_frames} video frames, expected {plan.num_video_frames}"
+            )
+        self._in_progress = None
+        self._current_start_frame = plan.start_frame + plan.num_frames
+        self._current_prompt = plan.prompt
+        out: list[Message] = []
+        if plan.switched:
+            out.append(
+                PromptSwitched(
+                    frame=plan.start_frame,
+                    video_frame=plan.first_video_frame,
+                    new_prompt=plan.prompt,
+                    previous_prompt=plan.previous_prompt,
+                    generation=self.generation,
+                )
+            )
+        out.append(self.progress())
+        if self._current_start_frame + self.frames_per_block > self.max_frames:
+            out.extend(self.finished("max_frames"))
+        else:
+            out.append(self.state())
+        return out
+
+    def block_failed(self, plan: BlockPlan, error: BaseException | str) -> list[Message]:
+        """Generating `plan` failed: an `error` broadcast, then the session is finished ("error")."""
+        if plan != self._in_progress:
+            return []
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        message = ErrorMessage(
+            message=f"generation failed at frame {plan.start_frame}: {text}",
+            code="generation_failed",
+            frame=plan.start_frame,
+            generation=self.generation,
+        )
+        return [message, *self.finished("error")]
+
+    def finished(self, reason: str) -> list[Message]:
+        """End the video (e.g. "max_frames"): `generation_finished` and `state`; [] when not running."""
+        if not self._running:
+            return []
+        self._running = self._paused = False
+        self._in_progress = None
+        self._finish_reason = reason
+        return [self._finished_message(reason), self.state()]
+
+    def _finished_message(self, reason: str) -> GenerationFinished:
+        return GenerationFinished(
+            reason=reason,
+            current_start_frame=self._current_start_frame,
+            video_frame=self._video_frame(self._current_start_frame),
+            generation=self.generation,
+        )

@@ -1,0 +1,91 @@
+"""The text tokenizer: a `tokenizers.Tokenizer` (the umT5 `tokenizer.json`) plus Wan's text cleaning.
+
+Wan tokenizes prompts with clean='whitespace': HTML entities unescaped (twice), runs of whitespace
+collapsed to one space, ends stripped; the tokenizer's post-processor appends `</s>`; ids are padded
+with `<pad>` (id 0) or truncated to `text_len` (the `</s>` survives truncation).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+
+
+def clean_text(text: str) -> str:
+    """Wan's 'whitespace' cleaning (without ftfy): unescape HTML twice, collapse whitespace, strip."""
+    text = html.unescape(html.unescape(text)).strip()
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class TextTokenizer:
+    """Cleans, tokenizes, appends EOS and pads/truncates to `text_len` tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, text_len: int):
+        self.text_len = text_len
+        pad_id = tokenizer.token_to_id(PAD)
+        self.pad_id = 0 if pad_id is None else pad_id
+        # Two copies of the same tokenizer: `_raw` measures real lengths, `_fixed` gives fixed-size batches.
+        self._raw = Tokenizer.from_str(tokenizer.to_str())
+        self._raw.no_truncation()
+        self._raw.no_padding()
+        self._fixed = Tokenizer.from_str(tokenizer.to_str())
+        # Truncation leaves room for the special tokens the post-processor adds (the trailing </s>).
+        self._fixed.enable_truncation(max_length=text_len)
+        self._fixed.enable_padding(length=text_len, pad_id=self.pad_id, pad_token=PAD, direction="right")
+
+    @classmethod
+    def from_file(cls, path: str | Path, text_len: int) -> TextTokenizer:
+        return cls(Tokenizer.from_file(str(path)), text_len)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._raw.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> (ids long [B, text_len], mask long [B, text_len]; 1 = real token, EOS included)."""
+        encodings = self._fixed.encode_batch([clean_text(t) for t in texts], add_special_tokens=True)
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        return ids, mask
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` (EOS included) before truncation; > text_len means the prompt gets cut."""
+        return len(self._raw.encode(clean_text(text), add_special_tokens=True).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._raw.decode(ids, skip_special_tokens=True)
+
+
+def build_tiny_tokenizer() -> Tokenizer:
+    """A small deterministic SentencePiece-like (Unigram + Metaspace) tokenizer for tests and the tiny preset.
+
+    Ids: <pad>=0, </s>=1, <unk>=2 (as in T5), then single characters (printable ASCII),
+    word-start pieces "▁x" and a few frequent words. Vocab size < 384 (the tiny preset's t5.vocab_size).
+    """
+    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
+    words = (
+        "the a an and of in on with to at is are by for from as it its this that "
+        "cat dog man woman city street sky sea forest car light camera slowly walking running"
+    ).split()
+    vocab: list[tuple[str, float]] = [(PAD, 0.0), (EOS, 0.0), (UNK, 0.0)]
+    vocab.append(("▁", -3.0))
+    vocab += [("▁" + w, -4.0) for w in words]
+    vocab += [("▁" + c, -5.0) for c in string.ascii_letters]
+    vocab += [(c, -6.0) for c in chars]
+
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, 1)]
+    )
+    tok.add_special_tokens([PAD, EOS, UNK])
+    return tok
