@@ -203,9 +203,9 @@ PRESETS: dict[str, PipelineConfig] = {
     # Same architecture, small numbers; random weights from a fixed seed. Used by tests and CI.
     "tiny": PipelineConfig(
         name="tiny",
-        dit=DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=32, freq_dim=32),
+        dit=DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=64, freq_dim=32),
         vae=VAEConfig(base_dim=8, dim_mult=(1, 2, 2, 2)),
-        t5=T5Config(vocab_size=384, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=32),
+        t5=T5Config(vocab_size=384, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=64),
         stream=StreamConfig(height=64, width=112),
     ),
 }
