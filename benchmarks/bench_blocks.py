@@ -51,7 +51,10 @@ def main() -> int:
     pipe = load_pipeline(args.model, device=args.device)
     cuda = pipe.device.type == "cuda"
     gen = pipe.generator(seed=0)
-    prompts = ["a red circle moving left on a black background", "a blue square moving up on a gray background"]
+    prompts = [
+        "a red circle moving left on a black background",
+        "a blue square moving up on a gray background",
+    ]
 
     times: list[float] = []
     switched: list[bool] = []
@@ -83,9 +86,13 @@ def main() -> int:
     m50, m200 = peak[50], peak[200]
     fps = sum(pipe.config.video_frames_for_block(3) for _ in times[20:]) / sum(times[20:])
     print()
-    print(f"block time   @20 {t20 * 1e3:8.2f} ms   @200 {t200 * 1e3:8.2f} ms   ratio {t200 / t20:.3f}  (target 0.95-1.05)")
+    print(
+        f"block time   @20 {t20 * 1e3:8.2f} ms   @200 {t200 * 1e3:8.2f} ms   ratio {t200 / t20:.3f}  (target 0.95-1.05)"
+    )
     print(f"peak memory  @50 {m50:8.1f} MiB  @200 {m200:8.1f} MiB  ratio {m200 / m50:.3f}  (target <= 1.05)")
-    print(f"switch block {switch * 1e3:8.2f} ms   normal {normal * 1e3:8.2f} ms   ratio {switch / normal:.3f}  (target <= 2.0)")
+    print(
+        f"switch block {switch * 1e3:8.2f} ms   normal {normal * 1e3:8.2f} ms   ratio {switch / normal:.3f}  (target <= 2.0)"
+    )
     print(f"throughput   {fps:.1f} video frames/s (steady state, {pipe.config.fps} fps playback)")
     ok = abs(t200 / t20 - 1) <= 0.05 and m200 / m50 <= 1.05 and switch / normal <= 2.0
     print(f"summary: time_ratio={t200 / t20:.3f} mem_ratio={m200 / m50:.3f} switch_ratio={switch / normal:.3f} "

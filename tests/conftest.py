@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from _runner_process import runner_process, runner_url  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
@@ -61,12 +63,17 @@ def real_layout(tmp_path_factory, tiny_pipe) -> dict[str, Path]:
     }))  # fmt: skip
     dit_state = {k: v.clone() for k, v in tiny_pipe.dit.state_dict().items()}
     # The Wan DiT file holds *other* weights: LongLive's base overwrites every one of them.
-    save_file({k: torch.zeros_like(v) for k, v in dit_state.items()}, str(wan / "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {k: torch.zeros_like(v) for k, v in dit_state.items()},
+        str(wan / "diffusion_pytorch_model.safetensors"),
+    )
     torch.save(tiny_pipe.vae.state_dict(), wan / "Wan2.1_VAE.pth")
     torch.save({k: v.to(torch.bfloat16) for k, v in tiny_pipe.text_encoder.model.state_dict().items()},
                wan / "models_t5_umt5-xxl-enc-bf16.pth")  # fmt: skip
     (wan / "google" / "umt5-xxl" / "tokenizer.json").write_text(build_tiny_tokenizer().to_str())
-    torch.save({"generator": {f"model.{k}": v for k, v in dit_state.items()}}, ll / "models" / "longlive_base.pt")
+    torch.save(
+        {"generator": {f"model.{k}": v for k, v in dit_state.items()}}, ll / "models" / "longlive_base.pt"
+    )
     lora = make_lora(dit_state, d.num_layers)
     torch.save({"generator_lora": lora, "critic_lora": {}}, ll / "models" / "lora.pt")
     return {"wan": wan, "longlive": ll, "dit_state": dit_state, "lora": lora}  # type: ignore[dict-item]

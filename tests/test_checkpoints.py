@@ -29,7 +29,9 @@ def test_wan_plus_longlive_layout_loads_with_the_lora_merged(real_layout, tiny_p
         torch.testing.assert_close(got[key], base[key] + b @ a, rtol=0, atol=1e-6)
     # Weights that carry no LoRA come from longlive_base.pt, not from the (zeroed) Wan DiT file.
     torch.testing.assert_close(got["patch_embedding.weight"], base["patch_embedding.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(pipe.vae.state_dict()["decoder.conv1.weight"], tiny_pipe.vae.state_dict()["decoder.conv1.weight"])
+    torch.testing.assert_close(
+        pipe.vae.state_dict()["decoder.conv1.weight"], tiny_pipe.vae.state_dict()["decoder.conv1.weight"]
+    )
     assert _first_frames(pipe).shape == (9, 64, 112, 3)
 
 
@@ -45,7 +47,13 @@ def test_converted_folder_round_trip_matches_the_source_layout(real_layout, tmp_
     rc = main(["convert", "--model", "tiny", "--wan-dir", str(real_layout["wan"]),
                "--longlive-dir", str(real_layout["longlive"]), "--out", str(out), "--dtype", "fp32", "--quiet"])  # fmt: skip
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "dit.safetensors", "t5.safetensors", "tokenizer.json", "vae.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "dit.safetensors",
+        "t5.safetensors",
+        "tokenizer.json",
+        "vae.safetensors",
+    ]
     src = load_pipeline("tiny", wan_dir=real_layout["wan"], longlive_dir=real_layout["longlive"])
     conv = load_pipeline(out)
     assert conv.config == src.config

@@ -10,7 +10,9 @@ import numpy as np
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longlive_runner", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "longlive_runner", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_info_of_the_real_model_needs_no_weights():

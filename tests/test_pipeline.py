@@ -79,7 +79,7 @@ def test_generation_ends_cleanly_at_the_rope_limit():
     cfg = dataclasses.replace(base, stream=dataclasses.replace(base.stream, max_latent_frames=9))
     from longlive_runner import pipeline as pl
 
-    pipe = pl._random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, seed=0)
+    pipe = pl.random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, seed=0)
     gen = pipe.generator()
     starts = []
     while gen.finished is None:

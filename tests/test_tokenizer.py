@@ -85,7 +85,8 @@ def test_save_load_round_trip(tmp_path, tok: TextTokenizer):
 
 def test_matches_transformers_fast_tokenizer_padding_and_truncation():
     # Wan pads/truncates with a transformers tokenizer (padding='max_length', truncation=True).
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf = transformers.PreTrainedTokenizerFast(
         tokenizer_object=build_tiny_tokenizer(), pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )

@@ -1,1 +1,102 @@
-"""longlive: real-time, interactive, long video generation with LongLive."""
+"""longlive: real-time, interactive, long video generation with LongLive.
+
+```python
+from longlive import Reactor
+
+async with Reactor("ws://127.0.0.1:8765") as reactor:      # or Reactor.local(model="tiny")
+    await reactor.schedule_prompt("a red fox in snow", timestamp=0)
+    await reactor.start()
+    async for frame in reactor.frames():                     # frame.image: uint8 [H, W, 3]
+        ...
+```
+
+Frame numbers in commands and messages are the model's latent frames (blocks of 3); see
+`latent_to_video_frame` and friends for video frames and seconds. The protocol is specified in
+docs/protocol.md. This package never imports torch: `Reactor.local()` imports the runner lazily.
+"""
+
+from __future__ import annotations
+
+from ._client import MessageStream, Reactor, Recording
+from ._errors import (
+    CallbackError,
+    CommandError,
+    CommandTimeoutError,
+    ConnectionClosedError,
+    ErrorCode,
+    InvalidStateError,
+    LongliveError,
+    ProtocolError,
+)
+from ._protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    CommandErrorMessage,
+    ErrorMessage,
+    FrameHeader,
+    FramesDropped,
+    GenerationFinished,
+    Hello,
+    Message,
+    Progress,
+    PromptSwitched,
+    State,
+    UnknownMessage,
+)
+from ._transport import Transport, WebSocketTransport
+from ._types import Frame, FramePolicy, PromptWarning, ScheduledPrompt, Status
+from ._units import (
+    block_start,
+    block_video_frames,
+    latent_to_video_frame,
+    next_block_boundary,
+    seconds_to_latent_frame,
+    seconds_to_video_frame,
+    video_frame_to_seconds,
+    video_to_latent_frame,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Ack",
+    "CallbackError",
+    "CommandError",
+    "CommandErrorMessage",
+    "CommandTimeoutError",
+    "ConnectionClosedError",
+    "ErrorCode",
+    "ErrorMessage",
+    "Frame",
+    "FrameHeader",
+    "FramesDropped",
+    "FramePolicy",
+    "GenerationFinished",
+    "Hello",
+    "InvalidStateError",
+    "LongliveError",
+    "Message",
+    "MessageStream",
+    "Progress",
+    "PromptSwitched",
+    "PromptWarning",
+    "ProtocolError",
+    "Reactor",
+    "Recording",
+    "ScheduledPrompt",
+    "State",
+    "Status",
+    "Transport",
+    "UnknownMessage",
+    "WebSocketTransport",
+    "__version__",
+    "block_start",
+    "block_video_frames",
+    "latent_to_video_frame",
+    "next_block_boundary",
+    "seconds_to_latent_frame",
+    "seconds_to_video_frame",
+    "video_frame_to_seconds",
+    "video_to_latent_frame",
+]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 __all__ = [
     "CommandError",
     "CommandTimeoutError",
@@ -114,3 +117,18 @@ class CommandTimeoutError(LongliveError, TimeoutError):
 
 class InvalidStateError(LongliveError):
     """An operation is not allowed in the client's current state (e.g. a command before connect)."""
+
+
+class CallbackError(LongliveError):
+    """A callback raised. The original exception is `error` (and `__cause__`)."""
+
+    def __init__(self, event: str, callback: Callable[..., Any], error: BaseException) -> None:
+        super().__init__(event, callback, error)
+        self.event = event
+        self.callback = callback
+        self.error = error
+        self.__cause__ = error
+
+    def __str__(self) -> str:
+        name = getattr(self.callback, "__qualname__", repr(self.callback))
+        return f"callback {name} for {self.event!r} raised {type(self.error).__name__}: {self.error}"

@@ -300,6 +300,15 @@ class ErrorMessage(Message):
 
 
 @dataclass(frozen=True)
+class FramesDropped(Message):
+    """Sent to one client: `count` frames were dropped from its queue just before this message."""
+
+    type: ClassVar[str] = "frames_dropped"
+    count: int  # frames dropped since the previous `frames_dropped`
+    total: int  # frames dropped for this client since it connected
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Success reply to the command with the same `id`; wire data is `{command, **result}`."""
 
@@ -365,6 +374,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
             PromptSwitched,
             GenerationFinished,
             ErrorMessage,
+            FramesDropped,
             Ack,
             CommandErrorMessage,
         )

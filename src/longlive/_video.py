@@ -22,7 +22,12 @@ class VideoWriter:
         self.frames_written = 0
         # macro_block_size=1 keeps odd sizes exact instead of resizing them.
         self._writer: Any = imageio.get_writer(
-            str(self.path), fps=fps, codec="libx264", quality=quality, macro_block_size=1, pixelformat="yuv420p"
+            str(self.path),
+            fps=fps,
+            codec="libx264",
+            quality=quality,
+            macro_block_size=1,
+            pixelformat="yuv420p",
         )
 
     def write(self, frames: np.ndarray) -> None:

@@ -26,7 +26,17 @@ _EXPORTS = {
     "load_pipeline": "pipeline",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "PRESETS",
+    "Block",
+    "CheckpointError",
+    "GenerationFinished",
+    "Pipeline",
+    "PipelineConfig",
+    "VideoGenerator",
+    "get_preset",
+    "load_pipeline",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -63,7 +63,9 @@ def read_safetensors(path: str | Path) -> StateDict:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}", path=path) from exc
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}", path=path
+        ) from exc
 
 
 def read_pickle(path: str | Path) -> object:
@@ -78,7 +80,9 @@ def read_pickle(path: str | Path) -> object:
             path=path,
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {exc}", path=path) from exc
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupt?): {exc}", path=path
+        ) from exc
 
 
 def read_state_dict(path: str | Path) -> StateDict:
@@ -104,7 +108,9 @@ def as_state_dict(obj: object, path: Path, entry: str | None = None) -> StateDic
 def strip_prefix(state: StateDict, prefix: str, path: Path) -> StateDict:
     bad = [k for k in state if not k.startswith(prefix)]
     if bad:
-        raise CheckpointError(f"{path}: key {bad[0]!r} lacks the expected prefix {prefix!r}", path=path, key=bad[0])
+        raise CheckpointError(
+            f"{path}: key {bad[0]!r} lacks the expected prefix {prefix!r}", path=path, key=bad[0]
+        )
     return {k[len(prefix) :]: v for k, v in state.items()}
 
 
@@ -115,7 +121,8 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path:
     missing = [k for k in expected if k not in state]
     if missing:
         raise CheckpointError(
-            f"{path}: missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            f"{path}: missing key {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
             path=path,
             key=missing[0],
         )
@@ -137,11 +144,17 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path:
 
 
 def load_weights(
-    module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, device: torch.device, dtype: torch.dtype
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: str | Path,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> None:
     """Check `state` against `module`, then move it in (assigning, so no second copy is made)."""
     check_state_dict(module, state, path)
-    converted = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    converted = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
+    }
     module.load_state_dict(converted, strict=True, assign=True)
 
 
@@ -154,10 +167,22 @@ def dit_config_from_wan(path: Path, base: DiTConfig) -> DiTConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON: {exc}", path=path) from exc
     if raw.get("model_type", "t2v") != "t2v":
-        raise CheckpointError(f"{path}: model_type {raw['model_type']!r} is not a text-to-video Wan model", path=path)
+        raise CheckpointError(
+            f"{path}: model_type {raw['model_type']!r} is not a text-to-video Wan model", path=path
+        )
     fields = {
         k: raw[k]
-        for k in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_len", "freq_dim", "eps")
+        for k in (
+            "dim",
+            "ffn_dim",
+            "num_heads",
+            "num_layers",
+            "in_dim",
+            "out_dim",
+            "text_len",
+            "freq_dim",
+            "eps",
+        )
         if k in raw
     }
     return DiTConfig(**{**base.__dict__, **fields})
@@ -185,7 +210,9 @@ def read_converted_config(folder: Path) -> PipelineConfig:
         raise CheckpointError(f"{path}: not a longlive pipeline config: {exc}", path=path) from exc
 
 
-def save_converted(folder: Path, config: PipelineConfig, states: Mapping[str, StateDict], tokenizer_json: str) -> None:
+def save_converted(
+    folder: Path, config: PipelineConfig, states: Mapping[str, StateDict], tokenizer_json: str
+) -> None:
     """Write our converted folder (the fastest layout to load)."""
     folder.mkdir(parents=True, exist_ok=True)
     for part, name in CONVERTED_FILES.items():

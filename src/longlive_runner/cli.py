@@ -24,8 +24,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"preset name (tiny, longlive-1.3b) or a converted folder (default: {DEFAULT_MODEL})",
     )
-    p.add_argument("--wan-dir", type=Path, help="Wan2.1-T2V-1.3B folder (with --longlive-dir: the real weights)")
-    p.add_argument("--longlive-dir", type=Path, help="LongLive folder holding models/longlive_base.pt and models/lora.pt")
+    p.add_argument(
+        "--wan-dir", type=Path, help="Wan2.1-T2V-1.3B folder (with --longlive-dir: the real weights)"
+    )
+    p.add_argument(
+        "--longlive-dir", type=Path, help="LongLive folder holding models/longlive_base.pt and models/lora.pt"
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
@@ -136,7 +140,9 @@ def read_schedule_file(path: Path) -> dict[int, str]:
         except (TypeError, ValueError):
             raise CLIError(f"{path}: timestamp {frame!r} is not an integer frame") from None
         if f < 0 or not isinstance(prompt, str) or not prompt.strip():
-            raise CLIError(f"{path}: bad entry at timestamp {frame!r}: need frame >= 0 and a non-empty prompt")
+            raise CLIError(
+                f"{path}: bad entry at timestamp {frame!r}: need frame >= 0 and a non-empty prompt"
+            )
         schedule[f] = prompt.strip()
     return schedule
 
@@ -164,9 +170,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     n_blocks = -(-args.frames // cfg.frames_per_block)
     total_video = sum(cfg.video_frames_for_block(b * cfg.frames_per_block) for b in range(n_blocks))
     start = time.perf_counter()
-    with VideoWriter(args.out, fps=cfg.fps) as writer, ProgressBar(
-        total_video, "generating", unit="frames", enabled=not args.quiet
-    ) as bar:
+    with (
+        VideoWriter(args.out, fps=cfg.fps) as writer,
+        ProgressBar(total_video, "generating", unit="frames", enabled=not args.quiet) as bar,
+    ):
         for block in pipe.stream(schedule, args.frames, seed=args.seed):
             writer.write(block.frames)
             bar.update(block.num_frames, postfix=f"frame {block.start_frame}: {block.prompt[:40]}")
@@ -198,7 +205,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from exc
         bar.update(1, "read")
         states = {
-            part: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()} for part, sd in states.items()
+            part: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+            for part, sd in states.items()
         }
         bar.update(1, "cast")
         ckpt.save_converted(args.out, config, states, tok_path.read_text())
@@ -214,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("info", help="print a model's configuration, parameter counts and memory needs as JSON")
+    p = sub.add_parser(
+        "info", help="print a model's configuration, parameter counts and memory needs as JSON"
+    )
     p.add_argument("--model", default=None, help="preset name or converted folder (no weights are loaded)")
     p.set_defaults(func=cmd_info)
 
@@ -225,18 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
         "Frames are the model's latent frames (a block is 3; 16 fps video, 4 video frames per latent frame).",
     )
     add_model_args(p)
-    p.add_argument("--prompt", action="append", metavar="FRAME:TEXT", help="a prompt from latent FRAME on (repeatable)")
-    p.add_argument("--schedule", type=Path, help="JSON {frame: prompt}, or JSON/JSONL list of {timestamp, prompt}")
+    p.add_argument(
+        "--prompt", action="append", metavar="FRAME:TEXT", help="a prompt from latent FRAME on (repeatable)"
+    )
+    p.add_argument(
+        "--schedule", type=Path, help="JSON {frame: prompt}, or JSON/JSONL list of {timestamp, prompt}"
+    )
     p.add_argument("--frames", type=int, default=24, help="latent frames to generate (rounded up to blocks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("longlive.mp4"), help="output mp4 path")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("convert", help="merge Wan + LongLive folders into one fast-loading safetensors folder")
+    p = sub.add_parser(
+        "convert", help="merge Wan + LongLive folders into one fast-loading safetensors folder"
+    )
     p.add_argument("--wan-dir", type=Path, required=True)
     p.add_argument("--longlive-dir", type=Path, required=True)
-    p.add_argument("--model", default=None, help="preset whose architecture the folders hold (default longlive-1.3b)")
+    p.add_argument(
+        "--model", default=None, help="preset whose architecture the folders hold (default longlive-1.3b)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--quiet", action="store_true")
@@ -249,11 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Any]:
     """Subcommands defined in their own modules (serve, download)."""
-    found = []
-    for mod_name in ("longlive_runner.server", "longlive_runner.download"):
+    from . import server  # imported explicitly: an error in it must show, not hide `serve`
+
+    found = [server.register_cli]
+    for mod_name in ("longlive_runner.download",):
         try:
             mod = __import__(mod_name, fromlist=["register_cli"])
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name:  # the module exists but one of its imports is missing
+                raise
             continue
         if hasattr(mod, "register_cli"):
             found.append(mod.register_cli)

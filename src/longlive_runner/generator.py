@@ -57,7 +57,9 @@ class VideoGenerator:
         self._cache = pipe.dit.new_cache(1, cfg.tokens_per_frame, cfg.stream, pipe.device, pipe.dtype)
         self._decoder = pipe.vae.stream_decoder()
         # Clean latents of the newest blocks, enough to re-cache `cache_frames` frames on a switch.
-        self._recent: deque[torch.Tensor] = deque(maxlen=cfg.stream.cache_frames // cfg.stream.frames_per_block)
+        self._recent: deque[torch.Tensor] = deque(
+            maxlen=cfg.stream.cache_frames // cfg.stream.frames_per_block
+        )
         self._noise = torch.Generator(device=pipe.device)
         self.reset(seed)
 
@@ -76,9 +78,9 @@ class VideoGenerator:
         self.recache_count = 0
 
     def _randn(self) -> torch.Tensor:
-        return torch.randn(self._shape, generator=self._noise, device=self.pipe.device, dtype=torch.float32).to(
-            self.pipe.dtype
-        )
+        return torch.randn(
+            self._shape, generator=self._noise, device=self.pipe.device, dtype=torch.float32
+        ).to(self.pipe.dtype)
 
     @torch.inference_mode()
     def generate_block(self, prompt: str) -> Block:
@@ -105,7 +107,9 @@ class VideoGenerator:
                 nxt = self._sigmas[i + 1]
                 x = (1.0 - nxt) * x0 + nxt * self._randn()
         # Context pass: the clean block at t=0; its K/V are what the cache keeps.
-        dit.forward_cached(x0, torch.zeros((1, n), device=x.device), context, self._cache, s, return_output=False)
+        dit.forward_cached(
+            x0, torch.zeros((1, n), device=x.device), context, self._cache, s, return_output=False
+        )
 
         video = self._decoder.decode(x0)  # [1, 3, T, H, W] in [-1, 1]
         frames = to_uint8(video)

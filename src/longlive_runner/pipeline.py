@@ -133,7 +133,9 @@ def load_pipeline(
         if wan_dir is None:
             raise ValueError("wan_dir is required with longlive_dir (the VAE and text encoder come from it)")
         base = get_preset(str(model)) if model is not None else get_preset("longlive-1.3b")
-        return _load_wan_layout(base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype)
+        return _load_wan_layout(
+            base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
+        )
     if model is None:
         model = "tiny"
     path = Path(model)
@@ -150,7 +152,7 @@ def load_pipeline(
             "the longlive-1.3b preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
             f"folder; {DOWNLOAD_HINT}"
         )
-    return _random_pipeline(config, device, dtype, seed)
+    return random_pipeline(config, device, dtype, seed)
 
 
 def _preset_names() -> list[str]:
@@ -160,7 +162,13 @@ def _preset_names() -> list[str]:
 
 
 def _assemble(
-    config: PipelineConfig, dit: CausalWanDiT, vae: WanVAE, t5: UMT5Encoder, tokenizer: TextTokenizer, device, dtype
+    config: PipelineConfig,
+    dit: CausalWanDiT,
+    vae: WanVAE,
+    t5: UMT5Encoder,
+    tokenizer: TextTokenizer,
+    device,
+    dtype,
 ) -> Pipeline:
     config.validate()
     for m in (dit, vae, t5):
@@ -168,7 +176,15 @@ def _assemble(
     return Pipeline(config, dit, vae, TextEncoder(tokenizer, t5.eval()), device, dtype)
 
 
-def _random_pipeline(config: PipelineConfig, device: torch.device, dtype: torch.dtype, seed: int) -> Pipeline:
+def random_pipeline(
+    config: PipelineConfig,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> Pipeline:
+    """Any config with seeded random weights (presets without files, tests, speed benchmarks)."""
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
     dit, vae, t5 = build_modules(config)
     for i, m in enumerate((dit, vae, t5)):
         materialize(m, device, dtype, seed + i)
@@ -195,7 +211,9 @@ def read_wan_layout(
     dit_cfg = ckpt.dit_config_from_wan(wan_dir / "config.json", base.dit)
     config = PipelineConfig(name=base.name, dit=dit_cfg, vae=base.vae, t5=base.t5, stream=base.stream)
     if longlive_dir is not None:
-        dit_state = ckpt.longlive_dit_state(longlive_dir)  # overwrites every DiT weight: Wan's DiT file is not read
+        dit_state = ckpt.longlive_dit_state(
+            longlive_dir
+        )  # overwrites every DiT weight: Wan's DiT file is not read
         dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
         lora_path = longlive_dir / ckpt.LONGLIVE_LORA_FILE
         try:

@@ -1,0 +1,109 @@
+"""The full LongLive 1.3B architecture, random weights, block by block: frames per second.
+
+    python benchmarks/bench_gpu.py                         # CUDA: 480x832, bf16, as in the paper
+    python benchmarks/bench_gpu.py --height 64 --width 112 --blocks 6   # CPU smoke run (CI size)
+
+Speed does not depend on the weights' values, so random weights of the real shapes measure the
+real cost. The DiT (30 layers, dim 1536) and the VAE are full size; the text encoder is cut to one
+umT5 layer of the real width, because it runs once per distinct prompt, outside the block loop.
+Prints block latency p50/p99, video frames per second, peak GPU memory and the cost of a prompt
+switch (KV re-cache + block) against a normal block. Anchor: LongLive's paper reports 20.7 FPS on
+one H100 in bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+PAPER_FPS_H100 = 20.7
+
+
+def percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--blocks", type=int, default=40, help="blocks to time (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--switch-every", type=int, default=8)
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None)
+    args = ap.parse_args()
+
+    import torch
+
+    from longlive_runner.config import get_preset
+    from longlive_runner.pipeline import random_pipeline
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    base = get_preset("longlive-1.3b")
+    config = dataclasses.replace(
+        base,
+        name="longlive-1.3b-random",
+        t5=dataclasses.replace(base.t5, vocab_size=384, num_layers=1),
+        stream=dataclasses.replace(base.stream, height=args.height, width=args.width),
+    )
+    t0 = time.perf_counter()
+    pipe = random_pipeline(config, device=device, dtype=dtype, seed=0)
+    build_s = time.perf_counter() - t0
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"
+    print(f"# longlive-1.3b architecture, random weights, {args.height}x{args.width}, {dtype}, {name}")
+    print(
+        f"# built in {build_s:.1f} s; DiT {sum(p.numel() for p in pipe.dit.parameters()) / 1e9:.3f} B parameters"
+    )
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    gen = pipe.generator(seed=0)
+    prompts = ["a red circle moving left", "a blue square moving up"]
+    for _ in range(args.warmup):
+        gen.generate_block(prompts[0])
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    normal: list[float] = []
+    switch: list[float] = []
+    frames = 0
+    total = 0.0
+    for b in range(args.blocks):
+        prompt = prompts[(b // args.switch_every) % 2]
+        sync()
+        t = time.perf_counter()
+        block = gen.generate_block(prompt)
+        sync()
+        dt = time.perf_counter() - t
+        total += dt
+        frames += block.num_frames
+        (switch if block.switched else normal).append(dt)
+        print(f"block {block.start_frame:>5}  {dt * 1e3:9.1f} ms  {'switch' if block.switched else ''}")
+    fps = frames / total
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else float("nan")
+    p50, p99 = percentile(normal, 50), percentile(normal, 99)
+    sw = statistics.median(switch) if switch else float("nan")
+    print()
+    print(f"block latency p50 {p50 * 1e3:.1f} ms  p99 {p99 * 1e3:.1f} ms  (normal blocks, n={len(normal)})")
+    print(f"prompt switch {sw * 1e3:.1f} ms = {sw / p50:.2f}x a normal block (n={len(switch)})")
+    print(
+        f"throughput {fps:.2f} video frames/s  (paper: {PAPER_FPS_H100} on one H100; ratio {fps / PAPER_FPS_H100:.2f})"
+    )
+    print(f"peak GPU memory {peak:.2f} GB" if cuda else "peak GPU memory n/a (CPU)")
+    print(f"summary: device={name!r} res={args.height}x{args.width} fps={fps:.2f} p50_ms={p50 * 1e3:.1f} "
+          f"p99_ms={p99 * 1e3:.1f} switch_ratio={sw / p50:.2f} peak_gb={peak:.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

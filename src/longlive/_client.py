@@ -1,0 +1,1393 @@
+"""`Reactor`: the async client of a LongLive runner (websocket or in-process).
+
+One reader task per connection feeds everything, in the order the runner sent it:
+
+- replies (`ack` / `command_error` with an id) resolve the command waiting for them;
+- every text message goes to the `on(...)` callbacks of its type and to `messages()` streams;
+- frames go to `on_frame` callbacks, to active recordings and to the frame buffer read by
+  `frames()`.
+
+Sync callbacks run inline in the reader (keep them short); async callbacks are awaited, in order,
+by one dispatcher task, so a slow async callback never delays replies or frames. A callback that
+raises never kills the reader: the error goes to the `on_error` handlers, or, when there are
+none, is logged (logger "longlive") and raised as `CallbackError` by the next API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import importlib.util
+import inspect
+import itertools
+import json
+import logging
+import queue
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+import numpy as np
+
+from ._errors import (
+    CallbackError,
+    CommandTimeoutError,
+    ConnectionClosedError,
+    ErrorCode,
+    InvalidStateError,
+    LongliveError,
+    ProtocolError,
+)
+from ._protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    CommandErrorMessage,
+    FrameHeader,
+    FramesDropped,
+    Hello,
+    Message,
+    Progress,
+    State,
+    decode_frame,
+    parse_message,
+)
+from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport
+from ._types import Frame, FramePolicy, ScheduledPrompt, Status
+from ._units import DEFAULT_FPS
+
+__all__ = ["MessageStream", "Reactor", "Recording"]
+
+logger = logging.getLogger("longlive")
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+TransportFactory = Callable[[], Awaitable[Transport]]
+ErrorHandler = Callable[[BaseException], Any]
+
+#: Commands after whose `ack` the runner broadcasts a `state`: the client waits for that state
+#: before returning, so `Reactor.state` already shows the command's effect.
+_STATE_CHANGING = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset"})
+_ALL = "*"
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+# ----------------------------------------------------------------------------------------------
+# Buffers
+# ----------------------------------------------------------------------------------------------
+class _Ended(Exception):
+    """A buffer ended normally (the client closed)."""
+
+
+class _Buffer(Generic[T]):
+    """A bounded FIFO for one event loop, with an end marker (normal or an error)."""
+
+    def __init__(self, maxsize: int, policy: FramePolicy = "drop_oldest") -> None:
+        if maxsize < 0:
+            raise ValueError("maxsize must be >= 0")
+        if policy not in ("drop_oldest", "block"):
+            raise ValueError(f"policy must be 'drop_oldest' or 'block', got {policy!r}")
+        self.maxsize = maxsize
+        self.policy = policy
+        self.dropped = 0
+        self._items: deque[T] = deque()
+        self._end: ConnectionClosedError | bool | None = None  # None: open; True: ended normally
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: T) -> None:
+        """Append; when full, drop the oldest item (counted in `dropped`)."""
+        if self.maxsize == 0:
+            return
+        while len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._readable.set()
+
+    async def put(self, item: T) -> None:
+        """Append, by the policy: wait for room ("block") or drop the oldest ("drop_oldest")."""
+        if self.policy == "block":
+            while len(self._items) >= self.maxsize > 0 and self._end is None:
+                self._writable.clear()
+                await self._writable.wait()
+        self.put_nowait(item)
+
+    async def get(self) -> T:
+        """The next item; raises `_Ended` or a `ConnectionClosedError` once drained and ended."""
+        while not self._items:
+            if self._end is True:
+                raise _Ended
+            if isinstance(self._end, ConnectionClosedError):
+                raise ConnectionClosedError(self._end.code, self._end.reason)
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._items.popleft()
+        self._writable.set()
+        return item
+
+    def purge(self, drop: Callable[[T], bool]) -> int:
+        """Remove the items for which `drop` is true; returns how many."""
+        kept = [x for x in self._items if not drop(x)]
+        removed = len(self._items) - len(kept)
+        if removed:
+            self._items = deque(kept)
+            self._writable.set()
+        return removed
+
+    def end(self, error: ConnectionClosedError | None = None) -> None:
+        self._end = error if error is not None else True
+        self._readable.set()
+        self._writable.set()
+
+    def reopen(self) -> None:
+        self._end = None
+
+
+class MessageStream:
+    """An async iterator over the runner's text messages (see `Reactor.messages`)."""
+
+    def __init__(self, reactor: Reactor, types: tuple[str, ...], max_buffered: int) -> None:
+        self._reactor = reactor
+        self._types = frozenset(types)
+        self._buffer: _Buffer[Message] = _Buffer(max_buffered)
+        if reactor._closed_for_streams:
+            self._buffer.end(reactor._last_drop)
+        reactor._streams.add(self)
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded because this stream's buffer was full (oldest first)."""
+        return self._buffer.dropped
+
+    def _feed(self, msg: Message) -> None:
+        if not self._types or msg.type in self._types:
+            self._buffer.put_nowait(msg)
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        self._reactor._raise_pending_error()
+        try:
+            return await self._buffer.get()
+        except _Ended:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving messages; iteration ends after what is buffered."""
+        self._reactor._streams.discard(self)
+        self._buffer.end()
+
+    async def __aenter__(self) -> MessageStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# ----------------------------------------------------------------------------------------------
+# Recording
+# ----------------------------------------------------------------------------------------------
+class Recording:
+    """Frames being written to a video file, from a writer thread (see `Reactor.record`).
+
+    Frames are queued without limit, so a slow disk or encoder costs memory, never frames.
+    """
+
+    def __init__(
+        self, path: str | Path, *, fps: float, until: int | None, on_stop: Callable[[Recording], None]
+    ) -> None:
+        self.path = Path(path)
+        self.until = until
+        self.fps = fps
+        self._on_stop = on_stop
+        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        self._accepted = 0
+        self._written = 0
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"longlive-record-{self.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def frames_written(self) -> int:
+        """Frames written so far (all accepted frames once `stop()` returned)."""
+        return self._written
+
+    @property
+    def frames_accepted(self) -> int:
+        """Frames handed to the writer thread so far."""
+        return self._accepted
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def _feed(self, frame: Frame) -> None:
+        if self._stopped or (self.until is not None and frame.start_frame >= self.until):
+            return
+        self._accepted += 1
+        self._queue.put(frame.image)
+
+    def _run(self) -> None:
+        from ._video import VideoWriter
+
+        writer: VideoWriter | None = None
+        try:
+            while True:
+                image = self._queue.get()
+                if image is None:
+                    break
+                if self._error is not None:
+                    continue
+                try:
+                    if writer is None:
+                        writer = VideoWriter(self.path, fps=self.fps)
+                    writer.write(image)
+                    self._written += 1
+                except BaseException as exc:  # kept for stop() to raise
+                    self._error = exc
+        finally:
+            if writer is not None:
+                try:
+                    writer.close()
+                except BaseException as exc:
+                    self._error = self._error or exc
+
+    async def stop(self) -> Recording:
+        """Stop recording and finish the file; raises what the writer failed with, if anything.
+
+        With no frame received, no file is written (`frames_written` is 0).
+        """
+        if not self._stopped:
+            self._stopped = True
+            self._on_stop(self)
+            self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    async def __aenter__(self) -> Recording:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"Recording({str(self.path)!r}, frames_written={self._written}, stopped={self._stopped})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Async callbacks
+# ----------------------------------------------------------------------------------------------
+class _Dispatcher:
+    """Runs callbacks off the reader, one at a time, in the order they were triggered.
+
+    It awaits async callbacks; while it has work, sync callbacks are queued behind it too, so that
+    every callback sees messages in the order the runner sent them.
+    """
+
+    def __init__(self, on_failure: Callable[[Exception, str, Callable[..., Any], bool], None]) -> None:
+        self._on_failure = on_failure
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._active = False
+        self._stopping = False
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="longlive-callbacks")
+
+    @property
+    def busy(self) -> bool:
+        return self._active or not self._queue.empty()
+
+    def submit(self, job: _Job) -> None:
+        self._queue.put_nowait(job)
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._active = True
+            try:
+                aw = job.awaitable
+                if aw is None:  # a sync callback queued behind async ones
+                    result = job.fn(job.arg)
+                    aw = result if inspect.isawaitable(result) else None
+                if aw is not None:
+                    await aw
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise
+                logger.debug("callback %r for %r was cancelled", job.fn, job.event)
+            except Exception as exc:
+                self._on_failure(exc, job.event, job.fn, job.is_error_handler)
+            finally:
+                self._active = False
+                self._queue.task_done()
+
+    async def stop(self, drain_timeout: float = 2.0) -> None:
+        """Let queued callbacks finish (up to `drain_timeout` s), then stop."""
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(self._queue.join(), drain_timeout)
+        self._stopping = True
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        while not self._queue.empty():
+            aw = self._queue.get_nowait().awaitable
+            if inspect.iscoroutine(aw):
+                aw.close()
+
+
+class _Job:
+    __slots__ = ("arg", "awaitable", "event", "fn", "is_error_handler")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        arg: Any,
+        event: str,
+        awaitable: Awaitable[Any] | None = None,
+        is_error_handler: bool = False,
+    ) -> None:
+        self.fn = fn
+        self.arg = arg
+        self.event = event
+        self.awaitable = awaitable
+        self.is_error_handler = is_error_handler
+
+
+# ----------------------------------------------------------------------------------------------
+# In-process runner
+# ----------------------------------------------------------------------------------------------
+class _LocalConnector:
+    """Loads a pipeline and runs a `longlive_runner.hub.Runner` in this process, lazily."""
+
+    def __init__(
+        self,
+        model: str | Path | None,
+        *,
+        pipeline: Any,
+        runner: Any,
+        load_options: dict[str, Any],
+        runner_options: dict[str, Any],
+    ) -> None:
+        self.model = model
+        self.pipeline = pipeline
+        self.runner = runner
+        self.owned = False
+        self.load_options = load_options
+        self.runner_options = runner_options
+
+    def _load(self) -> Any:
+        from longlive_runner import load_pipeline
+
+        options = dict(self.load_options)
+        if options.get("device") is None:
+            import torch
+
+            options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        return load_pipeline(self.model, **options)
+
+    async def open(self) -> Transport:
+        if self.runner is None:
+            try:
+                from longlive_runner.hub import Runner
+            except ImportError as exc:
+                raise ImportError(
+                    f"Reactor.local() needs the runner (torch): pip install 'longlive[runner]' ({exc})"
+                ) from exc
+
+            if self.pipeline is None:
+                self.pipeline = await asyncio.to_thread(self._load)
+            runner = Runner(self.pipeline, **self.runner_options)
+            await runner.start()
+            self.runner, self.owned = runner, True
+        try:
+            conn = self.runner.connect_local()
+        except RuntimeError as exc:  # the runner was closed under us
+            raise ConnectionClosedError(None, f"cannot connect to the in-process runner: {exc}") from exc
+        if inspect.isawaitable(conn):
+            conn = await conn
+        return conn  # type: ignore[no-any-return]
+
+    async def shutdown(self) -> None:
+        if self.owned and self.runner is not None:
+            runner, self.runner, self.owned = self.runner, None, False
+            await runner.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The client
+# ----------------------------------------------------------------------------------------------
+class _Pending:
+    __slots__ = ("command", "future", "ack")
+
+    def __init__(self, command: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        self.command = command
+        self.future = future
+        self.ack: dict[str, Any] | None = None
+
+
+class _Connection:
+    """One transport and what belongs to it: its reader task and the commands awaiting replies."""
+
+    def __init__(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.reader: asyncio.Task[None] | None = None
+        self.pending: dict[str, _Pending] = {}
+        self.awaiting_state: list[_Pending] = []
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.ready.add_done_callback(_consume_exception)
+        self.got_hello = False
+        self.got_state = False
+        self.closing = False
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _closed_copy(error: ConnectionClosedError) -> ConnectionClosedError:
+    return ConnectionClosedError(error.code, error.reason)
+
+
+class Reactor:
+    """Async client of a LongLive runner.
+
+    ```python
+    async with Reactor("ws://127.0.0.1:8765") as reactor:   # or Reactor.local(model="tiny")
+        await reactor.schedule_prompt("a red fox in snow", timestamp=0)
+        await reactor.start()
+        async for frame in reactor.frames():
+            ...
+    ```
+
+    Commands (`schedule_prompt`, `start`, ...) carry a request id and return the runner's reply,
+    raising `CommandError` (with `code`) when refused and `CommandTimeoutError` (also a
+    `TimeoutError`) when no reply comes within `command_timeout` seconds. A command issued while
+    the connection is being opened waits for it to be ready; one issued with no connection raises
+    `InvalidStateError` (or `ConnectionClosedError` after the connection dropped).
+
+    Frames are kept in a buffer of `max_buffered_frames` read by `frames()`. With the default
+    policy "drop_oldest" the reader never waits for the consumer: when the buffer is full, the
+    oldest frame is discarded and counted in `frames_dropped` (at 480x832 a frame is 1.2 MB, so
+    the default of 96 frames, 6 s of video, holds up to 115 MB). With "block" the reader waits for
+    the consumer, and replies and events wait with it. `max_buffered_frames=0` keeps no frames
+    (use `on_frame` or `record` instead). Callbacks and recordings see every frame either way.
+
+    Frame numbers are latent frames, as in the protocol (`timestamp`, `current_start_frame`);
+    `Frame.index` is a video frame. See `latent_to_video_frame` and friends for conversions.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        command_timeout: float | None = 10.0,
+        connect_timeout: float | None = 10.0,
+        max_buffered_frames: int = 96,
+        frame_policy: FramePolicy = "drop_oldest",
+        on_error: ErrorHandler | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        """Create a client (not connected yet: use `async with` or `await connect()`).
+
+        - `url`: the runner's websocket URL, e.g. "ws://127.0.0.1:8765".
+        - `command_timeout`: seconds to wait for a command's reply (None: forever).
+        - `connect_timeout`: seconds to wait for the runner's `hello` and first `state`.
+        - `max_buffered_frames`, `frame_policy`: the frame buffer read by `frames()` (see above).
+        - `on_error`: a handler of errors raised by callbacks and of connection drops.
+        - `headers`, `max_message_size`: websocket options (the default fits large frames).
+        - `transport_factory`: an async callable returning a `Transport`, instead of `url`.
+        """
+        if (url is None) == (transport_factory is None):
+            raise ValueError("pass exactly one of url and transport_factory")
+        if max_buffered_frames < 0:
+            raise ValueError("max_buffered_frames must be >= 0")
+        if frame_policy not in ("drop_oldest", "block"):
+            raise ValueError(f"frame_policy must be 'drop_oldest' or 'block', got {frame_policy!r}")
+        self.url = url
+        self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self._max_buffered_frames = max_buffered_frames
+        self._frame_policy: FramePolicy = frame_policy
+        self._headers = dict(headers) if headers else None
+        self._max_message_size = max_message_size
+        self._factory: TransportFactory = transport_factory or self._open_websocket
+        self._local: _LocalConnector | None = None
+
+        self._status: Status = "disconnected"
+        self._conn: _Connection | None = None
+        self._ready_fut: asyncio.Future[None] | None = None
+        self._lifecycle: asyncio.Lock | None = None
+        self._ever_connected = False
+        self._last_drop: ConnectionClosedError | None = None
+        self._closed_for_streams = False
+
+        self._hello: Hello | None = None
+        self._state: State | None = None
+        self._current_start_frame = 0
+        self._generation = 0
+        self._frames_received = 0
+        self._frames_stale = 0
+        self._frames_dropped_by_runner = 0
+        self._ids = itertools.count(1)
+
+        self._frames: _Buffer[Frame] | None = None
+        self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
+        self._recordings: list[Recording] = []
+        self._frame_waiters: list[tuple[int, asyncio.Future[int]]] = []
+        self._message_waiters: list[tuple[str, Callable[[Any], bool] | None, asyncio.Future[Any]]] = []
+
+        self._handlers: dict[str, list[Callable[[Any], Any]]] = {}
+        self._frame_handlers: list[Callable[[Frame], Any]] = []
+        self._status_handlers: list[Callable[[Status], Any]] = []
+        self._error_handlers: list[ErrorHandler] = [on_error] if on_error is not None else []
+        self._pending_error: BaseException | None = None
+        self._dispatcher: _Dispatcher | None = None
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def local(
+        cls,
+        model: str | Path | None = "tiny",
+        *,
+        pipeline: Any = None,
+        runner: Any = None,
+        device: str | None = None,
+        dtype: Any = None,
+        wan_dir: str | Path | None = None,
+        longlive_dir: str | Path | None = None,
+        runner_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Reactor:
+        """A client of a runner in this process (needs the `runner` extra: torch).
+
+        Nothing is loaded until `connect()`: then the pipeline is loaded in a worker thread
+        (`model`, `device`, `dtype`, `wan_dir`, `longlive_dir` as for
+        `longlive_runner.load_pipeline`; device defaults to cuda when available), a
+        `longlive_runner.hub.Runner` is started on the current event loop and this client talks
+        to it in-process (frames are handed over as arrays, not encoded). `close()` stops that
+        runner. Pass `pipeline=` to reuse a loaded pipeline, or `runner=` (e.g. `other.runner`) to
+        attach to a running runner, which `close()` then leaves running. Other keyword arguments
+        are `Reactor` options.
+        """
+        load_options: dict[str, Any] = {"device": device}
+        if dtype is not None:
+            load_options["dtype"] = dtype
+        if wan_dir is not None:
+            load_options["wan_dir"] = wan_dir
+        if longlive_dir is not None:
+            load_options["longlive_dir"] = longlive_dir
+        connector = _LocalConnector(
+            model,
+            pipeline=pipeline,
+            runner=runner,
+            load_options=load_options,
+            runner_options=dict(runner_options or {}),
+        )
+        reactor = cls(transport_factory=connector.open, **options)
+        reactor._local = connector
+        return reactor
+
+    async def _open_websocket(self) -> Transport:
+        assert self.url is not None
+        return await WebSocketTransport.connect(
+            self.url,
+            headers=self._headers,
+            open_timeout=self.connect_timeout,
+            max_size=self._max_message_size,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def __aenter__(self) -> Reactor:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _lock(self) -> asyncio.Lock:
+        if self._lifecycle is None:
+            self._lifecycle = asyncio.Lock()
+        return self._lifecycle
+
+    async def connect(self) -> Reactor:
+        """Connect and wait until the runner's `hello` and first `state` arrived.
+
+        Does nothing when already connected. Raises `ConnectionClosedError` if the runner cannot
+        be reached, `CommandTimeoutError` if it does not greet in `connect_timeout` seconds and
+        `ProtocolError` if it speaks another protocol version.
+        """
+        async with self._lock():
+            if self._conn is not None and self._status == "ready":
+                return self
+            await self._open()
+        return self
+
+    async def reconnect(self) -> None:
+        """Close the current connection (if any) and open a new one.
+
+        State is re-synchronised from the runner's `state` message; buffered frames of the
+        current generation stay readable and a running `frames()` loop continues. Commands
+        waiting for a reply on the old connection raise `ConnectionClosedError`; commands issued
+        meanwhile wait for the new connection.
+        """
+        async with self._lock():
+            await self._open(replacing=self._conn)
+
+    async def close(self) -> None:
+        """Close the connection: `frames()` and `messages()` end after what is buffered,
+        recordings are finished, pending commands raise `ConnectionClosedError`, and a runner
+        started by `Reactor.local()` is stopped. Idempotent."""
+        async with self._lock():
+            closed = ConnectionClosedError(None, "closed by the client")
+            if self._conn is not None:
+                await self._shutdown(self._conn, closed)
+            self._fail_waiters(closed)
+            self._end_streams(None)
+            for rec in list(self._recordings):
+                try:
+                    await rec.stop()
+                except Exception as exc:
+                    self._report(exc, store=False)
+            await self._stop_dispatcher()
+            if self._local is not None:
+                await self._local.shutdown()
+            self._set_status("disconnected")
+
+    async def _open(self, replacing: _Connection | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready_fut = loop.create_future()
+        self._ready_fut.add_done_callback(_consume_exception)
+        self._set_status("connecting")  # from now on, new commands wait for the new connection
+        if replacing is not None:
+            await self._shutdown(replacing, ConnectionClosedError(None, "reconnecting"))
+        if self._frames is None:
+            self._frames = _Buffer(self._max_buffered_frames, self._frame_policy)
+        try:
+            transport = await self._factory()
+        except BaseException as exc:
+            self._fail_connect(exc)
+            raise
+        conn = _Connection(transport, loop)
+        self._conn = conn
+        self._closed_for_streams = False
+        self._frames.reopen()
+        for stream in list(self._streams):
+            stream._buffer.reopen()
+        conn.reader = asyncio.create_task(self._read_loop(conn), name="longlive-reader")
+        try:
+            if self.connect_timeout is None:
+                await asyncio.shield(conn.ready)
+            else:
+                await asyncio.wait_for(asyncio.shield(conn.ready), self.connect_timeout)
+            assert self._hello is not None
+            if self._hello.protocol_version != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    ErrorCode.BAD_FIELD,
+                    f"the runner speaks protocol version {self._hello.protocol_version}; "
+                    f"this client speaks {PROTOCOL_VERSION}",
+                )
+        except BaseException as exc:
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not isinstance(exc, LongliveError):
+                exc = CommandTimeoutError("connect", self.connect_timeout or 0.0)
+            await self._shutdown(conn, ConnectionClosedError(None, f"connect failed: {exc}"))
+            self._fail_connect(exc)
+            if isinstance(exc, CommandTimeoutError):
+                raise exc from None
+            raise
+        self._ever_connected = True
+        self._last_drop = None
+        self._set_status("ready")
+        if not self._ready_fut.done():
+            self._ready_fut.set_result(None)
+
+    def _fail_connect(self, exc: BaseException) -> None:
+        if self._ready_fut is not None and not self._ready_fut.done():
+            error = exc if isinstance(exc, Exception) else ConnectionClosedError(None, "connect cancelled")
+            self._ready_fut.set_exception(error)
+        self._set_status("disconnected")
+
+    async def _shutdown(self, conn: _Connection, error: ConnectionClosedError) -> None:
+        """Close `conn` on the client's initiative; its pending commands raise `error`."""
+        conn.closing = True
+        try:
+            await asyncio.wait_for(conn.transport.close(), 5.0)
+        except Exception as exc:  # the connection is going away anyway
+            logger.debug("closing the transport failed: %r", exc)
+        if conn.reader is not None and not conn.reader.done() and conn.reader is not asyncio.current_task():
+            conn.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.reader
+        self._detach(conn, error)
+
+    def _detach(self, conn: _Connection, error: ConnectionClosedError) -> None:
+        for pending in conn.pending.values():
+            if pending.future.done():
+                continue
+            if pending.ack is not None:  # applied: only the state that follows was missed
+                pending.future.set_result(pending.ack)
+            else:
+                pending.future.set_exception(_closed_copy(error))
+        conn.pending.clear()
+        conn.awaiting_state.clear()
+        if not conn.ready.done():
+            conn.ready.set_exception(_closed_copy(error))
+        if self._conn is conn:
+            self._conn = None
+
+    def _connection_lost(self, conn: _Connection, error: ConnectionClosedError) -> None:
+        """The reader saw the connection end without the client asking."""
+        if conn.closing or conn is not self._conn:
+            return
+        was_ready = self._status == "ready"
+        self._detach(conn, error)
+        if not was_ready:  # still connecting: _open reports the failure
+            return
+        self._last_drop = error
+        self._fail_waiters(error)
+        self._end_streams(error)
+        self._set_status("disconnected")
+        self._report(error, store=False, level=logging.WARNING)
+
+    def _end_streams(self, error: ConnectionClosedError | None) -> None:
+        self._closed_for_streams = True
+        if self._frames is not None:
+            self._frames.end(error)
+        for stream in list(self._streams):
+            stream._buffer.end(error)
+
+    def _fail_waiters(self, error: ConnectionClosedError) -> None:
+        for _, fut in self._frame_waiters:
+            if not fut.done():
+                fut.set_exception(_closed_copy(error))
+        self._frame_waiters.clear()
+        for _, _, fut in self._message_waiters:
+            if not fut.done():
+                fut.set_exception(_closed_copy(error))
+        self._message_waiters.clear()
+
+    def _set_status(self, status: Status) -> None:
+        if status == self._status:
+            return
+        self._status = status
+        for fn in tuple(self._status_handlers):
+            self._call(fn, status, "status")
+
+    # --- the reader -----------------------------------------------------------------------------
+    async def _read_loop(self, conn: _Connection) -> None:
+        try:
+            while True:
+                try:
+                    item = await conn.transport.recv()
+                except ProtocolError as exc:  # a corrupt frame: report it, keep reading
+                    self._report(exc, store=False)
+                    continue
+                if isinstance(item, str):
+                    self._handle_text(conn, item)
+                elif isinstance(item, tuple):
+                    await self._handle_frame(*item)
+                elif isinstance(item, (bytes, bytearray, memoryview)):
+                    try:
+                        header, pixels = decode_frame(item)
+                    except ProtocolError as exc:
+                        self._report(exc, store=False)
+                        continue
+                    await self._handle_frame(header, pixels)
+                else:
+                    self._report(
+                        ProtocolError(ErrorCode.BAD_FRAME, f"transport returned {type(item).__name__}"),
+                        store=False,
+                    )
+        except ConnectionClosedError as exc:
+            self._connection_lost(conn, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: do not leave commands hanging
+            logger.exception("longlive reader failed")
+            self._connection_lost(conn, ConnectionClosedError(None, f"reader failed: {exc!r}"))
+            with contextlib.suppress(Exception):
+                await conn.transport.close()
+
+    def _handle_text(self, conn: _Connection, text: str) -> None:
+        try:
+            msg = parse_message(text)
+        except ProtocolError as exc:
+            self._report(exc, store=False)
+            return
+        if isinstance(msg, Hello):
+            self._hello = msg
+            conn.got_hello = True
+        elif isinstance(msg, State):
+            self._apply_state(msg, first=not conn.got_state)
+            conn.got_state = True
+            for pending in conn.awaiting_state:
+                if not pending.future.done() and pending.ack is not None:
+                    pending.future.set_result(pending.ack)
+            conn.awaiting_state.clear()
+        elif isinstance(msg, Progress):
+            self._apply_progress(msg)
+        elif isinstance(msg, (Ack, CommandErrorMessage)) and msg.id is not None:
+            self._resolve(conn, msg)
+        elif isinstance(msg, FramesDropped):
+            self._frames_dropped_by_runner += max(msg.count, 0)
+        if not conn.ready.done() and conn.got_hello and conn.got_state:
+            conn.ready.set_result(None)
+        self._emit(msg)
+
+    def _resolve(self, conn: _Connection, msg: Ack | CommandErrorMessage) -> None:
+        assert msg.id is not None
+        pending = conn.pending.get(msg.id)
+        if pending is None:
+            logger.debug("reply to unknown or expired command id %r", msg.id)
+            return
+        if pending.future.done():
+            return
+        if isinstance(msg, CommandErrorMessage):
+            pending.future.set_exception(msg.to_exception())
+            return
+        result = dict(msg.result)
+        if msg.command == "reset" and isinstance(result.get("generation"), int):
+            self._see_generation(result["generation"])
+        pending.ack = result
+        if msg.command in _STATE_CHANGING:
+            conn.awaiting_state.append(pending)  # resolved by the state broadcast that follows
+        else:
+            pending.future.set_result(result)
+
+    def _see_generation(self, generation: int) -> None:
+        if generation > self._generation:
+            self._generation = generation
+            if self._frames is not None:
+                stale = self._frames.purge(lambda f: f.generation < generation)
+                self._frames_stale += stale
+            for _, fut in self._frame_waiters:
+                if not fut.done():
+                    fut.set_exception(
+                        InvalidStateError(f"the session was reset (generation {generation}) while waiting")
+                    )
+            self._frame_waiters.clear()
+
+    def _apply_state(self, state: State, *, first: bool) -> None:
+        if first:  # a (re)connection: the runner's view wins, whatever came before
+            if state.generation != self._generation and self._frames is not None:
+                self._frames_stale += self._frames.purge(lambda f: f.generation != state.generation)
+            self._generation = state.generation
+        elif state.generation < self._generation:
+            return
+        self._see_generation(state.generation)
+        self._state = state
+        self._current_start_frame = state.current_start_frame
+        self._check_frame_waiters(state.finished)
+
+    def _apply_progress(self, progress: Progress) -> None:
+        if progress.generation < self._generation:
+            return
+        self._see_generation(progress.generation)
+        self._current_start_frame = progress.current_start_frame
+        self._check_frame_waiters(None)
+
+    def _check_frame_waiters(self, finished: str | None) -> None:
+        if not self._frame_waiters:
+            return
+        csf, waiting = self._current_start_frame, []
+        for target, fut in self._frame_waiters:
+            if fut.done():
+                continue
+            if csf >= target:
+                fut.set_result(csf)
+            elif finished is not None:
+                fut.set_exception(
+                    InvalidStateError(
+                        f"the video ended ({finished}) at latent frame {csf}, before frame {target}"
+                    )
+                )
+            else:
+                waiting.append((target, fut))
+        self._frame_waiters = waiting
+
+    async def _handle_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
+        if header.generation < self._generation:
+            self._frames_stale += 1
+            return
+        self._see_generation(header.generation)
+        fps = self._hello.fps if self._hello is not None else DEFAULT_FPS
+        frame = Frame.from_header(header, pixels, fps)
+        self._frames_received += 1
+        for rec in tuple(self._recordings):
+            rec._feed(frame)
+        for fn in tuple(self._frame_handlers):
+            self._call(fn, frame, "frame")
+        if self._frames is not None and self._max_buffered_frames:
+            await self._frames.put(frame)
+
+    def _emit(self, msg: Message) -> None:
+        for fn in (*self._handlers.get(msg.type, ()), *self._handlers.get(_ALL, ())):
+            self._call(fn, msg, msg.type)
+        for stream in list(self._streams):
+            stream._feed(msg)
+        if self._message_waiters:
+            waiting = []
+            for entry in self._message_waiters:
+                msg_type, predicate, fut = entry
+                if fut.done():
+                    continue
+                if msg_type not in (msg.type, _ALL):
+                    waiting.append(entry)
+                    continue
+                try:
+                    matched = predicate is None or predicate(msg)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                    continue
+                if matched:
+                    fut.set_result(msg)
+                else:
+                    waiting.append(entry)
+            self._message_waiters = waiting
+
+    # --- callbacks and errors -----------------------------------------------------------------
+    def _call(self, fn: Callable[[Any], Any], arg: Any, event: str) -> None:
+        if self._dispatcher is not None and self._dispatcher.busy:
+            self._dispatcher.submit(_Job(fn, arg, event))  # keep the order behind async callbacks
+            return
+        try:
+            result = fn(arg)
+        except Exception as exc:
+            self._report(CallbackError(event, fn, exc), store=True)
+            return
+        if inspect.isawaitable(result):
+            self._dispatch(_Job(fn, arg, event, result))
+
+    def _dispatch(self, job: _Job) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = _Dispatcher(self._async_callback_failed)
+        self._dispatcher.submit(job)
+
+    def _async_callback_failed(
+        self, exc: Exception, event: str, fn: Callable[..., Any], is_error_handler: bool
+    ) -> None:
+        if is_error_handler:
+            logger.error("longlive on_error handler %r failed", fn, exc_info=exc)
+        else:
+            self._report(CallbackError(event, fn, exc), store=True)
+
+    async def _stop_dispatcher(self) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.task is asyncio.current_task():
+            return
+        self._dispatcher = None
+        await dispatcher.stop()
+
+    def _report(self, error: BaseException, *, store: bool, level: int = logging.ERROR) -> None:
+        """Hand an asynchronous error to the on_error handlers, or log it (and keep it to raise)."""
+        if self._error_handlers:
+            for handler in tuple(self._error_handlers):
+                try:
+                    result = handler(error)
+                except Exception:
+                    logger.exception("longlive on_error handler %r failed", handler)
+                    continue
+                if inspect.isawaitable(result):
+                    self._dispatch(_Job(handler, error, "on_error", result, is_error_handler=True))
+            return
+        logger.log(level, "%s", error, exc_info=error if isinstance(error, CallbackError) else None)
+        if store and self._pending_error is None:
+            self._pending_error = error
+
+    def _raise_pending_error(self) -> None:
+        error, self._pending_error = self._pending_error, None
+        if error is not None:
+            raise error
+
+    # --- registering callbacks ----------------------------------------------------------------
+    @overload
+    def on(self, type: str) -> Callable[[F], F]: ...
+    @overload
+    def on(self, type: str, fn: F) -> F: ...
+    def on(self, type: str, fn: F | None = None) -> F | Callable[[F], F]:
+        """Call `fn(message)` for every message of `type` ("*": every message).
+
+        `type` is any message type, known (`progress`, `state`, `prompt_switched`,
+        `generation_finished`, `error`, `command_error`, `ack`, `hello`) or not: unknown types
+        arrive as `UnknownMessage`. `fn` may be sync or async. Returns `fn`; without `fn`, returns
+        a decorator: `@reactor.on("prompt_switched")`.
+        """
+        if fn is None:
+            return lambda f: self.on(type, f)
+        self._handlers.setdefault(type, []).append(fn)
+        return fn
+
+    @overload
+    def off(self, type_or_fn: str, fn: Callable[..., Any] | None = None) -> None: ...
+    @overload
+    def off(self, type_or_fn: Callable[..., Any]) -> None: ...
+    def off(self, type_or_fn: str | Callable[..., Any], fn: Callable[..., Any] | None = None) -> None:
+        """Remove callbacks: `off(type, fn)` one, `off(type)` all of a type, `off(fn)` `fn`
+        wherever it is registered (message types, `on_frame`, `on_status`, `on_error`)."""
+        if isinstance(type_or_fn, str):
+            if fn is None:
+                self._handlers.pop(type_or_fn, None)
+            else:
+                handlers = self._handlers.get(type_or_fn, [])
+                if fn in handlers:
+                    handlers.remove(fn)
+            return
+        target = type_or_fn
+        for handlers in (
+            *self._handlers.values(),
+            self._frame_handlers,
+            self._status_handlers,
+            self._error_handlers,
+        ):
+            while target in handlers:
+                handlers.remove(target)  # type: ignore[arg-type]
+
+    def on_progress(self, fn: F) -> F:
+        """Call `fn(Progress)` after each block (and at start); usable as a decorator."""
+        return self.on("progress", fn)
+
+    def on_state(self, fn: F) -> F:
+        """Call `fn(State)` for every state snapshot; usable as a decorator."""
+        return self.on("state", fn)
+
+    def on_prompt_switched(self, fn: F) -> F:
+        """Call `fn(PromptSwitched)` when a block is the first under a new prompt."""
+        return self.on("prompt_switched", fn)
+
+    def on_generation_finished(self, fn: F) -> F:
+        """Call `fn(GenerationFinished)` when the video ends (max_frames, error, reset)."""
+        return self.on("generation_finished", fn)
+
+    def on_frame(self, fn: F) -> F:
+        """Call `fn(Frame)` for every frame, in the reader (keep it short, or make it async)."""
+        self._frame_handlers.append(fn)
+        return fn
+
+    def on_status(self, fn: F) -> F:
+        """Call `fn(status)` when the connection status changes ("connecting", "ready", ...)."""
+        self._status_handlers.append(fn)
+        return fn
+
+    def on_error(self, fn: F) -> F:
+        """Call `fn(exception)` for errors no API call can raise: a callback that raised
+        (`CallbackError`), a dropped connection (`ConnectionClosedError`), a malformed message
+        (`ProtocolError`). Without handlers they are logged, and callback errors are raised by
+        the next API call. (The runner's `error` messages go to `on("error")`.)"""
+        self._error_handlers.append(fn)
+        return fn
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def status(self) -> Status:
+        """The connection status: "disconnected", "connecting" or "ready"."""
+        return self._status
+
+    @property
+    def connected(self) -> bool:
+        """True when ready for commands."""
+        return self._status == "ready"
+
+    @property
+    def hello(self) -> Hello:
+        """The runner's `hello`: model, fps, frame size, block sizes and limits."""
+        if self._hello is None:
+            raise InvalidStateError("not connected yet: no hello received")
+        return self._hello
+
+    @property
+    def state(self) -> State:
+        """The last `state` snapshot (updated before each state-changing command returns)."""
+        if self._state is None:
+            raise InvalidStateError("not connected yet: no state received")
+        return self._state
+
+    @property
+    def current_start_frame(self) -> int:
+        """Latent index of the next block to generate (from the last `progress` or `state`)."""
+        return self._current_start_frame
+
+    @property
+    def generation(self) -> int:
+        """The session generation (incremented by every `reset`)."""
+        return self._generation
+
+    @property
+    def frames_received(self) -> int:
+        """Frames received from the runner (current generations only)."""
+        return self._frames_received
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames discarded because `frames()` was slower than the buffer ("drop_oldest")."""
+        return self._frames.dropped if self._frames is not None else 0
+
+    @property
+    def frames_dropped_by_runner(self) -> int:
+        """Frames the runner dropped for this client because it fell behind (its own queue;
+        announced by `frames_dropped` messages)."""
+        return self._frames_dropped_by_runner
+
+    @property
+    def frames_buffered(self) -> int:
+        """Frames waiting to be read by `frames()`."""
+        return len(self._frames) if self._frames is not None else 0
+
+    @property
+    def runner(self) -> Any:
+        """The in-process `longlive_runner.hub.Runner` of a `Reactor.local()` client (once
+        connected); pass it to `Reactor.local(runner=...)` to connect another client."""
+        if self._local is None:
+            raise InvalidStateError("only a Reactor.local() client has an in-process runner")
+        if self._local.runner is None:
+            raise InvalidStateError("the runner starts on connect()")
+        return self._local.runner
+
+    def __repr__(self) -> str:
+        where = self.url if self.url is not None else ("local" if self._local is not None else "custom")
+        return f"<Reactor {where} {self._status} frame={self._current_start_frame}>"
+
+    # --- commands -------------------------------------------------------------------------------
+    async def _ready_connection(self, command: str, timeout: float | None) -> _Connection:
+        while True:
+            conn = self._conn
+            if self._status == "ready" and conn is not None:
+                return conn
+            if self._status == "connecting" and self._ready_fut is not None:
+                try:
+                    if timeout is None:
+                        await asyncio.shield(self._ready_fut)
+                    else:
+                        await asyncio.wait_for(asyncio.shield(self._ready_fut), timeout)
+                except (asyncio.TimeoutError, TimeoutError):
+                    if self._ready_fut.done() and self._ready_fut.exception() is not None:
+                        raise
+                    raise CommandTimeoutError(command, timeout or 0.0) from None
+                continue
+            if self._last_drop is not None:
+                raise _closed_copy(self._last_drop)
+            raise InvalidStateError(
+                "not connected: use `async with Reactor(...)` or `await reactor.connect()` first"
+            )
+
+    async def send_message(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None | _Unset = _UNSET,
+    ) -> dict[str, Any]:
+        """Send a command and return its `ack` result (the ack's data without `command`).
+
+        Raises `CommandError` (with `code`, `reason`, `id`) if the runner refuses it,
+        `CommandTimeoutError` if no reply comes within `timeout` (default `command_timeout`;
+        None waits forever), `ConnectionClosedError` if the connection drops first. A command
+        sent while connecting waits for the connection to be ready (within the same timeout).
+        """
+        self._raise_pending_error()
+        limit = self.command_timeout if isinstance(timeout, _Unset) else timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if limit is None else loop.time() + limit
+        conn = await self._ready_connection(type, limit)
+        msg_id = f"c{next(self._ids)}"
+        text = json.dumps(
+            {"type": type, "data": dict(data or {}), "id": msg_id},
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+        pending = _Pending(type, loop.create_future())
+        conn.pending[msg_id] = pending
+        try:
+            await conn.transport.send_text(text)
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                return await asyncio.wait_for(pending.future, remaining)
+            except (asyncio.TimeoutError, TimeoutError):
+                if pending.ack is not None:  # acked, but the state that follows is late
+                    return pending.ack
+                raise CommandTimeoutError(type, limit or 0.0, msg_id) from None
+        finally:
+            conn.pending.pop(msg_id, None)
+            if pending in conn.awaiting_state:
+                conn.awaiting_state.remove(pending)
+
+    async def schedule_prompt(
+        self, prompt: str, timestamp: int, *, timeout: float | None | _Unset = _UNSET
+    ) -> ScheduledPrompt:
+        """Use `prompt` from latent frame `timestamp` on (same timestamp again = overwrite).
+
+        It takes effect at the next block boundary (`effective_frame`); a timestamp already
+        decided is re-keyed to the next free block (warning `rekeyed`). To switch at the next
+        block while generating, schedule at `current_start_frame + 3`.
+        """
+        result = await self.send_message(
+            "schedule_prompt", {"new_prompt": prompt, "timestamp": timestamp}, timeout=timeout
+        )
+        scheduled = ScheduledPrompt.from_result(result)
+        for warning in scheduled.warnings:
+            logger.info("schedule_prompt at %d: [%s] %s", timestamp, warning.code, warning.message)
+        return scheduled
+
+    async def remove_prompt(self, timestamp: int, *, timeout: float | None | _Unset = _UNSET) -> str:
+        """Remove the prompt stored at latent frame `timestamp`; returns its text.
+
+        Refused with `no_such_prompt`, or `already_applied` once it is or was in force.
+        """
+        result = await self.send_message("remove_prompt", {"timestamp": timestamp}, timeout=timeout)
+        return str(result.get("removed_prompt", ""))
+
+    async def start(self, seed: int | None = None, *, timeout: float | None | _Unset = _UNSET) -> int:
+        """Start generating; returns the seed in use. Needs a prompt at timestamp 0
+        (`no_initial_prompt`); refused with `already_running` while running or paused."""
+        data = {} if seed is None else {"seed": seed}
+        result = await self.send_message("start", data, timeout=timeout)
+        return int(result.get("seed", seed or 0))
+
+    async def pause(self, *, timeout: float | None | _Unset = _UNSET) -> int:
+        """Pause after the block being generated; returns the first latent frame not started."""
+        result = await self.send_message("pause", timeout=timeout)
+        return int(result.get("effective_frame", self._current_start_frame))
+
+    async def resume(self, *, timeout: float | None | _Unset = _UNSET) -> int:
+        """Resume after `pause`; returns the current start frame."""
+        result = await self.send_message("resume", timeout=timeout)
+        return int(result.get("current_start_frame", self._current_start_frame))
+
+    async def reset(self, *, timeout: float | None | _Unset = _UNSET) -> int:
+        """Stop, clear every prompt and the frame counter; returns the new generation.
+
+        When it returns, no frame of the previous generation is buffered or will be yielded.
+        """
+        result = await self.send_message("reset", timeout=timeout)
+        return int(result.get("generation", self._generation))
+
+    async def get_state(self, *, timeout: float | None | _Unset = _UNSET) -> State:
+        """Ask the runner for its state (also updates `state`)."""
+        result = await self.send_message("get_state", timeout=timeout)
+        state = State.from_data(result)
+        if state.generation >= self._generation:
+            self._apply_state(state, first=False)
+        return state
+
+    # --- streams --------------------------------------------------------------------------------
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Yield frames as they arrive (from the shared buffer, see the class docs).
+
+        Ends after `close()` once the buffer is drained; raises `ConnectionClosedError` when the
+        connection drops (after the frames received before it). Frames of a generation older
+        than the last `reset` are never yielded. Concurrent iterators share the frames.
+        """
+        if self._max_buffered_frames == 0:
+            raise InvalidStateError("frames() needs max_buffered_frames > 0; use on_frame() instead")
+        if self._frames is None or not (self._ever_connected or self._status == "connecting"):
+            raise InvalidStateError(
+                "not connected: use `async with Reactor(...)` or `await reactor.connect()` first"
+            )
+        buffer = self._frames
+        while True:
+            self._raise_pending_error()
+            try:
+                frame = await buffer.get()
+            except _Ended:
+                return
+            yield frame
+
+    def messages(self, *types: str, max_buffered: int = 1024) -> MessageStream:
+        """An async iterator over the runner's text messages of `types` (all when none given),
+        from now on. Ends like `frames()`; keeps at most `max_buffered` (drop-oldest)."""
+        return MessageStream(self, types, max_buffered)
+
+    async def wait_for(
+        self,
+        type: str,
+        predicate: Callable[[Any], bool] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Wait for the next message of `type` (for which `predicate` is true) and return it."""
+        self._raise_pending_error()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._message_waiters.append((type, predicate, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    async def wait_for_frame(self, frame: int, *, timeout: float | None = None) -> int:
+        """Wait until latent frame `frame` is reached (`current_start_frame >= frame`): every
+        block before it was generated and its frames received. Returns `current_start_frame`.
+
+        Raises `InvalidStateError` if the video ends, or the session is reset, first.
+        """
+        self._raise_pending_error()
+        if self._current_start_frame >= frame and self._state is not None:
+            return self._current_start_frame
+        if self._state is not None and self._state.finished is not None:
+            raise InvalidStateError(
+                f"the video ended ({self._state.finished}) at latent frame {self._current_start_frame}"
+            )
+        if self._status != "ready" and self._status != "connecting":
+            await self._ready_connection("wait_for_frame", 0)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._frame_waiters.append((frame, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    # --- recording ------------------------------------------------------------------------------
+    def record(self, path: str | Path, *, until: int | None = None) -> Recording:
+        """Write every frame arriving from now on to an mp4 file (needs the `video` extra).
+
+        Frames of blocks starting at or after latent frame `until` are left out. Stop with
+        `await recording.stop()`, or use `async with reactor.record(path):`; `close()` stops it
+        too. Recording sees every frame, whatever the frame buffer drops.
+        """
+        if importlib.util.find_spec("imageio") is None:
+            raise ImportError("recording video needs the `video` extra: pip install 'longlive[video]'")
+        fps = self._hello.fps if self._hello is not None else DEFAULT_FPS
+        rec = Recording(path, fps=fps, until=until, on_stop=self._forget_recording)
+        self._recordings.append(rec)
+        return rec
+
+    def _forget_recording(self, rec: Recording) -> None:
+        if rec in self._recordings:
+            self._recordings.remove(rec)
+
+    async def save_mp4(self, path: str | Path, until: int, *, timeout: float | None = None) -> Recording:
+        """Record the frames arriving until latent frame `until` is reached, then finish the file.
+
+        The file holds exactly the frames of the blocks before `until` that arrive from now on
+        (from a fresh start: `latent_to_video_frame(until)` frames). Returns the stopped
+        `Recording`.
+        """
+        rec = self.record(path, until=until)
+        try:
+            await self.wait_for_frame(until, timeout=timeout)
+        finally:
+            await rec.stop()
+        return rec

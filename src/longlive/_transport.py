@@ -1,0 +1,131 @@
+"""How the client moves messages: the `Transport` protocol and the websocket transport.
+
+A transport carries the protocol's two kinds of message (docs/protocol.md, section 1) and nothing
+else: it does not parse JSON, match replies or buffer frames; `Reactor` does that in one reader
+task. Two implementations exist:
+
+- `WebSocketTransport` (here): a `websockets` client connection; binary messages are decoded with
+  `longlive._protocol.decode_frame`.
+- the runner's in-process `LocalConnection` (`longlive_runner.hub`), used by `Reactor.local()`:
+  frames are handed over as header + numpy array, without encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import numpy as np
+
+from ._errors import ConnectionClosedError
+from ._protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Received", "Transport", "WebSocketTransport"]
+
+#: What `Transport.recv()` returns: a JSON text message, or a decoded frame (header, uint8 [H, W, 3]).
+Received: TypeAlias = str | tuple[FrameHeader, np.ndarray]
+
+#: Largest websocket message accepted by default: 16 MiB. One 480x832 RGB frame is
+#: 28 + 480*832*3 = 1,198,108 bytes; this leaves room for frames up to about 2.3k x 2.3k.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+assert DEFAULT_MAX_MESSAGE_SIZE > FRAME_HEADER_SIZE + 480 * 832 * 3
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """One connection to a runner, as the client drives it.
+
+    `recv()` is called by a single reader task; `send_text()` may be called concurrently with it.
+    Once the connection is gone, `recv()` and `send_text()` raise `ConnectionClosedError`.
+    """
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON text message (a command)."""
+        ...
+
+    async def recv(self) -> Received:
+        """The next message: JSON text, or a decoded frame as (header, uint8 [H, W, 3])."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        ...
+
+
+class WebSocketTransport:
+    """A `Transport` over a `websockets` client connection."""
+
+    def __init__(self, websocket: Any) -> None:
+        self._ws = websocket
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        open_timeout: float | None = 10.0,
+        max_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        **kwargs: Any,
+    ) -> WebSocketTransport:
+        """Open a websocket to `url`.
+
+        Compression is off by default (raw pixels barely compress and deflate costs CPU on both
+        ends); pass `compression="deflate"` to offer it. Other keyword arguments go to
+        `websockets.asyncio.client.connect`. Raises `ConnectionClosedError` if the connection
+        cannot be opened.
+        """
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
+        kwargs.setdefault("compression", None)
+        try:
+            ws = await connect(
+                url,
+                additional_headers=dict(headers) if headers else None,
+                open_timeout=open_timeout,
+                max_size=max_size,
+                **kwargs,
+            )
+        except InvalidURI as exc:
+            raise ValueError(f"invalid websocket URL {url!r}: {exc}") from exc
+        except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
+            raise ConnectionClosedError(
+                None, f"cannot connect to {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return cls(ws)
+
+    @property
+    def websocket(self) -> Any:
+        """The underlying `websockets` connection."""
+        return self._ws
+
+    async def send_text(self, text: str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as exc:
+            raise _closed_error(exc) from exc
+
+    async def recv(self) -> Received:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise _closed_error(exc) from exc
+        if isinstance(message, str):
+            return message
+        return decode_frame(message)
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+def _closed_error(exc: Any) -> ConnectionClosedError:
+    close = exc.rcvd if exc.rcvd is not None else exc.sent
+    if close is None:
+        return ConnectionClosedError(None, "connection lost without a close frame")
+    return ConnectionClosedError(close.code, close.reason)

@@ -1,0 +1,263 @@
+"""Synthetic scenes for the demo model: a prompt grammar, prompt schedules and a numpy renderer.
+
+A scene is one object (a circle, square or triangle in a solid colour) on a plain background,
+moving at constant speed in one of four directions. Prompts follow one template::
+
+    a {color} {shape} moving {direction} on a {background} background
+
+Schedules use the runner's convention: ``{latent frame: prompt}``, every timestamp a block
+boundary, a prompt at frame 0. The prompt in force for the block starting at latent frame ``s``
+is the one at the largest timestamp ``<= s``.
+
+Rendering follows the runner's video layout: ``F`` latent frames decode to ``1 + 4(F-1)`` video
+frames; latent frame 0 is video frame 0 and latent frame ``s >= 1`` is video frames
+``4s-3 .. 4s``. So the block starting at latent frame ``s > 0`` owns video frames
+``4s-3 .. 4s+8`` (12 frames) and the first block owns frames ``0 .. 8`` (9 frames).
+
+Motion: the object starts at the centre of the frame and moves ``speed`` pixels per video
+frame (default 1.5 px at 64 px, i.e. about 17 px per 12-frame block, easy to measure). The
+frame is a torus: an object leaving one edge re-enters from the opposite edge (wrap-around),
+so the direction named in the prompt holds on every frame (bouncing would reverse it). A
+prompt switch changes colour / shape / direction / background from the first video frame of
+the new block on, while the object keeps its place: the position carries across the switch.
+The start is deterministic, so a whole clip is a function of its schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "white": (255, 255, 255),
+    "magenta": (255, 0, 255),
+    "cyan": (0, 255, 255),
+    "orange": (255, 140, 0),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "navy": (0, 0, 128),
+    "dark green": (0, 100, 0),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+}  # (dx, dy)
+SWITCH_KINDS: tuple[str, ...] = ("color", "shape", "direction", "background")
+
+TEMPORAL = 4  # video frames per latent frame (after the first)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The attributes a prompt names."""
+
+    color: str
+    shape: str
+    direction: str
+    background: str
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise ValueError(f"unknown color {self.color!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {self.direction!r}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}")
+
+    @property
+    def prompt(self) -> str:
+        return format_prompt(self)
+
+
+def format_prompt(scene: Scene) -> str:
+    return f"a {scene.color} {scene.shape} moving {scene.direction} on a {scene.background} background"
+
+
+def parse_prompt(text: str) -> Scene:
+    """Inverse of `format_prompt` (case and extra whitespace ignored; 'an' accepted for 'a')."""
+    words = text.lower().split()
+    if len(words) < 8 or words[0] not in ("a", "an") or words[3] != "moving" or words[5] != "on":
+        raise ValueError(f"not a demo prompt: {text!r}")
+    if words[6] not in ("a", "an") or words[-1] != "background":
+        raise ValueError(f"not a demo prompt: {text!r}")
+    return Scene(color=words[1], shape=words[2], direction=words[4], background=" ".join(words[7:-1]))
+
+
+def vocabulary() -> list[str]:
+    """Every word a demo prompt can contain (for a word-level tokenizer)."""
+    words = {"a", "an", "moving", "on", "background", *COLORS, *SHAPES, *DIRECTIONS}
+    for bg in BACKGROUNDS:
+        words.update(bg.split())
+    return sorted(words)
+
+
+# --- schedules --------------------------------------------------------------------------------
+def scene_at(schedule: Mapping[int, str], latent_frame: int, frames_per_block: int = 3) -> Scene:
+    """The scene in force for a latent frame: the prompt at the largest timestamp <= its block start."""
+    s = latent_frame - latent_frame % frames_per_block
+    times = [t for t in schedule if t <= s]
+    if not times:
+        raise ValueError("the schedule needs a prompt at frame 0")
+    return parse_prompt(schedule[max(times)])
+
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    return Scene(
+        color=str(rng.choice(list(COLORS))),
+        shape=str(rng.choice(SHAPES)),
+        direction=str(rng.choice(list(DIRECTIONS))),
+        background=str(rng.choice(list(BACKGROUNDS))),
+    )
+
+
+def switch_scene(scene: Scene, kind: str, rng: np.random.Generator) -> Scene:
+    """`scene` with one attribute (`kind`) changed to a different random value."""
+    if kind == "color":
+        return replace(scene, color=str(rng.choice([c for c in COLORS if c != scene.color])))
+    if kind == "shape":
+        return replace(scene, shape=str(rng.choice([s for s in SHAPES if s != scene.shape])))
+    if kind == "direction":
+        return replace(scene, direction=str(rng.choice([d for d in DIRECTIONS if d != scene.direction])))
+    if kind == "background":
+        return replace(scene, background=str(rng.choice([b for b in BACKGROUNDS if b != scene.background])))
+    raise ValueError(f"unknown switch kind {kind!r}")
+
+
+def sample_schedule(
+    rng: np.random.Generator,
+    num_blocks: int,
+    *,
+    frames_per_block: int = 3,
+    switch_prob: float = 0.3,
+    kinds: Sequence[str] = ("color", "shape", "direction"),
+    min_gap: int = 1,
+    first: Scene | None = None,
+) -> dict[int, str]:
+    """A schedule over `num_blocks` blocks: a random first scene, then at each later block boundary
+    (at least `min_gap` blocks after the previous switch) a switch of one random attribute of
+    `kinds` with probability `switch_prob`. Returns {latent frame: prompt}."""
+    scene = first or sample_scene(rng)
+    schedule = {0: scene.prompt}
+    last = 0
+    for b in range(1, num_blocks):
+        if b - last >= min_gap and rng.random() < switch_prob:
+            scene = switch_scene(scene, str(rng.choice(list(kinds))), rng)
+            schedule[b * frames_per_block] = scene.prompt
+            last = b
+    return schedule
+
+
+# --- frame layout -----------------------------------------------------------------------------
+def num_video_frames(num_latent_frames: int) -> int:
+    return 1 + TEMPORAL * (num_latent_frames - 1) if num_latent_frames > 0 else 0
+
+
+def latent_of_video_frame(j: int) -> int:
+    return 0 if j == 0 else (j - 1) // TEMPORAL + 1
+
+
+def block_video_range(start_frame: int, frames_per_block: int = 3) -> tuple[int, int]:
+    """[first, end) video frames of the block starting at latent frame `start_frame`."""
+    first = 0 if start_frame == 0 else TEMPORAL * start_frame - (TEMPORAL - 1)
+    return first, num_video_frames(start_frame + frames_per_block)
+
+
+# --- rendering --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Style:
+    """Geometry of the rendered scenes, in pixels (derived from the frame size by `for_size`)."""
+
+    radius: float  # circle radius; squares and triangles have about the same area
+    speed: float  # pixels per video frame
+
+    @classmethod
+    def for_size(cls, height: int, width: int) -> Style:
+        m = min(height, width)
+        return cls(radius=0.14 * m, speed=1.5 * m / 64.0)
+
+
+@dataclass
+class Clip:
+    """A rendered clip and its ground truth, one entry per video frame."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    scenes: list[Scene]
+    positions: np.ndarray  # float [T, 2]: object centre (x, y) in pixels, wrapped into the frame
+
+
+def _coverage(scene_shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] from a signed distance (pixels) to the shape's edge."""
+    if scene_shape == "circle":
+        sdf = np.sqrt(dx * dx + dy * dy) - r
+    elif scene_shape == "square":
+        half = r * 0.886  # same area as the circle
+        sdf = np.maximum(np.abs(dx), np.abs(dy)) - half
+    else:  # equilateral triangle pointing up, centroid at the centre, same area as the circle
+        ri = np.sqrt(np.pi * r * r / (3.0 * np.sqrt(3.0)))  # inradius: area 3*sqrt(3)*ri^2 = pi r^2
+        s3 = np.sqrt(3.0) / 2.0
+        d1 = dy - ri  # bottom edge (y grows downwards)
+        d2 = -s3 * dx - 0.5 * dy - ri  # upper-left edge
+        d3 = s3 * dx - 0.5 * dy - ri  # upper-right edge
+        sdf = np.maximum(np.maximum(d1, d2), d3)
+    return np.clip(0.5 - sdf, 0.0, 1.0)
+
+
+def render_frame(scene: Scene, x: float, y: float, height: int, width: int, style: Style) -> np.ndarray:
+    """One uint8 [H, W, 3] frame with the object centred at (x, y) on a torus."""
+    px = np.arange(width, dtype=np.float64) + 0.5
+    py = np.arange(height, dtype=np.float64) + 0.5
+    dx = (px[None, :] - x + width / 2.0) % width - width / 2.0  # shortest offset on the torus
+    dy = (py[:, None] - y + height / 2.0) % height - height / 2.0
+    cov = _coverage(scene.shape, dx, dy, style.radius)[..., None]
+    bg = np.asarray(BACKGROUNDS[scene.background], dtype=np.float64)
+    fg = np.asarray(COLORS[scene.color], dtype=np.float64)
+    return np.round(bg + cov * (fg - bg)).astype(np.uint8)
+
+
+def render(
+    schedule: Mapping[int, str],
+    num_latent_frames: int,
+    height: int = 64,
+    width: int = 64,
+    *,
+    frames_per_block: int = 3,
+    style: Style | None = None,
+    start: tuple[float, float] | None = None,
+) -> Clip:
+    """Render the `1 + 4(F-1)` video frames of `num_latent_frames` latent frames under `schedule`."""
+    if 0 not in schedule:
+        raise ValueError("the schedule needs a prompt at frame 0")
+    style = style or Style.for_size(height, width)
+    x, y = start if start is not None else (width / 2.0, height / 2.0)
+    n = num_video_frames(num_latent_frames)
+    frames = np.empty((n, height, width, 3), dtype=np.uint8)
+    positions = np.empty((n, 2), dtype=np.float64)
+    scenes: list[Scene] = []
+    cache: dict[int, Scene] = {}
+    for j in range(n):
+        lat = latent_of_video_frame(j)
+        block = lat - lat % frames_per_block
+        if block not in cache:
+            cache[block] = scene_at(schedule, lat, frames_per_block)
+        scene = cache[block]
+        if j > 0:  # the displacement into frame j follows frame j's direction
+            ddx, ddy = DIRECTIONS[scene.direction]
+            x = (x + ddx * style.speed) % width
+            y = (y + ddy * style.speed) % height
+        frames[j] = render_frame(scene, x, y, height, width, style)
+        positions[j] = (x, y)
+        scenes.append(scene)
+    return Clip(frames, scenes, positions)

@@ -1,0 +1,741 @@
+"""The runner hub: one session, one generation thread, many peers.
+
+A `Runner` owns the I/O-free `Session`, the `VideoGenerator` and the connected peers. It is the
+thin asyncio layer around the session (the websockets pattern: the state machine does no I/O,
+this module moves its messages):
+
+- every session call happens on the event loop thread (the session is not thread-safe);
+- torch runs on ONE dedicated thread: the loop plans a block (`session.next_block()`), the
+  thread runs `gen.generate_block(plan.prompt)`, and the block comes back to the loop through a
+  future; the loop never waits on torch, and commands are applied while a block is generated
+  (they take effect between blocks);
+- replies go to their sender, broadcasts and frames to every peer; a block's frames are queued
+  before its `progress`;
+- after a `reset` is acknowledged nothing of the old run reaches a peer: the old block's result is
+  dropped (`session.is_current`) and old frames still queued for a peer are discarded.
+
+Each peer has a bounded outgoing queue (docs/protocol.md, section 1.2): frames are dropped oldest
+first when a peer falls `max_queued_frames` behind (it is told with a `frames_dropped` message),
+text messages are never dropped, and a peer that lets more than `max_queued_text_bytes` of text
+pile up is disconnected (close code 1008). A slow peer never slows the others: queueing never
+waits.
+
+Transports attach peers: `connect_local()` (the in-process `LocalConnection`, this module) and the
+websocket server (`server.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from longlive._errors import ConnectionClosedError, ErrorCode
+from longlive._protocol import (
+    DEFAULT_LIMITS,
+    ErrorMessage,
+    FrameHeader,
+    FramesDropped,
+    Limits,
+    Message,
+    Pause,
+    encode_frame,
+    encode_message,
+    is_reply,
+)
+
+from .generator import GenerationFinished
+from .session import BlockPlan, Session
+
+if TYPE_CHECKING:
+    from .generator import Block, VideoGenerator
+    from .pipeline import Pipeline
+
+__all__ = [
+    "DEFAULT_MAX_QUEUED_FRAMES",
+    "DEFAULT_MAX_QUEUED_TEXT_BYTES",
+    "LocalConnection",
+    "Peer",
+    "Runner",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Frames queued per peer before the oldest are dropped: 4 blocks (3 s of video at 16 fps).
+DEFAULT_MAX_QUEUED_FRAMES = 48
+#: Text queued per peer (in characters) before the peer is disconnected as too slow.
+DEFAULT_MAX_QUEUED_TEXT_BYTES = 4 * 2**20
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # the peer let too much text pile up
+CLOSE_TRY_AGAIN_LATER = 1013  # too many peers
+
+T = TypeVar("T")
+
+
+class OutFrame:
+    """One decoded frame on its way to the peers; shared by all of them, encoded at most once."""
+
+    __slots__ = ("_encoded", "header", "rgb")
+
+    def __init__(self, header: FrameHeader, rgb: np.ndarray) -> None:
+        self.header = header
+        self.rgb = rgb
+        self._encoded: bytes | None = None
+
+    def encoded(self) -> bytes:
+        """The binary frame message (docs/protocol.md, section 4)."""
+        if self._encoded is None:
+            self._encoded = encode_frame(self.header, self.rgb)
+        return self._encoded
+
+
+# ----------------------------------------------------------------------------------------------
+# Peers
+# ----------------------------------------------------------------------------------------------
+class Peer:
+    """One connected client as the hub sees it: an outgoing queue with the drop policy.
+
+    Texts and frames wait in two queues tagged with one sequence number, so they come out in the
+    order they were put in. The transport takes items with `get()`: a `str` (a JSON text
+    message) or an `OutFrame`.
+    """
+
+    def __init__(self, name: str, *, max_queued_frames: int, max_queued_text_bytes: int) -> None:
+        self.name = name
+        self.max_queued_frames = max_queued_frames
+        self.max_queued_text_bytes = max_queued_text_bytes
+        self._texts: deque[tuple[int, str]] = deque()
+        self._frames: deque[tuple[int, OutFrame]] = deque()
+        self._seq = 0
+        self._text_bytes = 0
+        self._unreported_drops = 0
+        self._last_drop_seq = -1
+        self.frames_dropped = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.name}>"
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._frames)
+
+    @property
+    def queued_texts(self) -> int:
+        return len(self._texts)
+
+    def put_text(self, text: str) -> bool:
+        """Queue a text message; False (nothing queued) when the text backlog is over the limit."""
+        if self.closed:
+            return True
+        if self._text_bytes + len(text) > self.max_queued_text_bytes:
+            return False
+        self._texts.append((self._seq, text))
+        self._seq += 1
+        self._text_bytes += len(text)
+        self._ready.set()
+        return True
+
+    def put_frame(self, frame: OutFrame) -> None:
+        """Queue a frame; when `max_queued_frames` are already waiting, the oldest is dropped."""
+        if self.closed:
+            return
+        while self._frames and len(self._frames) >= self.max_queued_frames:
+            seq, _ = self._frames.popleft()
+            self._last_drop_seq = seq
+            self._unreported_drops += 1
+            self.frames_dropped += 1
+        if self.max_queued_frames > 0:
+            self._frames.append((self._seq, frame))
+            self._seq += 1
+        else:  # pragma: no cover - a peer that takes no frames at all
+            self._unreported_drops += 1
+            self.frames_dropped += 1
+        self._ready.set()
+
+    def purge_frames(self, generation: int) -> int:
+        """Forget queued frames of generations before `generation` (stale after a reset)."""
+        before = len(self._frames)
+        self._frames = deque(item for item in self._frames if item[1].header.generation >= generation)
+        return before - len(self._frames)
+
+    def get_nowait(self) -> str | OutFrame | None:
+        """The next item to send, or None when nothing is queued."""
+        head_text = self._texts[0][0] if self._texts else None
+        head_frame = self._frames[0][0] if self._frames else None
+        heads = [s for s in (head_text, head_frame) if s is not None]
+        if self._unreported_drops and (not heads or min(heads) > self._last_drop_seq):
+            count, self._unreported_drops = self._unreported_drops, 0
+            return encode_message(FramesDropped(count=count, total=self.frames_dropped))
+        if not heads:
+            return None
+        if head_frame is None or (head_text is not None and head_text < head_frame):
+            _, text = self._texts.popleft()
+            self._text_bytes -= len(text)
+            return text
+        return self._frames.popleft()[1]
+
+    async def get(self) -> str | OutFrame:
+        """Wait for the next item; raises `ConnectionClosedError` once the peer is closed."""
+        while True:
+            if self.close_code is not None:
+                raise ConnectionClosedError(self.close_code, self.close_reason)
+            item = self.get_nowait()
+            if item is not None:
+                return item
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close the peer: queued items are discarded and `get()` raises from now on."""
+        if self.closed:
+            return
+        self.close_code, self.close_reason = code, reason
+        self._texts.clear()
+        self._frames.clear()
+        self._text_bytes = 0
+        self._ready.set()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# The generation thread
+# ----------------------------------------------------------------------------------------------
+class _Worker:
+    """The one thread that runs torch: jobs in order, results handed back to the loop."""
+
+    _STOP = object()
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, fut, loop))
+        return fut
+
+    def stop(self) -> asyncio.Future[None]:
+        """Ask the thread to end after the jobs already submitted; the future is its end."""
+        return self.submit(lambda: self._STOP)  # type: ignore[return-value]
+
+    def _run(self) -> None:
+        while True:
+            fn, fut, loop = self._jobs.get()
+            try:
+                result = fn()
+            except BaseException as exc:  # never leave a future pending
+                self._hand_back(loop, fut, None, exc)
+            else:
+                self._hand_back(loop, fut, None if result is self._STOP else result, None)
+                if result is self._STOP:
+                    return
+
+    @staticmethod
+    def _hand_back(
+        loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any, exc: BaseException | None
+    ) -> None:
+        def settle() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(settle)
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner
+# ----------------------------------------------------------------------------------------------
+class Runner:
+    """The hub: one shared session driven for every connected peer.
+
+    ```python
+    async with Runner(load_pipeline("tiny")) as runner:
+        conn = runner.connect_local()
+        print(await conn.recv())            # hello
+    ```
+
+    - `limits`: the protocol limits announced in `hello` (`max_frames` is capped by the model);
+    - `seed`: the seed of a `start` that has none;
+    - `max_peers`: connections beyond it are closed at once (code 1013); None = no limit;
+    - `max_queued_frames`, `max_queued_text_bytes`: the per-peer queue policy (module docstring);
+    - `grace_period`: seconds after the last peer leaves before a running session is paused
+      (None: never). A peer that connects within it finds the run going on.
+    """
+
+    def __init__(
+        self,
+        pipe: Pipeline,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        seed: int = 0,
+        max_peers: int | None = None,
+        max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
+        max_queued_text_bytes: int = DEFAULT_MAX_QUEUED_TEXT_BYTES,
+        grace_period: float | None = None,
+    ) -> None:
+        if max_queued_frames < 1:
+            raise ValueError("max_queued_frames must be >= 1")
+        if max_peers is not None and max_peers < 1:
+            raise ValueError("max_peers must be >= 1 (or None)")
+        self.pipe = pipe
+        cfg = pipe.config
+        self.session = Session.for_config(
+            cfg,
+            max_frames=min(limits.max_frames, cfg.stream.max_latent_frames),
+            max_message_bytes=limits.max_message_bytes,
+            max_prompt_chars=limits.max_prompt_chars,
+            max_scheduled_prompts=limits.max_scheduled_prompts,
+            default_seed=seed,
+            prompt_warnings=self._prompt_warnings,
+        )
+        self.max_peers = max_peers
+        self.max_queued_frames = max_queued_frames
+        self.max_queued_text_bytes = max_queued_text_bytes
+        self.grace_period = grace_period
+        self.blocks_generated = 0
+        self._peers: dict[Peer, None] = {}  # insertion-ordered set
+        self._peer_count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: _Worker | None = None
+        self._gen: VideoGenerator | None = None
+        self._drive_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._block_in_flight = False
+        self._closed = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the generation thread and the generation loop on the running event loop."""
+        if self._closed:
+            raise RuntimeError("the runner is closed")
+        if self._drive_task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._worker = _Worker("longlive-generation")
+        pipe, seed = self.pipe, self.session.default_seed
+        self._gen = await self._worker.submit(lambda: pipe.generator(seed))
+        self._drive_task = self._loop.create_task(self._drive(), name="longlive-runner")
+
+    async def close(self, timeout: float = 60.0) -> None:
+        """Disconnect every peer (code 1001), stop generating and end the generation thread.
+
+        A block being generated is finished first (torch cannot be interrupted), up to `timeout`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for peer in list(self._peers):
+            self.detach(peer, CLOSE_GOING_AWAY, "the runner is shutting down")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._drive_task is not None:
+            self._drive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drive_task
+        if self._worker is not None:
+            try:
+                await asyncio.wait_for(self._worker.stop(), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("the generation thread did not stop within %.0f s", timeout)
+            else:
+                self._worker.thread.join(1.0)  # it has returned from its last job: a moment at most
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def started(self) -> bool:
+        return self._drive_task is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def generator(self) -> VideoGenerator:
+        """The `VideoGenerator` (only the generation thread may call its methods)."""
+        if self._gen is None:
+            raise RuntimeError("the runner is not started")
+        return self._gen
+
+    @property
+    def generation_thread(self) -> threading.Thread | None:
+        return self._worker.thread if self._worker is not None else None
+
+    @property
+    def generating(self) -> bool:
+        """A block is being generated on the generation thread right now."""
+        return self._block_in_flight
+
+    @property
+    def limits(self) -> Limits:
+        return self.session.limits
+
+    @property
+    def peers(self) -> list[Peer]:
+        return list(self._peers)
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /info` shows: the `hello` fields, the model and the runner's load."""
+        cfg = self.pipe.config
+        return {
+            **self.session.hello().to_data(),
+            "preset": cfg.name,
+            "device": str(self.pipe.device),
+            "dtype": str(self.pipe.dtype).removeprefix("torch."),
+            "clients": len(self._peers),
+            "max_clients": self.max_peers,
+            "max_queued_frames": self.max_queued_frames,
+            "phase": self.session.phase,
+            "generation": self.session.generation,
+            "current_start_frame": self.session.current_start_frame,
+            "blocks_generated": self.blocks_generated,
+            "version": _version(),
+        }
+
+    # --- peers ----------------------------------------------------------------------------------
+    def attach(self, name: str | None = None) -> Peer:
+        """A new peer, sent `hello` then `state`. Over `max_peers` it comes back already closed."""
+        if self._closed:
+            raise RuntimeError("the runner is closed")
+        if self._drive_task is None:
+            raise RuntimeError("the runner is not started: await runner.start() first")
+        self._peer_count += 1
+        peer = Peer(
+            name or f"peer-{self._peer_count}",
+            max_queued_frames=self.max_queued_frames,
+            max_queued_text_bytes=self.max_queued_text_bytes,
+        )
+        if self.max_peers is not None and len(self._peers) >= self.max_peers:
+            peer.close(
+                CLOSE_TRY_AGAIN_LATER,
+                f"too many clients: {len(self._peers)} connected, the limit is {self.max_peers}",
+            )
+            logger.info("refused %s: %s", peer.name, peer.close_reason)
+            return peer
+        self._peers[peer] = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        for msg in self.session.on_connect():
+            peer.put_text(encode_message(msg))
+        logger.info("%s connected (%d clients)", peer.name, len(self._peers))
+        return peer
+
+    def detach(self, peer: Peer, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Forget a peer and close it (idempotent)."""
+        peer.close(code, reason)
+        if peer not in self._peers:
+            return
+        del self._peers[peer]
+        logger.info("%s disconnected (%d clients left)", peer.name, len(self._peers))
+        if not self._peers and self.grace_period is not None and not self._closed and self._loop is not None:
+            self._idle_timer = self._loop.call_later(self.grace_period, self._on_idle)
+
+    def connect_local(self) -> LocalConnection:
+        """An in-process connection: the same protocol, frames as numpy arrays (no encoding)."""
+        self._require_loop()
+        return LocalConnection(self, self.attach(f"local-{self._peer_count + 1}"))
+
+    def receive_text(self, peer: Peer, text: str) -> None:
+        """A text message from `peer`: apply it to the session and send out the result."""
+        if peer not in self._peers:
+            return
+        before = self.session.generation
+        messages = self.session.handle_text(text)
+        if self.session.generation != before:  # a reset: queued frames of the old run are stale
+            for p in self._peers:
+                p.purge_frames(self.session.generation)
+        self._dispatch(messages, sender=peer)
+        self._wake.set()
+
+    def receive_binary(self, peer: Peer, data: bytes) -> None:
+        """Clients never send binary messages: refused with `unexpected_binary`."""
+        if peer not in self._peers:
+            return
+        self._dispatch(self.session.handle_binary(data), sender=peer)
+
+    # --- output ---------------------------------------------------------------------------------
+    def _dispatch(self, messages: Iterable[Message], sender: Peer | None = None) -> None:
+        for msg in messages:
+            try:
+                text = encode_message(msg)
+            except (TypeError, ValueError):  # pragma: no cover - the session builds valid messages
+                logger.exception("cannot encode %r", msg)
+                continue
+            if is_reply(msg):
+                if sender is not None and sender in self._peers:
+                    self._put_text(sender, text)
+            else:
+                for peer in list(self._peers):
+                    self._put_text(peer, text)
+
+    def _put_text(self, peer: Peer, text: str) -> None:
+        if not peer.put_text(text):
+            reason = f"client too slow: more than {peer.max_queued_text_bytes} bytes of messages not read"
+            logger.warning("disconnecting %s: %s", peer.name, reason)
+            self.detach(peer, CLOSE_POLICY, reason)
+
+    def _send_frames(self, plan: BlockPlan, frames: np.ndarray) -> None:
+        n, h, w = frames.shape[:3]
+        frames.flags.writeable = False  # shared by every peer
+        peers = list(self._peers)
+        for i in range(n):
+            header = FrameHeader(
+                video_frame=plan.first_video_frame + i,
+                block_start_frame=plan.start_frame,
+                index_in_block=i,
+                frames_in_block=n,
+                height=h,
+                width=w,
+                generation=plan.epoch,
+            )
+            frame = OutFrame(header, frames[i])
+            for peer in peers:
+                peer.put_frame(frame)
+
+    # --- the generation loop (on the event loop) --------------------------------------------
+    async def _drive(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                plan = self.session.next_block()
+            except RuntimeError:  # pragma: no cover - a bug: never spin on it
+                logger.exception("the session refused to plan a block")
+                self._dispatch(self._internal_error("the runner lost track of the block in progress"))
+                continue
+            if plan is None:
+                await self._wake.wait()
+                continue
+            await self._run_block(plan)
+
+    async def _run_block(self, plan: BlockPlan) -> None:
+        assert self._worker is not None
+        self._block_in_flight = True
+        try:
+            # Shielded: closing the runner must not abandon a block the thread is still running.
+            fut = self._worker.submit(lambda: self._generate(plan))
+            fut.add_done_callback(_consume)
+            block = await asyncio.shield(fut)
+        except GenerationFinished as exc:
+            if self.session.is_current(plan):
+                self._dispatch(self.session.finished(exc.reason))
+            return
+        except Exception as exc:
+            if self.session.is_current(plan):
+                logger.error("block %d failed", plan.start_frame, exc_info=exc)
+                self._dispatch(self.session.block_failed(plan, exc))
+            return
+        finally:
+            self._block_in_flight = False
+        if not self.session.is_current(plan):
+            return  # reset (or ended) while it was generated: nothing of it is sent
+        frames = block.frames
+        if (
+            not isinstance(frames, np.ndarray)
+            or frames.ndim != 4
+            or frames.shape[0] != plan.num_video_frames
+            or frames.shape[3] != 3
+            or frames.dtype != np.uint8
+        ):
+            self._dispatch(
+                self.session.block_failed(
+                    plan,
+                    f"the model returned frames {getattr(frames, 'dtype', '?')} {np.shape(frames)}, "
+                    f"expected uint8 [{plan.num_video_frames}, H, W, 3]",
+                )
+            )
+            return
+        self.blocks_generated += 1
+        self._send_frames(plan, frames)
+        self._dispatch(self.session.block_done(plan, frames.shape[0]))
+
+    def _generate(self, plan: BlockPlan) -> Block:
+        """On the generation thread: one block of `plan` (a new video starts with its seed)."""
+        gen = self.generator
+        if plan.first:
+            gen.reset(plan.seed)
+        elif gen.current_start_frame != plan.start_frame:
+            raise RuntimeError(
+                f"the generator is at frame {gen.current_start_frame}, the session expects {plan.start_frame}"
+            )
+        try:
+            return gen.generate_block(plan.prompt)
+        except GenerationFinished:
+            raise
+        except BaseException:
+            self._recover_generator(gen)
+            raise
+
+    def _recover_generator(self, gen: VideoGenerator) -> None:
+        """After a model fault: clear the generator's state and give cached GPU memory back."""
+        try:
+            gen.reset()
+        except Exception:
+            logger.exception("resetting the generator after a failed block failed too")
+        if getattr(self.pipe.device, "type", "cpu") == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _internal_error(self, text: str) -> list[Message]:
+        msg = ErrorMessage(message=text, code=ErrorCode.INTERNAL, generation=self.session.generation)
+        return [msg, *self.session.finished("error")]
+
+    def _on_idle(self) -> None:
+        self._idle_timer = None
+        if self._peers or self._closed or self.session.phase != "running":
+            return
+        logger.info("no client for %.0f s: pausing the session", self.grace_period or 0)
+        self.session.handle(Pause())
+
+    def _prompt_warnings(self, prompt: str) -> list[tuple[str, str]]:
+        tokenizer = getattr(getattr(self.pipe, "text_encoder", None), "tokenizer", None)
+        if tokenizer is None:
+            return []
+        try:
+            n = tokenizer.count_tokens(prompt)
+        except Exception:  # pragma: no cover - a warning must never break scheduling
+            return []
+        if n > tokenizer.text_len:
+            return [
+                (
+                    "prompt_truncated",
+                    f"the prompt is {n} tokens; the text encoder keeps {tokenizer.text_len}, the rest is ignored",
+                )
+            ]
+        return []
+
+    def _require_loop(self) -> None:
+        if self._loop is None:
+            raise RuntimeError("the runner is not started: await runner.start() first")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            raise RuntimeError("use the runner from the event loop it was started on")
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    # The result is read by `_run_block`, unless the runner closed meanwhile: no warning then.
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("longlive")
+    except Exception:  # pragma: no cover - not installed
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The in-process transport
+# ----------------------------------------------------------------------------------------------
+class LocalConnection:
+    """An in-process peer of a `Runner`: text commands in; texts and decoded frames out.
+
+    It follows the SDK's transport contract (`send_text`, `recv`, `close`); frames come as
+    `(FrameHeader, np.ndarray)` with the array read-only (shared with other peers), never
+    encoded. Use it on the runner's event loop.
+    """
+
+    def __init__(self, runner: Runner, peer: Peer) -> None:
+        self._runner = runner
+        self._peer = peer
+
+    @property
+    def peer(self) -> Peer:
+        return self._peer
+
+    @property
+    def closed(self) -> bool:
+        return self._peer.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._peer.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._peer.close_reason
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames dropped for this connection because it fell behind."""
+        return self._peer.frames_dropped
+
+    @property
+    def queued_frames(self) -> int:
+        return self._peer.queued_frames
+
+    def _check_open(self) -> None:
+        if self._peer.closed:
+            raise ConnectionClosedError(self._peer.close_code, self._peer.close_reason)
+        self._runner._require_loop()
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON command (the protocol's text message)."""
+        if not isinstance(text, str):
+            raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
+        self._check_open()
+        self._runner.receive_text(self._peer, text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message (the runner refuses it with `unexpected_binary`)."""
+        self._check_open()
+        self._runner.receive_binary(self._peer, bytes(data))
+
+    async def recv(self) -> str | tuple[FrameHeader, np.ndarray]:
+        """The next JSON text message, or a frame as (header, uint8 [H, W, 3])."""
+        item = await self._peer.get()
+        if isinstance(item, str):
+            return item
+        return item.header, item.rgb
+
+    async def close(self) -> None:
+        self._runner.detach(self._peer, CLOSE_NORMAL, "closed by the client")
+
+    async def __aenter__(self) -> LocalConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
