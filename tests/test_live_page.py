@@ -1,0 +1,264 @@
+"""The browser live view served at `GET /` by `longlive-runner serve`, end to end.
+
+A real `serve --model tiny` process (with a token) and a headless Chromium driven by Playwright:
+the page is opened, a prompt scheduled, the video started, and the canvas must show the frames
+of several blocks. The browser tests need `pip install playwright` and a system Chromium
+(`apt-get install chromium`; no `playwright install`): they fail when either is missing.
+Set LONGLIVE_CHROMIUM to use another Chromium binary, and LONGLIVE_UPDATE_SCREENSHOT=1 to
+refresh docs/live-view.png from the test's screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from _runner_process import RunnerProcess, start_runner
+
+TOKEN = "live-view-test-token"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "live-view.png"
+
+
+def _chromium() -> str | None:
+    for candidate in (
+        os.environ.get("LONGLIVE_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        shutil.which("google-chrome"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[RunnerProcess]:
+    """`serve --model tiny` with a token (from the environment, as the docs advise)."""
+    with start_runner("--grace-period", "off", env={"LONGLIVE_TOKEN": TOKEN}) as proc:
+        yield proc
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP: the page and its files (no browser needed)
+# ----------------------------------------------------------------------------------------------
+def test_page_and_files_are_served_without_the_token(runner: RunnerProcess) -> None:
+    base = runner.http_url
+    page = httpx.get(base + "/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for marker in ('id="canvas"', 'id="status"', 'id="timeline"', 'src="static/app.js"'):
+        assert marker in page.text
+    js = httpx.get(base + "/static/app.js", timeout=10)
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "LLVF" in js.text or "0x4c, 0x4c, 0x56, 0x46" in js.text
+    css = httpx.get(base + "/static/style.css", timeout=10)
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert httpx.get(base + "/static/missing.js", timeout=10).status_code == 404
+    # Nothing but the static folder's own files: no traversal, no other names.
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/app.py", "/index.html"):
+        response = httpx.get(base + path, timeout=10)
+        assert response.status_code != 200, path
+        assert "import" not in response.text
+
+
+def test_info_and_websocket_still_need_the_token(runner: RunnerProcess) -> None:
+    assert httpx.get(runner.http_url + "/info", timeout=10).status_code == 401
+    info = httpx.get(runner.http_url + "/info", params={"token": TOKEN}, timeout=10)
+    assert info.status_code == 200 and info.json()["protocol_version"] == 1
+    # The WebSocket at `/` (the page's own path) speaks the protocol, with the token.
+    with ws_connect(f"{runner.url}/?token={TOKEN}", max_size=None) as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        assert hello["type"] == "hello"
+    with pytest.raises(Exception, match="401"), ws_connect(f"{runner.url}/", max_size=None):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# The browser
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright import sync_api  # a dev dependency
+
+    executable = _chromium()
+    if executable is None:
+        pytest.fail(
+            "no system Chromium: apt-get install chromium (as .ci/run does), or set LONGLIVE_CHROMIUM"
+        )
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        accept_downloads=True,
+        bypass_csp=True,  # Playwright evaluates its wait predicates; the page itself keeps its CSP
+    )
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.js_errors = errors  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+
+
+def _int(page: object, selector: str, attribute: str) -> int:
+    return int(page.get_attribute(selector, attribute))
+
+
+CANVAS_STATS = """() => {
+  const c = document.getElementById("canvas");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  const seen = new Set();
+  let min = 255, max = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const v = d[i] * 65536 + d[i + 1] * 256 + d[i + 2];
+    seen.add(v);
+    min = Math.min(min, d[i], d[i + 1], d[i + 2]);
+    max = Math.max(max, d[i], d[i + 1], d[i + 2]);
+  }
+  return {width: c.width, height: c.height, distinct: seen.size, min, max};
+}"""
+
+
+def _wait_phase(page: object, phase: str) -> None:
+    page.wait_for_function(f"document.getElementById('phase').dataset.phase === '{phase}'")
+
+
+def test_live_page_end_to_end(runner: RunnerProcess, page: object, tmp_path: Path) -> None:
+    page.goto(f"{runner.http_url}/?token={TOKEN}")
+    page.wait_for_selector('#status[data-status="connected"]')
+    if page.get_attribute("#phase", "data-phase") != "idle":  # a shared runner: start fresh
+        page.click("#reset-btn")
+        _wait_phase(page, "idle")
+
+    # Start without a prompt at 0: the runner's refusal shows next to the start button.
+    page.click("#start-btn")
+    page.wait_for_function("document.getElementById('start-error').textContent.includes('no_initial_prompt')")
+
+    # Schedule the first prompt (empty frame: the next block that can take it, 0 when idle).
+    page.fill("#prompt-input", "a red fox in snow")
+    page.click("#schedule-btn")
+    page.wait_for_selector('#timeline .marker[data-timestamp="0"]')
+    assert "a red fox in snow" in page.inner_text("#prompt-list")
+    assert page.input_value("#prompt-input") == ""
+
+    # Start with a seed; wait until the canvas showed frames of 3 blocks and the counter says so.
+    page.fill("#seed-input", "7")
+    page.click("#start-btn")
+    page.wait_for_function(
+        "Number(document.getElementById('canvas').dataset.lastBlock) >= 6"
+        " && Number(document.getElementById('frame-counter').dataset.currentStartFrame) >= 9"
+    )
+    assert page.inner_text("#start-error") == ""
+    assert page.inner_text("#seed-in-use") == "7"
+    assert int(page.inner_text("#frame-counter")) >= 9
+    assert _int(page, "#canvas", "data-frames-shown") >= 3
+    assert _int(page, "#canvas", "data-last-video-frame") >= 21  # block 6 starts at video frame 21
+    stats = page.evaluate(CANVAS_STATS)
+    assert (stats["width"], stats["height"]) == (112, 64)  # the tiny preset's frame size
+    assert stats["distinct"] > 50 and stats["max"] - stats["min"] > 32, f"the canvas looks blank: {stats}"
+    assert float(page.inner_text("#fps")) > 0
+    assert page.is_visible("#timeline .block.done")  # the block grid shows generated blocks
+    assert page.get_attribute("#timeline", "data-in-force") == "0"
+    assert "in-force" in page.get_attribute('#timeline .marker[data-timestamp="0"]', "class")
+
+    # A second prompt, at the next block that can take it: it appears on the timeline.
+    page.fill("#prompt-input", "the fox runs across the field")
+    page.press("#prompt-input", "Enter")
+    page.wait_for_function("document.getElementById('timeline').dataset.prompts === '2'")
+    page.wait_for_function("document.getElementById('schedule-hint').textContent.includes('takes effect')")
+    assert "the fox runs across the field" in page.inner_text("#timeline")
+    second = page.eval_on_selector_all(
+        "#timeline .marker", "ms => ms.map(m => Number(m.dataset.timestamp)).filter(t => t > 0)"
+    )
+    assert len(second) == 1 and second[0] >= 9
+
+    # Removing the prompt in force is refused: the error shows next to that prompt.
+    page.click('[data-testid="remove-prompt-0"]')
+    page.wait_for_function(
+        "(document.getElementById('prompt-0-error') || {textContent: ''}).textContent.includes('already_applied')"
+    )
+
+    # Pause: generation stops (the counter no longer moves).
+    page.click("#pause-btn")
+    _wait_phase(page, "paused")
+    page.wait_for_timeout(1500)  # the block in flight completes
+    frozen = _int(page, "#frame-counter", "data-current-start-frame")
+    page.wait_for_timeout(1000)
+    assert _int(page, "#frame-counter", "data-current-start-frame") == frozen
+    assert page.inner_text("#pause-error") == ""
+
+    # Download what was shown (MediaRecorder -> WebM).
+    with page.expect_download() as download_info:
+        page.click("#download-btn")
+    video = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(video)
+    assert video.suffix == ".webm" and video.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML (WebM)
+
+    shot = tmp_path / "live-view.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LONGLIVE_UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+    # Reset: back to idle, no prompts, a blank canvas.
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    page.wait_for_function("document.getElementById('timeline').dataset.prompts === '0'")
+    assert _int(page, "#frame-counter", "data-current-start-frame") == 0
+    assert _int(page, "#canvas", "data-frames-shown") == 0
+    assert page.evaluate(CANVAS_STATS)["distinct"] == 1
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_schedule_at_seconds_and_reconnect(runner: RunnerProcess, page: object) -> None:
+    page.goto(f"{runner.http_url}/?token={TOKEN}")
+    page.wait_for_selector('#status[data-status="connected"]')
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    # 1.0 s = video frame 16 = latent frame 4 (stored there, in force from block 6).
+    page.fill("#prompt-input", "a boat at sea")
+    page.fill("#seconds-input", "1")
+    page.click("#schedule-btn")
+    page.wait_for_selector('#timeline .marker[data-timestamp="4"]')
+    assert "takes effect at frame 6" in page.inner_text("#schedule-hint")
+    # An out-of-range frame is refused by the page itself.
+    page.fill("#prompt-input", "too late")
+    page.fill("#timestamp-input", "99999")
+    page.click("#schedule-btn")
+    assert "0 to 1024" in page.inner_text("#schedule-error")
+
+    # A dropped connection shows clearly, then the page reconnects by itself.
+    page.evaluate("window.longliveLiveView.state.ws.close()")
+    page.wait_for_selector('#status[data-status="disconnected"]')
+    assert page.is_visible("#connection-banner")
+    assert "Reconnecting" in page.inner_text("#connection-banner")
+    page.wait_for_selector('#status[data-status="connected"]', timeout=15_000)
+    assert page.is_hidden("#connection-banner")
+    assert page.get_attribute("#timeline", "data-prompts") == "1"  # the state came back
+    page.click('[data-testid="remove-prompt-4"]')
+    page.wait_for_function("document.getElementById('timeline').dataset.prompts === '0'")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_without_the_token_says_so(runner: RunnerProcess, page: object) -> None:
+    page.goto(f"{runner.http_url}/")
+    page.wait_for_selector('#status[data-status="unauthorized"]')
+    assert "token" in page.inner_text("#connection-banner")
+    assert page.is_disabled("#start-btn")
