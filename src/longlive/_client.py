@@ -56,7 +56,7 @@ from ._protocol import (
     decode_frame,
     parse_message,
 )
-from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport
+from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
 from ._types import Frame, FramePolicy, ScheduledPrompt, Status
 from ._units import DEFAULT_FPS
 
@@ -504,6 +504,7 @@ class Reactor:
         max_buffered_frames: int = 96,
         frame_policy: FramePolicy = "drop_oldest",
         on_error: ErrorHandler | None = None,
+        token: str | None = None,
         headers: Mapping[str, str] | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         transport_factory: TransportFactory | None = None,
@@ -515,6 +516,8 @@ class Reactor:
         - `connect_timeout`: seconds to wait for the runner's `hello` and first `state`.
         - `max_buffered_frames`, `frame_policy`: the frame buffer read by `frames()` (see above).
         - `on_error`: a handler of errors raised by callbacks and of connection drops.
+        - `token`: the runner's access token, sent as `Authorization: Bearer <token>` with the
+          websocket handshake (docs/protocol.md, section 1.3); default: `$LONGLIVE_TOKEN`, if set.
         - `headers`, `max_message_size`: websocket options (the default fits large frames).
         - `transport_factory`: an async callable returning a `Transport`, instead of `url`.
         """
@@ -530,6 +533,7 @@ class Reactor:
         self._max_buffered_frames = max_buffered_frames
         self._frame_policy: FramePolicy = frame_policy
         self._headers = dict(headers) if headers else None
+        self._token = token  # never shown: not in repr, not in errors
         self._max_message_size = max_message_size
         self._factory: TransportFactory = transport_factory or self._open_websocket
         self._local: _LocalConnector | None = None
@@ -568,7 +572,7 @@ class Reactor:
     @classmethod
     def local(
         cls,
-        model: str | Path | None = "tiny",
+        model: str | Path | None = None,
         *,
         pipeline: Any = None,
         runner: Any = None,
@@ -582,7 +586,8 @@ class Reactor:
         """A client of a runner in this process (needs the `runner` extra: torch).
 
         Nothing is loaded until `connect()`: then the pipeline is loaded in a worker thread
-        (`model`, `device`, `dtype`, `wan_dir`, `longlive_dir` as for
+        (`model`: a preset or converted folder, default the runner's default model, or
+        `longlive-1.3b` when `wan_dir` is given; `device`, `dtype`, `wan_dir`, `longlive_dir` as for
         `longlive_runner.load_pipeline`; device defaults to cuda when available), a
         `longlive_runner.hub.Runner` is started on the current event loop and this client talks
         to it in-process (frames are handed over as arrays, not encoded). `close()` stops that
@@ -612,6 +617,7 @@ class Reactor:
         assert self.url is not None
         return await WebSocketTransport.connect(
             self.url,
+            token=self._token,
             headers=self._headers,
             open_timeout=self.connect_timeout,
             max_size=self._max_message_size,
@@ -1165,7 +1171,11 @@ class Reactor:
         return self._local.runner
 
     def __repr__(self) -> str:
-        where = self.url if self.url is not None else ("local" if self._local is not None else "custom")
+        where = (
+            _safe_url(self.url)
+            if self.url is not None
+            else ("local" if self._local is not None else "custom")
+        )
         return f"<Reactor {where} {self._status} frame={self._current_start_frame}>"
 
     # --- commands -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "tiny"
+from .config import DEFAULT_MODEL
 
 
 class CLIError(Exception):
@@ -267,19 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Any]:
     """Subcommands defined in their own modules (serve, download)."""
-    from . import server  # imported explicitly: an error in it must show, not hide `serve`
+    # Imported explicitly: an error in either module must show, not hide its command.
+    from . import download, server
 
-    found = [server.register_cli]
-    for mod_name in ("longlive_runner.download",):
-        try:
-            mod = __import__(mod_name, fromlist=["register_cli"])
-        except ModuleNotFoundError as exc:
-            if exc.name != mod_name:  # the module exists but one of its imports is missing
-                raise
-            continue
-        if hasattr(mod, "register_cli"):
-            found.append(mod.register_cli)
-    return found
+    return [server.register_cli, download.register_cli]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -216,3 +216,7 @@ def get_preset(name: str) -> PipelineConfig:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+#: The model used when none is named (`generate`, `serve`, `Reactor.local()`, `load_pipeline()`).
+DEFAULT_MODEL = "tiny"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .config import PipelineConfig, get_preset
+from .config import DEFAULT_MODEL, PipelineConfig, get_preset
 from .generator import Block, VideoGenerator
 from .lora import merge_lora
 from .models.dit import CausalWanDiT
@@ -137,7 +137,7 @@ def load_pipeline(
             base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
         )
     if model is None:
-        model = "tiny"
+        model = DEFAULT_MODEL
     path = Path(model)
     if path.is_dir():
         return _load_converted(path, device, dtype)

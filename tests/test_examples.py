@@ -1,0 +1,180 @@
+"""The examples/ scripts, run as real processes on the tiny model with tiny sizes.
+
+The in-process examples run `Reactor.local(model="tiny")`; the websocket ones drive a
+`longlive-runner serve --model tiny` subprocess shared by this module (`runner_url`). The notebook is
+not executed: its JSON and code cells (top-level `await` allowed) are checked.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _runner_process import RunnerProcess, start_runner
+from longlive import latent_to_video_frame
+from longlive._video import read_video
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SIZE = (64, 112, 3)  # the tiny preset's frames: height, width, RGB
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _runner_starting() -> Iterator[Future[RunnerProcess]]:
+    """Start the module's runner in the background at once: it loads while the in-process
+    examples run (single-threaded, CPU, no grace period)."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            start_runner, "--device", "cpu", "--grace-period", "off", env={"OMP_NUM_THREADS": "1"}
+        )
+        yield future
+        with contextlib.suppress(Exception):
+            future.result().stop()
+
+
+@pytest.fixture(scope="module")
+def runner_process(_runner_starting: Future[RunnerProcess]) -> RunnerProcess:
+    """The module's runner (overrides the shared fixture of the same name)."""
+    return _runner_starting.result(timeout=300)
+
+
+def run_example(
+    name: str, *args: str, cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=ENV,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def video_frames(path: Path) -> np.ndarray:
+    video = read_video(path)
+    assert video.shape[1:] == SIZE and video.dtype == np.uint8
+    return video
+
+
+# ----------------------------------------------------------------------------------------------
+def test_quickstart_generates_two_prompts_in_process_into_an_mp4(tmp_path):
+    proc = run_example("quickstart.py", "--blocks", "2", "--out", "q.mp4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "scheduled 'a blue square moving right on a black background' at latent frame 3" in out
+    assert "latent frame 3: now generating 'a blue square" in out
+    assert "block at latent frame   0: 9 frames of 112x64" in out
+    assert "block at latent frame   3: 12 frames of 112x64" in out
+    assert "wrote 21 frames (expected 21)" in out
+    assert len(video_frames(tmp_path / "q.mp4")) == latent_to_video_frame(6) == 21
+
+
+def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
+    proc = run_example(
+        "connect_to_runner.py", runner_url, "--blocks", "3", "--model", "tiny", "--out", "r.mp4", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"connected to {runner_url}: 112x64 at 16 fps, 3 latent frames per block" in out
+    assert "prompt switched at latent frame 3: 'the fox jumps over a frozen stream'" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("block ")] == [
+        "block 0",
+        "block 1",
+        "block 2",
+    ]
+    assert "progress: 9 latent frames (33 video frames) done" in out
+    assert "received 33 frames" in out and "wrote 33 frames" in out
+    assert len(video_frames(tmp_path / "r.mp4")) == 33
+
+    wrong = run_example("connect_to_runner.py", runner_url, "--model", "longlive-1.3b", cwd=tmp_path)
+    assert wrong.returncode != 0 and "the runner serves 'tiny', not 'longlive-1.3b'" in wrong.stderr
+
+
+def test_live_prompts_schedules_each_typed_line_at_the_next_block(runner_url, tmp_path):
+    typed = "a blue square\n\na green triangle\n"
+    proc = run_example(
+        "live_prompts.py",
+        "--url",
+        runner_url,
+        "--blocks",
+        "5",
+        "--out",
+        "live.mp4",
+        cwd=tmp_path,
+        stdin=typed,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    scheduled = [line for line in lines if line.startswith("scheduled ")]
+    switched = [line for line in lines if line.startswith("prompt switched")]
+    assert [s.split("'")[1] for s in scheduled] == ["a blue square", "a green triangle"]
+    frames = [int(s.rsplit(" ", 1)[1]) for s in scheduled]
+    assert frames[0] % 3 == 0 and frames[1] == frames[0] + 3  # block boundaries, one after the other
+    assert [s.split("'")[1] for s in switched] == ["a blue square", "a green triangle"]
+    assert [int(s.split("frame ")[1].split(":")[0]) for s in switched] == frames
+    assert "(end of input: no more prompts)" in proc.stdout
+    n = latent_to_video_frame(15)
+    assert f"wrote {n} frames to live.mp4" in proc.stdout and len(video_frames(tmp_path / "live.mp4")) == n
+
+
+def test_record_schedule_renders_a_json_schedule_file(runner_url, tmp_path):
+    (tmp_path / "story.json").write_text(
+        json.dumps(
+            [
+                {"timestamp": 0, "prompt": "a red circle"},
+                {"timestamp": 4, "prompt": "a blue square"},  # not on a boundary: takes effect at 6
+            ]
+        )
+    )
+    proc = run_example("record_schedule.py", "story.json", "--frames", "8", "--url", runner_url, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "   4 -> takes effect at latent frame    6: 'a blue square'" in proc.stdout
+    assert "switched at latent frame 6 (video frame 21): 'a blue square'" in proc.stdout
+    assert "wrote 33 frames (expected 33) to story.mp4" in proc.stdout
+    assert len(video_frames(tmp_path / "story.mp4")) == 33
+
+    (tmp_path / "bad.json").write_text('{"3": "no prompt at frame 0"}')
+    bad = run_example("record_schedule.py", "bad.json", "--url", runner_url, cwd=tmp_path)
+    assert bad.returncode != 0 and "needs a prompt at latent frame 0" in bad.stderr
+
+
+def test_scripts_default_to_the_cli_model_and_take_small_sizes():
+    from longlive_runner.cli import DEFAULT_MODEL
+
+    for name in ("quickstart.py", "live_prompts.py", "record_schedule.py"):
+        text = (EXAMPLES / name).read_text()
+        assert "from longlive_runner.cli import DEFAULT_MODEL" in text and "default=DEFAULT_MODEL" in text
+        assert "--blocks" in text or "--frames" in text
+    assert DEFAULT_MODEL == "tiny"
+
+
+def test_notebook_is_valid_nbformat_4_with_code_cells_that_compile():
+    nb = json.loads((EXAMPLES / "notebook.ipynb").read_text())
+    assert nb["nbformat"] == 4 and isinstance(nb["metadata"], dict)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert len(code) >= 4 and {c["cell_type"] for c in nb["cells"]} == {"code", "markdown"}
+    sources = []
+    for i, cell in enumerate(code):
+        assert cell["outputs"] == [] and cell["execution_count"] is None  # stored unexecuted
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        compile(source, f"notebook cell {i}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        sources.append(source)
+    text = "\n".join(sources)
+    assert "await reactor.connect()" in text and "asyncio.run" not in text
+    assert "from IPython.display import" in text and "except ImportError" in text  # IPython optional
+    assert "reactor.on_frame(" in text and "current_start_frame + 3" in text
