@@ -39,7 +39,7 @@ def test_generate_writes_an_mp4_with_every_frame(tmp_path):
 
 def test_user_errors_exit_2_with_one_clear_line(tmp_path):
     proc = run_cli("info", "--model", "nope")
-    assert proc.returncode == 2 and "unknown preset 'nope'" in proc.stderr
+    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
     bad = tmp_path / "s.json"
     bad.write_text('{"x": "a"}')
     proc = run_cli("generate", "--schedule", str(bad))

@@ -96,7 +96,7 @@ def test_stream_needs_a_prompt_at_zero(tiny_pipe):
 
 
 def test_unknown_preset_is_a_clear_error():
-    with pytest.raises(ValueError, match="presets"):
+    with pytest.raises(ValueError, match="models"):
         load_pipeline("no-such-model")
 
 

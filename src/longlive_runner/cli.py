@@ -22,7 +22,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help=f"preset name (tiny, longlive-1.3b) or a converted folder (default: {DEFAULT_MODEL})",
+        help=f"model name (demo, tiny, longlive-1.3b) or a converted folder (default: {DEFAULT_MODEL})",
     )
     p.add_argument(
         "--wan-dir", type=Path, help="Wan2.1-T2V-1.3B folder (with --longlive-dir: the real weights)"
@@ -90,12 +90,16 @@ def describe(config: Any) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoints import read_converted_config
-    from .config import get_preset
+    from .checkpoints import CheckpointError, read_converted_config
+    from .config import get_preset, resolve_model
 
     name = args.model or DEFAULT_MODEL
-    if Path(name).is_dir():
-        config = read_converted_config(Path(name))
+    folder = resolve_model(name)
+    if folder is not None:
+        try:
+            config = read_converted_config(folder)
+        except CheckpointError as exc:
+            raise CLIError(str(exc)) from exc
     else:
         try:
             config = get_preset(name)

@@ -211,11 +211,27 @@ PRESETS: dict[str, PipelineConfig] = {
 }
 
 
+#: Models whose weights ship inside the package, as converted folders (name -> folder).
+PACKAGED_MODELS: dict[str, Path] = {"demo": Path(__file__).parent / "assets" / "demo"}
+
+
+def model_names() -> list[str]:
+    return sorted([*PRESETS, *PACKAGED_MODELS])
+
+
+def resolve_model(name: str | Path) -> Path | None:
+    """The folder of a packaged model name or of a path to a converted folder; None for presets."""
+    if str(name) in PACKAGED_MODELS:
+        return PACKAGED_MODELS[str(name)]
+    path = Path(name)
+    return path if path.is_dir() else None
+
+
 def get_preset(name: str) -> PipelineConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(model_names())}") from None
 
 
 #: The model used when none is named (`generate`, `serve`, `Reactor.local()`, `load_pipeline()`).

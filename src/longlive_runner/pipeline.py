@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .config import DEFAULT_MODEL, PipelineConfig, get_preset
+from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
 from .generator import Block, VideoGenerator
 from .lora import merge_lora
 from .models.dit import CausalWanDiT
@@ -138,14 +138,14 @@ def load_pipeline(
         )
     if model is None:
         model = DEFAULT_MODEL
-    path = Path(model)
-    if path.is_dir():
-        return _load_converted(path, device, dtype)
+    folder = resolve_model(model)
+    if folder is not None:
+        return _load_converted(folder, device, dtype)
     try:
         config = get_preset(str(model))
     except KeyError:
         raise ValueError(
-            f"{model!r} is neither a preset nor a folder; presets: {', '.join(sorted(_preset_names()))}"
+            f"{model!r} is neither a model name nor a folder; models: {', '.join(model_names())}"
         ) from None
     if config.name == "longlive-1.3b":
         raise ckpt.CheckpointError(
@@ -153,12 +153,6 @@ def load_pipeline(
             f"folder; {DOWNLOAD_HINT}"
         )
     return random_pipeline(config, device, dtype, seed)
-
-
-def _preset_names() -> list[str]:
-    from .config import PRESETS
-
-    return list(PRESETS)
 
 
 def _assemble(
