@@ -13,6 +13,7 @@ task. Two implementations exist:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -21,7 +22,17 @@ import numpy as np
 from ._errors import ConnectionClosedError
 from ._protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Received", "Transport", "WebSocketTransport"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "TOKEN_ENV",
+    "Received",
+    "Transport",
+    "WebSocketTransport",
+    "auth_headers",
+]
+
+#: The environment variable read for the runner's token when none is passed (docs/protocol.md, 1.3).
+TOKEN_ENV = "LONGLIVE_TOKEN"
 
 #: What `Transport.recv()` returns: a JSON text message, or a decoded frame (header, uint8 [H, W, 3]).
 Received: TypeAlias = str | tuple[FrameHeader, np.ndarray]
@@ -30,6 +41,21 @@ Received: TypeAlias = str | tuple[FrameHeader, np.ndarray]
 #: 28 + 480*832*3 = 1,198,108 bytes; this leaves room for frames up to about 2.3k x 2.3k.
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 assert DEFAULT_MAX_MESSAGE_SIZE > FRAME_HEADER_SIZE + 480 * 832 * 3
+
+
+def auth_headers(
+    headers: Mapping[str, str] | None, token: str | None, *, use_env: bool = True
+) -> dict[str, str]:
+    """`headers` plus `Authorization: Bearer <token>`; the token defaults to `$LONGLIVE_TOKEN`
+    (when `use_env`). An `Authorization` header already in `headers` wins."""
+    out = dict(headers or {})
+    if token is None and use_env:
+        token = os.environ.get(TOKEN_ENV) or None
+    if token and not any(k.lower() == "authorization" for k in out):
+        if any(c in token for c in "\r\n"):
+            raise ValueError("a token cannot contain line breaks")
+        out["Authorization"] = f"Bearer {token}"
+    return out
 
 
 @runtime_checkable
@@ -64,6 +90,7 @@ class WebSocketTransport:
         cls,
         url: str,
         *,
+        token: str | None = None,
         headers: Mapping[str, str] | None = None,
         open_timeout: float | None = 10.0,
         max_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
@@ -71,28 +98,41 @@ class WebSocketTransport:
     ) -> WebSocketTransport:
         """Open a websocket to `url`.
 
+        `token` is sent as `Authorization: Bearer <token>` (default: `$LONGLIVE_TOKEN`, if set).
         Compression is off by default (raw pixels barely compress and deflate costs CPU on both
         ends); pass `compression="deflate"` to offer it. Other keyword arguments go to
         `websockets.asyncio.client.connect`. Raises `ConnectionClosedError` if the connection
-        cannot be opened.
+        cannot be opened (its reason says when the runner wants a token: HTTP 401).
         """
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
         kwargs.setdefault("compression", None)
+        sent = auth_headers(headers, token)
         try:
             ws = await connect(
                 url,
-                additional_headers=dict(headers) if headers else None,
+                additional_headers=sent or None,
                 open_timeout=open_timeout,
                 max_size=max_size,
                 **kwargs,
             )
         except InvalidURI as exc:
-            raise ValueError(f"invalid websocket URL {url!r}: {exc}") from exc
+            raise ValueError(f"invalid websocket URL {_safe_url(url)!r}: {exc}") from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                sent_token = any(k.lower() == "authorization" for k in sent)
+                hint = "the token was refused" if sent_token else "the runner requires a token"
+                raise ConnectionClosedError(
+                    None,
+                    f"cannot connect to {_safe_url(url)}: HTTP {status}: {hint} "
+                    f"(pass token= or set {TOKEN_ENV})",
+                ) from None
+            raise ConnectionClosedError(None, f"cannot connect to {_safe_url(url)}: HTTP {status}") from None
         except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
             raise ConnectionClosedError(
-                None, f"cannot connect to {url}: {type(exc).__name__}: {exc}"
+                None, f"cannot connect to {_safe_url(url)}: {type(exc).__name__}: {exc}"
             ) from exc
         return cls(ws)
 
@@ -122,6 +162,13 @@ class WebSocketTransport:
 
     async def close(self) -> None:
         await self._ws.close()
+
+
+def _safe_url(url: str) -> str:
+    """`url` with any `token` query value hidden, for error messages."""
+    import re
+
+    return re.sub(r"(?i)([?&]token=)[^&#]*", r"\1***", url)
 
 
 def _closed_error(exc: Any) -> ConnectionClosedError:

@@ -39,7 +39,12 @@ import numpy as np
 
 from longlive._errors import ConnectionClosedError, ErrorCode
 from longlive._protocol import (
+    _FRAME_STRUCT,
     DEFAULT_LIMITS,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    PIXEL_FORMAT_RGB24,
+    PROTOCOL_VERSION,
     ErrorMessage,
     FrameHeader,
     FramesDropped,
@@ -97,6 +102,47 @@ class OutFrame:
             self._encoded = encode_frame(self.header, self.rgb)
         return self._encoded
 
+    def encode_into(self, buffer: bytearray) -> memoryview:
+        """The binary frame message written into `buffer` (resized to fit): a view of `buffer`.
+
+        For a sender that reuses one buffer per connection and hands the view to a writer that
+        copies it at once (websockets' `send`). A new 1.2 MB `bytes` per frame costs page faults
+        on fresh memory besides the copy: 3x the server's CPU per 480x832 frame on a 2-core
+        machine (benchmarks/bench_transport.py, docs/performance.md). Same bytes as `encoded()`.
+        """
+        h, rgb = self.header, self.rgb
+        size = FRAME_HEADER_SIZE + h.payload_size
+        if (
+            self._encoded is not None
+            or rgb.dtype != np.uint8
+            or rgb.shape != (h.height, h.width, 3)
+            or h.pixel_format != PIXEL_FORMAT_RGB24
+            or h.index_in_block >= h.frames_in_block
+        ):
+            return memoryview(self.encoded())  # already encoded, or let encode_frame say what is wrong
+        if len(buffer) != size:
+            try:
+                buffer[:] = bytes(size)
+            except BufferError:  # a view of it is still alive somewhere: do not touch it
+                return memoryview(self.encoded())
+        _FRAME_STRUCT.pack_into(
+            buffer,
+            0,
+            FRAME_MAGIC,
+            PROTOCOL_VERSION,
+            h.pixel_format,
+            FRAME_HEADER_SIZE,
+            h.generation,
+            h.video_frame,
+            h.block_start_frame,
+            h.index_in_block,
+            h.frames_in_block,
+            h.height,
+            h.width,
+        )
+        np.copyto(np.frombuffer(buffer, np.uint8, h.payload_size, FRAME_HEADER_SIZE).reshape(rgb.shape), rgb)
+        return memoryview(buffer)
+
 
 # ----------------------------------------------------------------------------------------------
 # Peers
@@ -139,6 +185,11 @@ class Peer:
     @property
     def queued_texts(self) -> int:
         return len(self._texts)
+
+    @property
+    def queued_text_bytes(self) -> int:
+        """Size of the queued text messages (in characters), bounded by `max_queued_text_bytes`."""
+        return self._text_bytes
 
     def put_text(self, text: str) -> bool:
         """Queue a text message; False (nothing queued) when the text backlog is over the limit."""
@@ -422,6 +473,7 @@ class Runner:
             "max_clients": self.max_peers,
             "max_queued_frames": self.max_queued_frames,
             "phase": self.session.phase,
+            "generating": self._block_in_flight,
             "generation": self.session.generation,
             "current_start_frame": self.session.current_start_frame,
             "blocks_generated": self.blocks_generated,
@@ -542,7 +594,12 @@ class Runner:
             if plan is None:
                 await self._wake.wait()
                 continue
-            await self._run_block(plan)
+            try:
+                await self._run_block(plan)
+            except Exception as exc:  # a runner bug, not a model fault: the loop must never die
+                logger.exception("block %d: the runner failed around the model", plan.start_frame)
+                if self.session.in_progress is not None:
+                    self._dispatch(self._internal_error(f"the runner failed: {type(exc).__name__}: {exc}"))
 
     async def _run_block(self, plan: BlockPlan) -> None:
         assert self._worker is not None
@@ -588,13 +645,13 @@ class Runner:
     def _generate(self, plan: BlockPlan) -> Block:
         """On the generation thread: one block of `plan` (a new video starts with its seed)."""
         gen = self.generator
-        if plan.first:
-            gen.reset(plan.seed)
-        elif gen.current_start_frame != plan.start_frame:
+        if not plan.first and gen.current_start_frame != plan.start_frame:
             raise RuntimeError(
                 f"the generator is at frame {gen.current_start_frame}, the session expects {plan.start_frame}"
             )
         try:
+            if plan.first:
+                gen.reset(plan.seed)
             return gen.generate_block(plan.prompt)
         except GenerationFinished:
             raise

@@ -8,7 +8,13 @@ Endpoints (docs/protocol.md, section 1.1):
 
 - `GET /health` -> `{"status": "ok"}` once the model is loaded;
 - `GET /info` -> the `hello` fields, the model preset, device and the runner's load (JSON);
-- a WebSocket at any other path (use `/`).
+- a WebSocket at any other path (use `/`);
+- `GET /` from a browser (no WebSocket upgrade) -> the live view page (`static/`, docs/live-view.md).
+
+Access control (docs/protocol.md, section 1.3): with a token (`--token` or `LONGLIVE_TOKEN`) the
+WebSocket handshake and `/info` need `Authorization: Bearer <token>` (or a `token` query
+parameter, for browsers) and get 401 without it; `/health` stays open. Without a token, `serve`
+only listens on a loopback address. Tokens are compared in constant time and never logged.
 """
 
 from __future__ import annotations
@@ -17,13 +23,18 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import hmac
+import ipaddress
 import json
 import logging
+import os
+import re
 import signal
 import socket
 import sys
+from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -52,6 +63,9 @@ INFO_PATH = "/info"
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
+#: The environment variable holding the runner's token (read by `serve` and by the SDK).
+TOKEN_ENV = "LONGLIVE_TOKEN"
+TOKEN_QUERY_PARAM = "token"
 
 
 def _close_reason(text: str) -> str:
@@ -76,9 +90,13 @@ class RunnerServer:
     ```
     """
 
-    def __init__(self, runner: Runner, *, close_timeout: float = CLOSE_TIMEOUT) -> None:
+    def __init__(
+        self, runner: Runner, *, close_timeout: float = CLOSE_TIMEOUT, token: str | None = None
+    ) -> None:
         self.runner = runner
         self.close_timeout = close_timeout
+        # Kept as bytes: hmac.compare_digest compares str only when it is ASCII.
+        self._token = token.encode("utf-8") if token else None
         self.max_size = runner.limits.max_message_bytes * MAX_SIZE_FACTOR
         self._server: Server | None = None
         self._host = DEFAULT_HOST
@@ -128,10 +146,46 @@ class RunnerServer:
         await self.close()
 
     # --- HTTP -----------------------------------------------------------------------------------
+    @property
+    def requires_token(self) -> bool:
+        return self._token is not None
+
+    def authorized(self, request: Request) -> bool:
+        """True when no token is set, or `request` carries it (header or query parameter)."""
+        if self._token is None:
+            return True
+        presented: list[str] = []
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, value = header.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                presented.append(value.strip())
+        presented += parse_qs(urlsplit(request.path).query).get(TOKEN_QUERY_PARAM, [])
+        # Every candidate is compared (constant time each); no early exit on the first match.
+        ok = False
+        for candidate in presented:
+            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self._token)
+        return ok
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == HEALTH_PATH:
             return _json_response(connection, 200, {"status": "ok"})
+        page = _static_response(connection, request, path)  # the live view: holds no secret
+        if page is not None:
+            return page
+        if not self.authorized(request):
+            response = _json_response(
+                connection,
+                401,
+                {
+                    "error": "unauthorized",
+                    "reason": "this runner needs a token: send 'Authorization: Bearer <token>' "
+                    f"(or the query parameter '{TOKEN_QUERY_PARAM}')",
+                },
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="longlive"'
+            return response
         if path == INFO_PATH:
             return _json_response(connection, 200, self.runner.info())
         return None  # the WebSocket handshake
@@ -174,10 +228,13 @@ class RunnerServer:
 
     async def _pump(self, ws: ServerConnection, peer: Peer) -> None:
         """The peer's queue out to the socket, in order."""
+        # Frames are written into one reused buffer: websockets copies a message before send()
+        # returns, and a warm buffer spares a fresh 1.2 MB allocation per frame (hub.OutFrame).
+        buffer = bytearray()
         try:
             while True:
                 item = await peer.get()
-                await ws.send(item if isinstance(item, str) else item.encoded())
+                await ws.send(item if isinstance(item, str) else item.encode_into(buffer))
         except (ConnectionClosed, ConnectionClosedError):
             return
 
@@ -191,6 +248,41 @@ class RunnerServer:
                     self.runner.receive_binary(peer, message)
         except ConnectionClosed:
             return
+
+
+#: The browser live view (package data in `static/`): `GET /` without a WebSocket upgrade, and its
+#: files at `/static/NAME`. The page holds no secret: its websocket and `/info` carry the token.
+STATIC_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+}
+_STATIC_NAME = re.compile(r"/static/([A-Za-z0-9_-]+\.(?:html|js|css))")
+_PAGE_POLICY = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; media-src blob:; "
+    "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _static_response(connection: ServerConnection, request: Request, path: str) -> Response | None:
+    """The live view page or one of its files; None for WebSocket handshakes and other paths."""
+    if "websocket" in ",".join(request.headers.get_all("Upgrade")).lower():
+        return None
+    match = _STATIC_NAME.fullmatch(path)
+    name = "index.html" if path == "/" else match.group(1) if match else None
+    if name is None:
+        return None
+    try:
+        text = (resources.files("longlive_runner") / "static" / name).read_text("utf-8")
+    except OSError:
+        return connection.respond(404, f"no such file: {path}\n")
+    response = connection.respond(200, text)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = STATIC_TYPES[name.rsplit(".", 1)[1]]
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = _PAGE_POLICY
+    return response
 
 
 def _json_response(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
@@ -230,6 +322,72 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback_host(host: str) -> bool:
+    """True when every address `host` stands for is a loopback address (127.0.0.0/8, ::1).
+
+    "" and "0.0.0.0"/"::" (every interface) are not; a name counts only if all of its
+    addresses are loopback.
+    """
+    host = host.strip().strip("[]")
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # bind_socket reports an unresolvable host
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+
+
+def resolve_token(cli_token: str | None, environ: Any = None) -> str | None:
+    """The token from `--token`, else from `LONGLIVE_TOKEN`; an empty one counts as none."""
+    environ = os.environ if environ is None else environ
+    token = cli_token if cli_token is not None else environ.get(TOKEN_ENV)
+    return token or None
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that never writes a secret: the token itself, any `Bearer` credential and
+    any `token=` query value are replaced by `***` (tracebacks included)."""
+
+    _PATTERNS = (
+        re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"),
+        re.compile(r"(?i)([?&]" + TOKEN_QUERY_PARAM + r"=)[^&\s'\"]+"),
+    )
+
+    def __init__(self, fmt: str | None = None, *, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(fmt)
+        self._secrets = tuple(s for s in secrets if s)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        for pattern in self._PATTERNS:
+            text = pattern.sub(r"\1***", text)
+        return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def _setup_logging(level: str, token: str | None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", secrets=(token,) if token else ()
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):  # one handler, ours: nothing reaches stderr unredacted
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+
+
 def _grace_period(value: str) -> float | None:
     if value.strip().lower() in ("off", "none", "never"):
         return None
@@ -251,7 +409,17 @@ def register_cli(subparsers: Any) -> None:
         "with GET /health and GET /info on the same port. Ctrl-C or SIGTERM stops it.",
     )
     add_model_args(p)
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"interface to listen on (default {DEFAULT_HOST}); any non-loopback address needs a token",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"require this token from clients (Authorization: Bearer TOKEN); default: ${TOKEN_ENV}. "
+        f"Prefer the environment variable: a command line is visible to other users",
+    )
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 = any free port)"
     )
@@ -293,11 +461,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError("--max-queued-frames must be >= 1")
     if not 0 <= args.seed <= MAX_SEED:
         raise CLIError(f"--seed must be in 0..{MAX_SEED}")
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    token = resolve_token(getattr(args, "token", None))
+    if token is None and not is_loopback_host(args.host):
+        raise CLIError(
+            f"refusing to listen on {args.host or 'every interface'} without a token: anyone who can "
+            f"reach it could drive the model. Set {TOKEN_ENV} (or --token) to require one, or listen "
+            f"on {DEFAULT_HOST}"
+        )
+    args.token = token
+    _setup_logging(args.log_level, token)
     # Bind first: a port in use fails at once, before seconds of model loading.
     sock = bind_socket(args.host, args.port)
     try:
@@ -322,11 +494,16 @@ async def _serve(pipe: Pipeline, sock: socket.socket, args: argparse.Namespace) 
         max_queued_frames=args.max_queued_frames or DEFAULT_MAX_QUEUED_FRAMES,
         grace_period=args.grace_period,
     )
-    server = RunnerServer(runner)
+    server = RunnerServer(runner, token=args.token)
     try:
         await runner.start()
         await server.start(sock=sock)
-        print(f"serving longlive ({pipe.config.name}) on {server.url}", file=sys.stderr, flush=True)
+        print(
+            f"serving longlive ({pipe.config.name}) on {server.url}"
+            + (" (token required)" if server.requires_token else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
         print("longlive-runner: shutting down", file=sys.stderr, flush=True)
     finally:
