@@ -389,13 +389,3 @@ def test_cli_downloads_with_progress_and_never_prints_the_token(serve, tmp_path)
     assert proc.returncode == 2
     assert "longlive-runner: error: the hub refused" in proc.stderr and "HTTP 401" in proc.stderr
     assert "Traceback" not in proc.stderr and "bad-token" not in proc.stderr
-
-
-def test_file_names_agree_with_the_checkpoint_layouts():
-    from longlive_runner import checkpoints as ckpt
-    from longlive_runner import download
-
-    for name in ("WAN_DIT_FILE", "WAN_VAE_FILE", "WAN_T5_FILE", "WAN_TOKENIZER_FILE"):
-        assert getattr(download, name) == getattr(ckpt, name)
-    assert download.LONGLIVE_FILES == (ckpt.LONGLIVE_BASE_FILE, ckpt.LONGLIVE_LORA_FILE)
-    assert "config.json" in download.WAN_FILES and ckpt.WAN_DIT_FILE not in download.WAN_FILES

@@ -26,15 +26,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import DiTConfig, PipelineConfig
+from .layouts import (  # noqa: F401  (re-exported: the layouts' file names)
+    LONGLIVE_BASE_FILE,
+    LONGLIVE_LORA_FILE,
+    WAN_CONFIG_FILE,
+    WAN_DIT_FILE,
+    WAN_T5_FILE,
+    WAN_TOKENIZER_FILE,
+    WAN_VAE_FILE,
+)
 
 StateDict = dict[str, torch.Tensor]
 
-WAN_DIT_FILE = "diffusion_pytorch_model.safetensors"
-WAN_VAE_FILE = "Wan2.1_VAE.pth"
-WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-WAN_TOKENIZER_FILE = "google/umt5-xxl/tokenizer.json"
-LONGLIVE_BASE_FILE = "models/longlive_base.pt"
-LONGLIVE_LORA_FILE = "models/lora.pt"
 
 CONVERTED_FILES = {"dit": "dit.safetensors", "vae": "vae.safetensors", "t5": "t5.safetensors"}
 CONVERTED_TOKENIZER = "tokenizer.json"

@@ -45,6 +45,15 @@ from urllib.parse import quote
 import httpx
 
 from .cli import CLIError
+from .layouts import (
+    LONGLIVE_BASE_FILE,
+    LONGLIVE_LORA_FILE,
+    WAN_CONFIG_FILE,
+    WAN_DIT_FILE,
+    WAN_T5_FILE,
+    WAN_TOKENIZER_FILE,
+    WAN_VAE_FILE,
+)
 from .progress import ProgressBar
 
 __all__ = [
@@ -65,15 +74,6 @@ WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
 LONGLIVE_REPO = "Efficient-Large-Model/LongLive-1.3B"
 WAN_SUBDIR = "Wan2.1-T2V-1.3B"
 LONGLIVE_SUBDIR = "LongLive"
-# The layouts' file names, as in checkpoints.py (not imported from there: it imports torch, and
-# downloading needs no torch; tests/test_download.py checks the two agree).
-WAN_CONFIG_FILE = "config.json"
-WAN_DIT_FILE = "diffusion_pytorch_model.safetensors"
-WAN_VAE_FILE = "Wan2.1_VAE.pth"
-WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-WAN_TOKENIZER_FILE = "google/umt5-xxl/tokenizer.json"
-LONGLIVE_BASE_FILE = "models/longlive_base.pt"
-LONGLIVE_LORA_FILE = "models/lora.pt"
 WAN_FILES = (WAN_CONFIG_FILE, WAN_VAE_FILE, WAN_T5_FILE, WAN_TOKENIZER_FILE)
 LONGLIVE_FILES = (LONGLIVE_BASE_FILE, LONGLIVE_LORA_FILE)
 MANIFEST_NAME = ".longlive-download.json"

@@ -202,7 +202,7 @@ def read_wan_layout(
     base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None
 ) -> tuple[PipelineConfig, dict[str, ckpt.StateDict], dict[str, Path], Path]:
     """Read the Wan (+ LongLive) folders: the config, the three state dicts (LoRA merged) and their paths."""
-    dit_cfg = ckpt.dit_config_from_wan(wan_dir / "config.json", base.dit)
+    dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit)
     config = PipelineConfig(name=base.name, dit=dit_cfg, vae=base.vae, t5=base.t5, stream=base.stream)
     if longlive_dir is not None:
         dit_state = ckpt.longlive_dit_state(

@@ -126,7 +126,9 @@ class RMSNorm(nn.Module):
 # Transformer block
 
 
-class SelfAttention(nn.Module):
+class Attention(nn.Module):
+    """The projections both attentions own: q, k, v, o and RMS norms of q and k."""
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
@@ -137,6 +139,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
+
+class SelfAttention(Attention):
     def forward(self, x: torch.Tensor, rope: Rope, attend: Attend) -> torch.Tensor | None:
         # x [B, S, dim] -> [B, S, dim]; `attend` decides which keys are seen (and caches k, v)
         heads = (self.num_heads, -1)
@@ -147,17 +151,7 @@ class SelfAttention(nn.Module):
         return None if out is None else self.o(out.flatten(2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
-
+class CrossAttention(Attention):
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedded text [B, L, dim] -> k, v [B, L, H, D] (computed once per prompt)."""
         heads = (self.num_heads, -1)
