@@ -123,11 +123,10 @@ class VideoGenerator:
 
     def _recache(self, context: torch.Tensor) -> None:
         """Rewrite the self-attention K/V of the recent clean frames under the new prompt."""
+        # A switch needs a previous block, so s > 0. `recache` clears the cross-attention cache
+        # before and after, so the next block encodes the new prompt's text K/V.
         s = self.current_start_frame
-        self._cache.clear_text()
-        if s > 0:
-            k = min(self._stream.cache_frames, s)
-            clean = torch.cat(list(self._recent), dim=2)[:, :, -k:]  # [1, C, k, h, w]
-            self.pipe.dit.recache(clean, context, self._cache, s - k)
-            self.recache_count += 1
-        self._cache.clear_text()
+        k = min(self._stream.cache_frames, s)
+        clean = torch.cat(list(self._recent), dim=2)[:, :, -k:]  # [1, C, k, h, w]
+        self.pipe.dit.recache(clean, context, self._cache, s - k)
+        self.recache_count += 1

@@ -210,11 +210,10 @@ def read_wan_layout(
         )  # overwrites every DiT weight: Wan's DiT file is not read
         dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
         lora_path = longlive_dir / ckpt.LONGLIVE_LORA_FILE
+        lora_state = ckpt.longlive_lora_state(longlive_dir)  # raises CheckpointError itself
         try:
-            dit_state = merge_lora(dit_state, ckpt.longlive_lora_state(longlive_dir))
-        except (KeyError, ValueError) as exc:
-            if isinstance(exc, ckpt.CheckpointError):
-                raise
+            dit_state = merge_lora(dit_state, lora_state)
+        except (KeyError, ValueError) as exc:  # merge_lora names the key; add the file
             raise ckpt.CheckpointError(f"{lora_path}: {exc}", path=lora_path) from exc
     else:
         dit_path = wan_dir / ckpt.WAN_DIT_FILE
