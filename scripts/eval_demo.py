@@ -11,6 +11,9 @@ few-step sampling, KV re-cache on switches, streaming VAE decode). Every frame i
 per frame, motion direction per block), switch latency in blocks (0 = the new value shows in
 the first block after the boundary) and throughput.
 
+`--preview` scores the DiT alone: its latents are shown through `latent_preview` (the
+thumbnail the latent layout encodes) instead of the VAE decoder.
+
 `--reference latents` scores the VAE decode of the ground-truth renders' latents instead (the
 ceiling the DiT can reach through this decoder); `--reference encoder` the VAE's round trip.
 """
@@ -32,23 +35,55 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from longlive_runner import load_pipeline  # noqa: E402
 from longlive_runner.demo import checker, scenes  # noqa: E402
-from longlive_runner.demo.latents import analytic_latents  # noqa: E402
+from longlive_runner.demo.latents import analytic_latents, latent_preview  # noqa: E402
 from longlive_runner.models.vae import to_uint8  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "src/longlive_runner/assets/demo"
 EVAL_SEED = 20_260_000  # held out: training draws from other streams
 
 
-def reference_frames(pipe, schedule, num_latent: int, use_encoder: bool = False) -> np.ndarray:
+def reference_frames(pipe, schedule, num_latent: int, kind: str) -> np.ndarray:
     cfg = pipe.config
     clip = scenes.render(schedule, num_latent, cfg.height, cfg.width)
     video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
     with torch.no_grad():
-        if use_encoder:
+        if kind == "preview":
+            return to_uint8(latent_preview(analytic_latents(video), first_block=True))
+        if kind == "encoder":
             z = pipe.vae.encode(video)
         else:
             z = (analytic_latents(video) - pipe.vae.latents_mean) / pipe.vae.latents_std
         return to_uint8(pipe.vae.decode(z))
+
+
+class _PreviewDecoder:
+    """Stands in for the generator's StreamingDecoder: latents -> `latent_preview` frames."""
+
+    def __init__(self, vae) -> None:
+        self.vae = vae
+        self.first = True
+
+    def reset(self) -> None:
+        self.first = True
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raw = z * self.vae.latents_std + self.vae.latents_mean
+        out = latent_preview(raw, self.first)
+        self.first = False
+        return out
+
+
+def stream(pipe, schedule, num_latent: int, seed: int, preview: bool):
+    """pipe.stream, optionally with the preview decoder swapped in."""
+    if not preview:
+        yield from pipe.stream(schedule, num_latent, seed=seed)
+        return
+    gen = pipe.generator(seed)
+    gen._decoder = _PreviewDecoder(pipe.vae)
+    times = sorted(schedule)
+    while gen.current_start_frame < num_latent and gen.finished is None:
+        s = gen.current_start_frame
+        yield gen.generate_block(schedule[max(t for t in times if t <= s)])
 
 
 def main(argv=None) -> int:
@@ -62,9 +97,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--reference",
-        choices=("latents", "encoder"),
+        choices=("latents", "encoder", "preview"),
         default=None,
-        help="score the VAE decode of the renders' true latents (latents) or of their VAE encoding (encoder)",
+        help="score the VAE decode of the renders' true latents (latents), of their VAE encoding "
+        "(encoder), or their latent_preview (preview: the ceiling of --preview)",
+    )
+    ap.add_argument(
+        "--preview",
+        action="store_true",
+        help="score the DiT's latents through latent_preview, not the decoder",
     )
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--save-frames", type=Path, default=None, help="save the first video's frames (.npy)")
@@ -86,11 +127,11 @@ def main(argv=None) -> int:
         sch = scenes.sample_schedule(rng, args.blocks, switch_prob=args.switch_prob, kinds=kinds)
         n_lat = args.blocks * fpb
         if args.reference:
-            frames = reference_frames(pipe, sch, n_lat, args.reference == "encoder")
+            frames = reference_frames(pipe, sch, n_lat, args.reference)
         else:
             chunks = []
             t1 = time.time()
-            for b in pipe.stream(sch, n_lat, seed=v):
+            for b in stream(pipe, sch, n_lat, v, args.preview):
                 chunks.append(b.frames)
                 t2 = time.time()
                 block_s.append(t2 - t1)

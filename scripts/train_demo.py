@@ -16,44 +16,41 @@ plateau for hundreds of steps, far beyond a CPU budget of minutes. So the latent
 fixed analytic encoding (`longlive_runner.demo.latents.analytic_latents`: per 8x8 cell and
 latent frame, the colours of its four 4x4 quadrants, the colour change over the latent's
 frames, an edge measure: 16 channels, the Wan VAE's 8x / causal 4x layout), normalised with
-per-channel statistics of a fixed sample (the config's latents_mean / latents_std).
+per-channel statistics of a fixed sample (the config's latents_mean / latents_std). The scenes
+move 2 px per video frame = 8 px (one latent cell) per latent frame, so a scene's latents shift
+by exactly one cell per latent frame.
 
-1. **VAE** (`WanVAE`, base_dim 8, one residual block per level): the decoder learns to turn
-   (slightly noised) analytic latents into frames (weighted L1 + L2, overshoot of saturated
-   pixels free since the runner clamps), the encoder learns to reproduce the analytic latents;
-   both run chunk by chunk through the runner's causal-cache code path.
-2. **DiT + umT5** (`CausalWanDiT`, 4 layers of dim 96; `UMT5Encoder`, 2 layers of dim 64),
-   trained jointly by teacher forcing on the latents of long rendered clips (prompt switches
-   at block boundaries). One sequence holds the clean frames of the blocks in context plus a
-   noisy copy of each target block at the same RoPE positions; a frame mask reproduces what
+1. **VAE** (`WanVAE`, base_dim 8, one residual block per level), through the runner's chunked
+   causal code path: first single frames (batches of 16: colour and shape, cheap), then clips of
+   `--vae-clip-latents` latent frames with prompt switches (the temporal upsampling, the motion,
+   the causal caches over several chunks). The decoder turns (slightly noised) analytic latents
+   into frames (L1 + L2, object pixels weighted up); every few clip steps the encoder learns to
+   reproduce the analytic latents. Progress is printed as the demo checker's colour accuracy on
+   decoded held-out clips.
+2. **DiT + umT5** (`CausalWanDiT`: 4 layers of dim 96, 4 heads, patch 1x1 so one token is one
+   latent cell; `UMT5Encoder`, 2 layers of dim 64), trained jointly by teacher forcing on the
+   latents of long rendered clips (prompt switches at block boundaries). One sequence holds the
+   clean blocks of a segment (the blocks since a prompt switch) and its context, plus a noisy copy
+   of each of the segment's blocks at the same RoPE positions; a block-level mask reproduces what
    the KV cache shows at run time:
      * a clean block attends to the frame sink (block 0) and the window (the two previous
        blocks and itself), as in its context pass;
      * a noisy block attends to the clean sink and window and to itself, as in its denoising
        forwards;
-     * after a prompt switch at block k, the clean frames [max(0, 3k-12), 3k) attend to each
-       other with no mask under the new prompt (the KV re-cache); sink K/V outside that range
-       keep the causal pattern;
+     * after a prompt switch at block k, the clean blocks k-4 .. k-1 attend to each other with no
+       mask under the new prompt (the KV re-cache); the sink keeps the causal pattern;
      * positions of the blocks after the sink are sometimes shifted far (as in a long video
        whose middle was evicted), so the sink works at any RoPE distance.
-   Loss: flow matching (predicted v, x0 = x_t - sigma*v, loss on x0) at exactly the runner's 4
-   warped sigmas (1, 0.9375, 0.8333, 0.625), weighted towards the last one, whose x0 is the
-   output. Clean context frames get small noise (kept at t=0) so the model tolerates its own
-   outputs. The runner samples with the preset's default step list (1000, 750, 500, 250),
-   shift 5.
+   Attention gathers each block's visible blocks, so a sequence costs linear, not quadratic, in
+   its length. Loss: flow matching (predicted v, x0 = x_t - sigma*v, loss on x0) at exactly the
+   runner's 4 warped sigmas, weighted per step by `--sigma-weights`. Clean context frames get
+   small noise (kept at t=0) so the model tolerates its own outputs. Training clips switch the
+   prompt often (`--switch-prob`), so the prompt, not the motion or colour in the context, is
+   the reliable cue.
 
 Threads: 1 per process by default. On a shared, oversubscribed 2-core machine one thread per
 process was 4-10x faster than two (OpenMP barriers stall when a thread is descheduled); the
 two stages are independent, so running them in parallel uses both cores.
-
-Run time (measured on the shared 2-core machine, 1 thread per stage, stages in parallel):
-VAE 500 steps ~15 min, DiT 450 steps ~13 min; continuation rounds (--vae-init / --dit-init)
-~10 min each. The log prints it.
-
-STATUS (work in progress): the weights produced so far do NOT meet the demo's targets. The
-decoder reproduces background colour and object shape/motion but not the object colour, and the
-DiT (after ~1500 steps) paints object-coloured noise rather than one clean object; see the
-report that came with this script. Not shipped in the package yet.
 """
 
 from __future__ import annotations
@@ -67,7 +64,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +71,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from longlive_runner.checkpoints import CONVERTED_CONFIG, CONVERTED_FILES, CONVERTED_TOKENIZER  # noqa: E402
 from longlive_runner.config import DiTConfig, PipelineConfig, StreamConfig, T5Config, VAEConfig  # noqa: E402
-from longlive_runner.demo import scenes  # noqa: E402
+from longlive_runner.demo import checker, scenes  # noqa: E402
 from longlive_runner.demo.latents import analytic_latents  # noqa: E402
 from longlive_runner.demo.tokenizer import build_demo_tokenizer  # noqa: E402
 from longlive_runner.models.dit import CausalWanDiT, attention, rope_pairs  # noqa: E402
@@ -92,7 +88,16 @@ def demo_config(latents_mean=None, latents_std=None) -> PipelineConfig:
     z = 16
     return PipelineConfig(
         name="demo",
-        dit=DiTConfig(dim=96, ffn_dim=384, num_heads=4, num_layers=4, text_dim=64, text_len=16, freq_dim=64),
+        dit=DiTConfig(
+            dim=96,
+            ffn_dim=384,
+            num_heads=4,
+            num_layers=4,
+            text_dim=64,
+            text_len=16,
+            freq_dim=64,
+            patch_size=(1, 1, 1),
+        ),
         vae=VAEConfig(
             z_dim=z,
             base_dim=8,
@@ -154,61 +159,100 @@ def vae_decode_raw(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat([vae.decoder(x[:, :, i : i + 1], cache) for i in range(x.shape[2])], dim=2)
 
 
+def vae_eval_set(seed: int, h: int, w: int):
+    """A fixed held-out set of short clips for the checker-based progress figures."""
+    rng = np.random.default_rng([seed, 77])
+    return [random_clip(rng, 9, h, w, 0.7, True)[1] for _ in range(4)]
+
+
+@torch.no_grad()
+def vae_checker_accuracy(vae: WanVAE, clips) -> tuple[float, float]:
+    """Object and background colour accuracy (the demo checker) of decoding the clips' true latents."""
+    x = torch.stack([to_video(c.frames) for c in clips])
+    out = vae_decode_raw(vae, analytic_latents(x)).clamp(-1, 1)
+    frames = out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+    col = bg = n = 0
+    for k, clip in enumerate(clips):
+        for j, scene in enumerate(clip.scenes):
+            m = checker.measure_frame(frames[k, j])
+            col += m.color == scene.color
+            bg += m.background == scene.background
+            n += 1
+    return col / n, bg / n
+
+
+def decoder_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion)."""
+    err = out - x
+    # the runner clamps decoded pixels to [-1, 1]: overshooting a saturated target costs nothing
+    err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
+    fg = ((x - x[..., :1, :1]).abs().sum(1, keepdim=True) > 0.1).float()
+    wt = 1.0 + 3.0 * fg
+    return (wt * (err.abs() + err**2)).mean() / wt.mean()
+
+
 def train_vae(
     vae: WanVAE,
     cfg: PipelineConfig,
     rng: np.random.Generator,
-    steps: int,
-    batch: int,
+    image_steps: int,
+    clip_steps: int,
     encoder_every: int,
-    lr: float = 3e-3,
+    lr: float,
+    clip_latents: int = 6,
+    checkpoint=None,
 ) -> None:
-    """Decoder: analytic latents (+ noise) -> frames. Encoder (every `encoder_every` steps):
-    frames -> analytic latents. Both through the runner's chunked causal code."""
-    if steps <= 0:
-        return
+    """Two phases through the runner's chunked causal code:
+    1. images: batches of 16 single frames (a video's first latent frame), where colour and shape
+       are learnt ~8x cheaper per sample than from clips;
+    2. clips of `clip_latents` latent frames (batch 2, prompt switches at their block boundaries):
+       the temporal upsampling, the motion, switches, and the decoder's causal caches over several
+       chunks as in a long stream.
+    The decoder maps analytic latents (+ a little noise, as the DiT's are not exact) to frames;
+    every `encoder_every` clip steps the encoder learns frames -> analytic latents."""
     h, w = cfg.height, cfg.width
     std = torch.tensor(cfg.vae.latents_std).view(1, -1, 1, 1, 1)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    evals = vae_eval_set(0, h, w)
     t0 = time.time()
-    avg = enc_avg = 0.0
-    for step in range(steps):
-        vids = []
-        for _ in range(batch):
-            _, clip = random_clip(rng, 3, h, w, switch_prob=0.5, random_start=True)  # 9 frames
-            vids.append(to_video(clip.frames))
-        x = torch.stack(vids)
-        z = analytic_latents(x)
-        # the DiT's latents are not exact: decode from slightly noisy ones
-        z_in = z + std * (0.1 * torch.rand(()) * torch.randn_like(z))
-        out = vae_decode_raw(vae, z_in)
-        # the runner clamps decoded pixels to [-1, 1]: overshooting a saturated target costs nothing
-        # (a plain clamp would also kill the gradient of pixels stuck on the wrong side)
-        err = out - x
-        err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
-        fg = ((x - x[..., :1, :1]).abs().sum(1, keepdim=True) > 0.1).float()  # object pixels count more
-        wt = 1.0 + 4.0 * fg
-        loss = (wt * (err.abs() + 2.0 * err**2)).mean() / wt.mean()
-        # colour of regions, a smoother target than single pixels
-        pooled = F.avg_pool3d(out.clamp(-1, 1) - x, (1, 4, 4))
-        loss = loss + 4.0 * (pooled**2).mean()
-        if encoder_every and step % encoder_every == 0:
-            mu = vae_encode_mu(vae, x)
-            enc = (((mu - z) / std) ** 2).mean()
-            loss = loss + enc
-            enc_avg = enc.item() if step == 0 else 0.7 * enc_avg + 0.3 * enc.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
-        opt.step()
-        sched.step()
-        l1 = (out.detach().clamp(-1, 1) - x).abs().mean().item()
-        avg = l1 if step == 0 else 0.9 * avg + 0.1 * l1
-        if step % 10 == 0 or step == steps - 1:
-            log(
-                f"vae step {step}/{steps} decoder L1 ema {avg:.4f} encoder mse {enc_avg:.4f} ({time.time() - t0:.0f}s)"
+    for phase, steps, batch, num_latent in (
+        ("image", image_steps, 16, 1),
+        ("clip", clip_steps, 2, clip_latents),
+    ):
+        if steps <= 0:
+            continue
+        params = list(vae.parameters())
+        opt = torch.optim.Adam(params, lr=lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+        avg = enc_avg = 0.0
+        for step in range(steps):
+            x = torch.stack(
+                [to_video(random_clip(rng, num_latent, h, w, 0.7, True)[1].frames) for _ in range(batch)]
             )
+            z = analytic_latents(x)
+            z_in = z + std * (0.05 * torch.rand(()) * torch.randn_like(z))
+            loss = decoder_loss(vae_decode_raw(vae, z_in), x)
+            if phase == "clip" and encoder_every and step % encoder_every == 0:
+                enc = (((vae_encode_mu(vae, x) - z) / std) ** 2).mean()
+                loss = loss + enc
+                enc_avg = enc.item() if enc_avg == 0.0 else 0.7 * enc_avg + 0.3 * enc.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+            avg = loss.item() if step == 0 else 0.9 * avg + 0.1 * loss.item()
+            last = step == steps - 1
+            if step % 50 == 0 or last:
+                log(
+                    f"vae {phase} step {step}/{steps} loss {avg:.4f} encoder mse {enc_avg:.4f} ({time.time() - t0:.0f}s)"
+                )
+            if (step % 250 == 0 and step) or last:
+                col, bg = vae_checker_accuracy(vae, evals)
+                log(
+                    f"vae {phase} step {step}: decoded true latents: object colour {col:.1%}, background {bg:.1%}"
+                )
+                if checkpoint is not None:
+                    checkpoint(vae)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,18 +270,56 @@ def rope_for_positions(dit: CausalWanDiT, positions: torch.Tensor, h: int, w: in
     return cos, sin
 
 
-def dit_train_forward(dit: CausalWanDiT, x, t, context, frame_mask, positions):
-    """Like dit.forward with a frame mask, but per-sample masks [B, F, F] and RoPE positions [B, F]."""
+def unit_attention(unit_mask: torch.Tensor, unit_tokens: int):
+    """attend(q, k, v) for sequences made of units (a block of frames, `unit_tokens` tokens each)
+    from a unit-level mask [B, U, U]: each unit's queries attend to the tokens of the units it
+    sees, gathered, so the cost grows with U * (units seen), not U^2 as a dense mask would."""
+    B, U, _ = unit_mask.shape
+    V = int(unit_mask.sum(-1).max())
+    order = torch.argsort((~unit_mask).to(torch.int8), dim=-1, stable=True)[..., :V]  # seen units first
+    seen = torch.gather(unit_mask, 2, order)  # [B, U, V]
+    key_mask = seen[..., None].expand(B, U, V, unit_tokens).reshape(B * U, 1, 1, V * unit_tokens)
+    rows = torch.arange(B)[:, None, None]
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q, k, v [B, U*P, H, D] -> [B, U*P, H, D]
+        H, D = q.shape[2:]
+        qu = q.reshape(B * U, unit_tokens, H, D)
+        kg = k.reshape(B, U, unit_tokens, H, D)[rows, order].reshape(B * U, V * unit_tokens, H, D)
+        vg = v.reshape(B, U, unit_tokens, H, D)[rows, order].reshape(B * U, V * unit_tokens, H, D)
+        return attention(qu, kg, vg, key_mask).reshape(B, U * unit_tokens, H, D)
+
+    return attend
+
+
+def dit_train_forward(dit: CausalWanDiT, x, t, context, unit_mask, positions):
+    """dit.forward for teacher forcing: x [B, C, U*3, h, w] made of U blocks (units), a unit-level
+    attention mask [B, U, U] and per-sample RoPE positions [B, U*3] (latent frames)."""
     tokens, grid = dit.patchify(x)
     f, gh, gw = grid
     rope = rope_for_positions(dit, positions, gh, gw)
     e, e0 = dit.embed_time(t)
     ctx = dit.text_embedding(context)
-    T = gh * gw
-    mask = frame_mask.repeat_interleave(T, 1).repeat_interleave(T, 2)[:, None]  # [B, 1, S, S]
+    attend = unit_attention(unit_mask, FPB * gh * gw)
     for block in dit.blocks:
-        tokens = block(tokens, e0, rope, block.cross_attn.kv(ctx), lambda q, k, v: attention(q, k, v, mask))
+        tokens = block(tokens, e0, rope, block.cross_attn.kv(ctx), attend)
     return dit.unpatchify(dit.head(tokens, e), grid)
+
+
+def check_train_forward(dit: CausalWanDiT, cfg: PipelineConfig) -> None:
+    """The teacher-forcing forward equals dit.forward with the same block-causal frame mask."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cfg.dit.in_dim, 3 * FPB, cfg.latent_height, cfg.latent_width, generator=g)
+    t = torch.rand(1, 3 * FPB, generator=g) * 1000
+    c = torch.randn(1, cfg.dit.text_len, cfg.dit.text_dim, generator=g)
+    units = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool)  # unit 2 skips unit 1
+    frames = units.repeat_interleave(FPB, 0).repeat_interleave(FPB, 1)
+    with torch.no_grad():
+        ref = dit(x, t, c, frames)
+        got = dit_train_forward(dit, x, t, c, units[None], torch.arange(3 * FPB)[None])
+    err = (ref - got).abs().max().item()
+    if err > 1e-4:
+        raise AssertionError(f"teacher-forcing forward differs from dit.forward by {err}")
 
 
 def switch_blocks(schedule: dict[int, str]) -> list[int]:
@@ -252,7 +334,9 @@ def build_example(
     Returns (units, mask, prompt, targets): units = list of (kind, block, position_block) with kind
     'c' (clean) or 'n' (noisy); mask = bool [U, U] unit-level attention.
     """
-    E = end if end is not None else rng.randint(1, nb)
+    # end at a segment's end (the block before a switch, or the clip's end): every block of the
+    # segment since its switch is then a target
+    E = end if end is not None else rng.choice(sorted({*switch_blocks(schedule), nb}))
     sw = [k for k in switch_blocks(schedule) if k <= E - 1]
     k = sw[-1] if sw else 0
     lo = max(0, E - context_blocks)
@@ -294,8 +378,15 @@ def build_example(
 
 
 class DitData:
-    def __init__(self, latents: torch.Tensor, schedules: list[dict[int, str]], tokenizer: TextTokenizer):
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        schedules: list[dict[int, str]],
+        tokenizer: TextTokenizer,
+        sigma_weights: list[float],
+    ):
         self.latents = latents  # [N, C, F, h, w] normalised
+        self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
         self.schedules = schedules
         self.tok = tokenizer
         self.nb = latents.shape[2] // FPB
@@ -314,16 +405,15 @@ class DitData:
         x0 = torch.zeros_like(x)
         t = torch.zeros(B, U * FPB)
         pos = torch.zeros(B, U * FPB, dtype=torch.long)
-        fmask = torch.zeros(B, U * FPB, U * FPB, dtype=torch.bool)
+        umask = torch.zeros(B, U, U, dtype=torch.bool)
         wts = torch.zeros(B, U * FPB)
         prompts = []
         for n, (i, units, mask, prompt, _) in enumerate(exs):
             lat = self.latents[i]
-            m = torch.from_numpy(mask).repeat_interleave(FPB, 0).repeat_interleave(FPB, 1)
             u = len(units)
-            fmask[n, : u * FPB, : u * FPB] = m
+            umask[n, :u, :u] = torch.from_numpy(mask)
             for j in range(u, U):  # padding: attends to itself only
-                fmask[n, j * FPB : (j + 1) * FPB, j * FPB : (j + 1) * FPB] = True
+                umask[n, j, j] = True
             for j, (kind, b, pb) in enumerate(units):
                 sl = slice(j * FPB, (j + 1) * FPB)
                 clean = lat[:, b * FPB : (b + 1) * FPB]
@@ -337,12 +427,9 @@ class DitData:
                     x[n, :, sl] = (1 - s) * clean + s * eps
                     x0[n, :, sl] = clean
                     t[n, sl] = s * 1000.0
-                    wts[n, sl] = SIGMA_WEIGHTS[si]
+                    wts[n, sl] = self.sigma_weights[si]
             prompts.append(prompt)
-        return x, x0, t, pos, fmask, wts, prompts
-
-
-SIGMA_WEIGHTS = [0.5, 0.5, 1.0, 2.0]  # x0-space loss weight per sampling step (the last gives the output)
+        return x, x0, t, pos, umask, wts, prompts
 
 
 def encode_text(t5: UMT5Encoder, tok: TextTokenizer, prompts: list[str]) -> torch.Tensor:
@@ -352,9 +439,9 @@ def encode_text(t5: UMT5Encoder, tok: TextTokenizer, prompts: list[str]) -> torc
 
 
 def dit_loss(dit, t5, tok, batch):
-    x, x0, t, pos, fmask, wts, prompts = batch
+    x, x0, t, pos, umask, wts, prompts = batch
     ctx = encode_text(t5, tok, prompts)
-    v = dit_train_forward(dit, x, t, ctx, fmask, pos)
+    v = dit_train_forward(dit, x, t, ctx, umask, pos)
     sig = (t / 1000.0)[:, None, :, None, None]
     x0_pred = x - sig * v
     # the object covers a few cells of a plain frame: weight the cells that differ from the
@@ -367,7 +454,18 @@ def dit_loss(dit, t5, tok, batch):
 
 
 def train_dit(
-    dit, t5, tok, data: DitData, cfg, rng: random.Random, steps: int, batch: int, lr: float, label: str
+    dit,
+    t5,
+    tok,
+    data: DitData,
+    cfg,
+    rng: random.Random,
+    steps: int,
+    batch: int,
+    lr: float,
+    context_blocks: int,
+    label: str,
+    checkpoint=None,
 ):
     if steps <= 0:
         return
@@ -378,7 +476,7 @@ def train_dit(
     t0 = time.time()
     avg = None
     for step in range(steps):
-        b = data.batch(rng, batch, sigmas, ctx_noise=0.1, context_blocks=5)
+        b = data.batch(rng, batch, sigmas, ctx_noise=0.1, context_blocks=context_blocks)
         loss = dit_loss(dit, t5, tok, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -388,6 +486,8 @@ def train_dit(
         avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
         if step % 10 == 0 or step == steps - 1:
             log(f"{label} step {step}/{steps} loss {avg:.4f} ({time.time() - t0:.0f}s)")
+        if checkpoint is not None and step % 250 == 0 and step:
+            checkpoint()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,17 +503,33 @@ def main(argv=None) -> int:
         "assemble writes config.json and tokenizer.json; all = the three in turn",
     )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vae-steps", type=int, default=500)
-    ap.add_argument("--vae-batch", type=int, default=2)
-    ap.add_argument("--vae-lr", type=float, default=3e-3)
+    ap.add_argument("--vae-image-steps", type=int, default=1500, help="decoder steps on single frames")
+    ap.add_argument("--vae-clip-steps", type=int, default=1000, help="decoder (+ encoder) steps on clips")
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
+    ap.add_argument("--vae-clip-latents", type=int, default=6, help="latent frames per training clip")
     ap.add_argument("--vae-init", type=Path, default=None, help="continue from this vae.safetensors")
     ap.add_argument(
-        "--encoder-every", type=int, default=3, help="train the VAE encoder every N decoder steps"
+        "--encoder-every", type=int, default=4, help="train the VAE encoder every N decoder steps"
     )
     ap.add_argument("--clips", type=int, default=320, help="long clips rendered for DiT training")
     ap.add_argument("--clip-blocks", type=int, default=10)
+    ap.add_argument(
+        "--switch-prob",
+        type=float,
+        default=0.6,
+        help="chance of a prompt switch at each block boundary of a DiT training clip: frequent switches "
+        "make the prompt, not the motion or colour seen in the context, the reliable cue",
+    )
     ap.add_argument("--dit-steps", type=int, default=450)
-    ap.add_argument("--dit-batch", type=int, default=6)
+    ap.add_argument("--dit-batch", type=int, default=4)
+    ap.add_argument(
+        "--sigma-weights",
+        type=float,
+        nargs=4,
+        default=[2.0, 1.0, 1.0, 1.0],
+        help="x0 loss weight of each of the runner's 4 sampling steps; the first (pure noise) lays the scene out",
+    )
+    ap.add_argument("--context-blocks", type=int, default=12, help="clean blocks before a target, at most")
     ap.add_argument("--dit-lr", type=float, default=3e-3)
     ap.add_argument(
         "--dit-init", type=Path, default=None, help="continue from the dit/t5 files of this folder"
@@ -441,7 +557,17 @@ def main(argv=None) -> int:
         if args.vae_init is not None:  # a continuation round: its own random stream
             vae.load_state_dict(load_file(str(args.vae_init)))
             vae_rng = np.random.default_rng([args.seed, 11])
-        train_vae(vae, cfg, vae_rng, args.vae_steps, args.vae_batch, args.encoder_every, args.vae_lr)
+        train_vae(
+            vae,
+            cfg,
+            vae_rng,
+            args.vae_image_steps,
+            args.vae_clip_steps,
+            args.encoder_every,
+            args.vae_lr,
+            args.vae_clip_latents,
+            checkpoint=lambda m: save("vae", m),
+        )
         save("vae", vae)
         log(f"VAE done ({time.time() - t_start:.0f}s)")
 
@@ -451,7 +577,7 @@ def main(argv=None) -> int:
         nl = args.clip_blocks * FPB
         schedules, latents = [], []
         for _ in range(args.clips):
-            sch, clip = random_clip(rng, nl, h, w, switch_prob=0.35, random_start=False)
+            sch, clip = random_clip(rng, nl, h, w, switch_prob=args.switch_prob, random_start=False)
             schedules.append(sch)
             latents.append(analytic_latents(to_video(clip.frames)[None]))
         z = torch.cat(latents)
@@ -467,17 +593,28 @@ def main(argv=None) -> int:
             dit.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["dit"])))
             t5.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["t5"])))
             torch.manual_seed(args.seed + 12)
-            # self-check: the training forward equals dit.forward for contiguous positions
-            xx = torch.randn(1, 16, 6, cfg.latent_height, cfg.latent_width)
-            tt = torch.rand(1, 6) * 1000
-            cc = torch.randn(1, cfg.dit.text_len, cfg.dit.text_dim)
-            fm = torch.tril(torch.ones(6, 6, dtype=torch.bool))
-            ref = dit(xx, tt, cc, fm)
-            got = dit_train_forward(dit, xx, tt, cc, fm[None], torch.arange(6)[None])
-            assert torch.allclose(ref, got, atol=1e-5), (ref - got).abs().max()
-        data = DitData(z, schedules, tok)
+        check_train_forward(dit, cfg)
+        data = DitData(z, schedules, tok, args.sigma_weights)
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
-        train_dit(dit, t5, tok, data, cfg, py_rng, args.dit_steps, args.dit_batch, args.dit_lr, "dit")
+
+        def dit_checkpoint() -> None:
+            save("dit", dit)
+            save("t5", t5)
+
+        train_dit(
+            dit,
+            t5,
+            tok,
+            data,
+            cfg,
+            py_rng,
+            args.dit_steps,
+            args.dit_batch,
+            args.dit_lr,
+            args.context_blocks,
+            "dit",
+            checkpoint=dit_checkpoint,
+        )
         save("dit", dit)
         save("t5", t5)
         log(f"DiT done ({time.time() - t_start:.0f}s)")

@@ -53,9 +53,10 @@ def test_render_motion_and_switch_keeps_place():
     assert clip.frames.shape == (scenes.num_video_frames(12), 64, 64, 3) and clip.frames.dtype == np.uint8
     first_new = scenes.block_video_range(6)[0]
     p = clip.positions
-    assert np.allclose(np.diff(p[:first_new, 0]), 1.5) and np.allclose(np.diff(p[:first_new, 1]), 0.0)
+    step = (np.diff(p[:first_new], axis=0) + 32.0) % 64.0 - 32.0  # wrapped on the 64-px torus
+    assert np.allclose(step[:, 0], 2.0) and np.allclose(step[:, 1], 0.0)
     # the switch frame continues from the previous place, one step in the new direction
-    assert np.allclose(p[first_new] - p[first_new - 1], (0.0, 1.5))
+    assert np.allclose(p[first_new] - p[first_new - 1], (0.0, 2.0))
     assert clip.scenes[first_new - 1].color == "red" and clip.scenes[first_new].color == "blue"
     # background is plain, object pixels have the object colour
     assert (clip.frames[0, 0, 0] == 0).all() and tuple(clip.frames[0, 32, 32]) == (255, 0, 0)
@@ -85,7 +86,7 @@ def test_checker_handles_wrap_around():
             assert sc.color_acc == sc.background_acc == sc.direction_acc == 1.0, (d, shape, sc.summary())
             for bl in sc.blocks[1:]:
                 step = abs(bl.motion[0]) + abs(bl.motion[1])
-                assert step == pytest.approx(11 * 1.5, abs=1.0)
+                assert step == pytest.approx(11 * 2.0, abs=1.0)
 
 
 def test_every_colour_on_every_background():

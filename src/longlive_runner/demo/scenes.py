@@ -15,7 +15,8 @@ frames; latent frame 0 is video frame 0 and latent frame ``s >= 1`` is video fra
 ``4s-3 .. 4s+8`` (12 frames) and the first block owns frames ``0 .. 8`` (9 frames).
 
 Motion: the object starts at the centre of the frame and moves ``speed`` pixels per video
-frame (default 1.5 px at 64 px, i.e. about 17 px per 12-frame block, easy to measure). The
+frame (default 2 px at 64 px: 8 px per latent frame, exactly one 8-px latent cell, so the scene's
+latents shift by one cell per latent frame; 24 px per 12-frame block, easy to measure). The
 frame is a torus: an object leaving one edge re-enters from the opposite edge (wrap-around),
 so the direction named in the prompt holds on every frame (bouncing would reverse it). A
 prompt switch changes colour / shape / direction / background from the first video frame of
@@ -186,7 +187,7 @@ class Style:
     @classmethod
     def for_size(cls, height: int, width: int) -> Style:
         m = min(height, width)
-        return cls(radius=0.14 * m, speed=1.5 * m / 64.0)
+        return cls(radius=0.14 * m, speed=2.0 * m / 64.0)
 
 
 @dataclass
