@@ -465,13 +465,20 @@ def train_dit(
     lr: float,
     context_blocks: int,
     label: str,
+    t5_lr_scale: float = 0.1,
     checkpoint=None,
 ):
     if steps <= 0:
         return
     params = list(dit.parameters()) + list(t5.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    groups = [{"params": list(dit.parameters())}, {"params": list(t5.parameters())}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    # the umT5's attention has no 1/sqrt(d) scale: at the DiT's rate it soon saturates onto a few
+    # words and stops passing the others on (it learnt to ignore the direction word), so it
+    # trains slower
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[lr, lr * t5_lr_scale], total_steps=steps, pct_start=0.05
+    )
     sigmas = denoising_sigmas(cfg.stream)
     t0 = time.time()
     avg = None
@@ -522,6 +529,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--dit-steps", type=int, default=450)
     ap.add_argument("--dit-batch", type=int, default=4)
+    ap.add_argument("--t5-lr-scale", type=float, default=0.1, help="umT5 learning rate / DiT learning rate")
+    ap.add_argument(
+        "--reinit-t5", action="store_true", help="with --dit-init: start the umT5 afresh (keep the DiT)"
+    )
     ap.add_argument(
         "--sigma-weights",
         type=float,
@@ -591,7 +602,8 @@ def main(argv=None) -> int:
             dit.head.head.weight.mul_(0.1)
         if args.dit_init is not None:  # a continuation round: its own random stream
             dit.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["dit"])))
-            t5.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["t5"])))
+            if not args.reinit_t5:
+                t5.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["t5"])))
             torch.manual_seed(args.seed + 12)
         check_train_forward(dit, cfg)
         data = DitData(z, schedules, tok, args.sigma_weights)
@@ -613,6 +625,7 @@ def main(argv=None) -> int:
             args.dit_lr,
             args.context_blocks,
             "dit",
+            t5_lr_scale=args.t5_lr_scale,
             checkpoint=dit_checkpoint,
         )
         save("dit", dit)
