@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     best = max(results, key=results.get)
     summary = ", ".join(f"{results[n]:.1f} fps with {n} thread{'s' if n > 1 else ''}" for n in args.threads)
+    ok = results[best] > PLAYBACK_FPS
     print(
-        f"summary: demo throughput {summary}; best {results[best] / PLAYBACK_FPS:.1f}x real time (target > 1x)"
+        f"summary: demo throughput {summary}; best {results[best] / PLAYBACK_FPS:.1f}x real time "
+        f"(target > 1x): {'PASS' if ok else 'MISS'}"
     )
     return 0
 

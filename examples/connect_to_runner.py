@@ -1,6 +1,6 @@
 """Drive a running `longlive-runner serve` over its websocket.
 
-    longlive-runner serve --model tiny                 # in another terminal: ws://127.0.0.1:8765
+    longlive-runner serve                              # in another terminal: ws://127.0.0.1:8765
     python examples/connect_to_runner.py ws://127.0.0.1:8765 --blocks 6 --out runner.mp4
 
 The client needs no torch. A runner started with a token (`LONGLIVE_TOKEN`) is reached by setting
@@ -101,9 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="the runner's websocket URL, e.g. ws://127.0.0.1:8765")
     parser.add_argument("--blocks", type=int, default=8, help="blocks to generate (3 latent frames each)")
-    parser.add_argument("--prompt", default="a red fox running through fresh snow")
+    parser.add_argument("--prompt", default="a red circle moving right on a black background")
     parser.add_argument(
-        "--later-prompt", default="the fox jumps over a frozen stream", help="from mid-way ('' for none)"
+        "--later-prompt",
+        default="a red square moving up on a black background",
+        help="from mid-way ('' for none)",
     )
     parser.add_argument("--out", type=Path, default=None, help="also record the frames to this mp4")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Steer the video while it generates: type a prompt and press Enter.
 
-    python examples/live_prompts.py                           # in-process, tiny model
+    python examples/live_prompts.py                           # in-process, the demo model
     python examples/live_prompts.py --url ws://127.0.0.1:8765 # a running `longlive-runner serve`
     printf 'a blue square\\na green triangle\\n' | python examples/live_prompts.py --blocks 6
 

@@ -1,6 +1,6 @@
 """Quick start: generate a short interactive video in this process and save it as an mp4.
 
-    python examples/quickstart.py                          # tiny model, 8 blocks -> quickstart.mp4
+    python examples/quickstart.py                          # demo model, 8 blocks -> quickstart.mp4
     python examples/quickstart.py --blocks 4 --out a.mp4
     python examples/quickstart.py --model longlive-1.3b-bf16   # a converted folder of the real model
 

@@ -25,7 +25,8 @@ from longlive import latent_to_video_frame
 from longlive._video import read_video
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SIZE = (64, 112, 3)  # the tiny preset's frames: height, width, RGB
+SIZE = (64, 112, 3)  # the tiny preset's frames (the websocket runner here): height, width, RGB
+DEMO_SIZE = (64, 64, 3)  # the embedded demo's frames (the default model, in-process examples)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -65,9 +66,9 @@ def run_example(
     return proc
 
 
-def video_frames(path: Path) -> np.ndarray:
+def video_frames(path: Path, size: tuple[int, int, int] = SIZE) -> np.ndarray:
     video = read_video(path)
-    assert video.shape[1:] == SIZE and video.dtype == np.uint8
+    assert video.shape[1:] == size and video.dtype == np.uint8
     return video
 
 
@@ -78,10 +79,10 @@ def test_quickstart_generates_two_prompts_in_process_into_an_mp4(tmp_path):
     out = proc.stdout
     assert "scheduled 'a blue square moving right on a black background' at latent frame 3" in out
     assert "latent frame 3: now generating 'a blue square" in out
-    assert "block at latent frame   0: 9 frames of 112x64" in out
-    assert "block at latent frame   3: 12 frames of 112x64" in out
+    assert "block at latent frame   0: 9 frames of 64x64" in out  # the demo model
+    assert "block at latent frame   3: 12 frames of 64x64" in out
     assert "wrote 21 frames (expected 21)" in out
-    assert len(video_frames(tmp_path / "q.mp4")) == latent_to_video_frame(6) == 21
+    assert len(video_frames(tmp_path / "q.mp4", DEMO_SIZE)) == latent_to_video_frame(6) == 21
 
 
 def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
@@ -91,7 +92,7 @@ def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"connected to {runner_url}: 112x64 at 16 fps, 3 latent frames per block" in out
-    assert "prompt switched at latent frame 3: 'the fox jumps over a frozen stream'" in out
+    assert "prompt switched at latent frame 3: 'a red square moving up on a black background'" in out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("block ")] == [
         "block 0",
         "block 1",
@@ -160,7 +161,7 @@ def test_scripts_default_to_the_cli_model_and_take_small_sizes():
         text = (EXAMPLES / name).read_text()
         assert "from longlive_runner.cli import DEFAULT_MODEL" in text and "default=DEFAULT_MODEL" in text
         assert "--blocks" in text or "--frames" in text
-    assert DEFAULT_MODEL == "tiny"
+    assert DEFAULT_MODEL == "demo"
 
 
 def test_notebook_is_valid_nbformat_4_with_code_cells_that_compile():
@@ -178,3 +179,41 @@ def test_notebook_is_valid_nbformat_4_with_code_cells_that_compile():
     assert "await reactor.connect()" in text and "asyncio.run" not in text
     assert "from IPython.display import" in text and "except ImportError" in text  # IPython optional
     assert "reactor.on_frame(" in text and "current_start_frame + 3" in text
+
+
+def test_record_schedule_in_process_on_the_default_model(tmp_path):
+    """No --url: the runner runs in the script's process, on the default (embedded demo) model."""
+    (tmp_path / "story.json").write_text(
+        json.dumps(
+            [
+                {"timestamp": 0, "prompt": "a red circle moving right on a black background"},
+                {"timestamp": 6, "prompt": "a blue circle moving right on a black background"},
+            ]
+        )
+    )
+    proc = run_example("record_schedule.py", "story.json", "--frames", "12", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "switched at latent frame 6 (video frame 21)" in proc.stdout
+    n = latent_to_video_frame(12)
+    assert f"wrote {n} frames (expected {n}) to story.mp4" in proc.stdout
+    assert len(video_frames(tmp_path / "story.mp4", DEMO_SIZE)) == n
+
+
+def test_live_prompts_in_process(tmp_path):
+    proc = run_example(
+        "live_prompts.py",
+        "--blocks",
+        "4",
+        "--out",
+        "live.mp4",
+        cwd=tmp_path,
+        stdin="a blue square moving up on a gray background\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "scheduled 'a blue square moving up on a gray background'" in proc.stdout
+    assert "prompt switched" in proc.stdout
+    n = latent_to_video_frame(12)
+    assert (
+        f"wrote {n} frames to live.mp4" in proc.stdout
+        and len(video_frames(tmp_path / "live.mp4", DEMO_SIZE)) == n
+    )

@@ -471,8 +471,8 @@ class Reactor:
     """Async client of a LongLive runner.
 
     ```python
-    async with Reactor("ws://127.0.0.1:8765") as reactor:   # or Reactor.local(model="tiny")
-        await reactor.schedule_prompt("a red fox in snow", timestamp=0)
+    async with Reactor("ws://127.0.0.1:8765") as reactor:   # or Reactor.local()
+        await reactor.schedule_prompt("a red circle moving right on a black background", timestamp=0)
         await reactor.start()
         async for frame in reactor.frames():
             ...
@@ -586,7 +586,8 @@ class Reactor:
         """A client of a runner in this process (needs the `runner` extra: torch).
 
         Nothing is loaded until `connect()`: then the pipeline is loaded in a worker thread
-        (`model`: a preset or converted folder, default the runner's default model, or
+        (`model`: a preset, a packaged model or a converted folder, default the runner's default
+        model, the embedded `demo`, or
         `longlive-1.3b` when `wan_dir` is given; `device`, `dtype`, `wan_dir`, `longlive_dir` as for
         `longlive_runner.load_pipeline`; device defaults to cuda when available), a
         `longlive_runner.hub.Runner` is started on the current event loop and this client talks

@@ -235,4 +235,4 @@ def get_preset(name: str) -> PipelineConfig:
 
 
 #: The model used when none is named (`generate`, `serve`, `Reactor.local()`, `load_pipeline()`).
-DEFAULT_MODEL = "tiny"
+DEFAULT_MODEL = "demo"
