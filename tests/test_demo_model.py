@@ -112,7 +112,6 @@ def test_the_readme_main_job_follows_its_prompts(tmp_path):
     """The README's first command (after the install) as a real process, on the default model:
     the mp4 shows a red circle, then from the switch block on a blue square, by the pixels."""
     import shlex
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -123,8 +122,8 @@ def test_the_readme_main_job_follows_its_prompts(tmp_path):
     line = next(ln for ln in readme.splitlines() if ln.startswith('pip install -e ".[all]" && '))
     argv = shlex.split(line.split(" && ", 1)[1])
     assert argv[0] == "longlive-runner" and "--model" not in argv  # the default model
-    exe = shutil.which("longlive-runner") or sys.executable
-    cmd = [exe, *argv[1:]] if exe.endswith("longlive-runner") else [exe, "-m", "longlive_runner", *argv[1:]]
+    # the console script `longlive-runner` is `python -m longlive_runner` of this interpreter's install
+    cmd = [sys.executable, "-m", "longlive_runner", *argv[1:]]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     schedule = {}
