@@ -25,14 +25,12 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
-READY = re.compile(r"serving longlive \((?P<model>[^)]*)\) on (?P<url>ws://\S+)")
+from longlive_runner.serve_process import RunnerProcess, start_runner
+
 PROMPTS = [
     "a red circle moving left on a black background",
     "a blue square moving up on a gray background",
@@ -45,45 +43,10 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-class Server:
-    """`python -m longlive_runner serve` on a free port; its stderr is kept for errors."""
-
-    def __init__(self, model: str, threads: int) -> None:
-        env = dict(os.environ)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in that process
-        cmd = [sys.executable, "-m", "longlive_runner", "serve", "--model", model, "--port", "0"]
-        cmd += ["--grace-period", "off"]
-        self.proc = subprocess.Popen(
-            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self.url = ""
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                m = READY.search(line)
-                if m and not self.url:
-                    self.url = m["url"]
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(300) or not self.url:
-            self.stop()
-            raise RuntimeError("the runner did not start:\n" + "".join(self.lines[-20:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def start_server(model: str, threads: int) -> RunnerProcess:
+    """`python -m longlive_runner serve` on a free port, `threads` torch threads (0: torch's default)."""
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    return start_runner("--grace-period", "off", model=model, timeout=300, env=env)
 
 
 async def first_frame_after_start(reactor, seed: int) -> float:
@@ -105,7 +68,7 @@ async def bench(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} cores; nice {os.nice(0)}; server threads "
           f"{args.server_threads or 'torch default'}")  # fmt: skip
     t = time.perf_counter()
-    server = Server(args.model, args.server_threads)
+    server = start_server(args.model, args.server_threads)
     print(f"# runner ready in {time.perf_counter() - t:.1f} s at {server.url}")
     try:
         async with Reactor(server.url, command_timeout=60, max_buffered_frames=8) as reactor:

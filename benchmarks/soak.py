@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import re
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +32,7 @@ from typing import Any
 import httpx
 
 from longlive import CommandError, ConnectionClosedError, LongliveError, Reactor
+from longlive_runner.serve_process import RunnerProcess, start_runner
 
 PROMPTS = [
     "a red fox in the snow",
@@ -76,52 +73,9 @@ def mib(kib: int) -> float:
 # ----------------------------------------------------------------------------------------------
 # The runner process
 # ----------------------------------------------------------------------------------------------
-class RunnerProcess:
-    def __init__(self, model: str, threads: int) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
-        env.pop("LONGLIVE_TOKEN", None)
-        cmd = [sys.executable, "-m", "longlive_runner", "serve", "--model", model, "--device", "cpu"]
-        cmd += ["--host", "127.0.0.1", "--port", "0", "--grace-period", "off"]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.log: list[str] = []
-        self.url = ""
-        ready = threading.Event()
-
-        def drain() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"serving longlive \(.*\) on (ws://\S+)", line)
-                if m and not self.url:
-                    self.url = m.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(300) or not self.url:
-            self.stop()
-            raise RuntimeError("the runner did not start:\n" + "".join(self.log))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def start_soak_runner(model: str, threads: int) -> RunnerProcess:
+    env = {"OMP_NUM_THREADS": str(threads)}
+    return start_runner("--device", "cpu", "--grace-period", "off", model=model, timeout=300, env=env)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +235,7 @@ async def act(clients: list[Client], rng: random.Random, stats: Stats) -> None:
 
 async def soak(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
-    runner = None if args.url else RunnerProcess(args.model, args.threads)
+    runner = None if args.url else start_soak_runner(args.model, args.threads)
     url = args.url or runner.url  # type: ignore[union-attr]
     http = url.replace("ws://", "http://", 1)
     stats = Stats()
@@ -333,8 +287,8 @@ async def soak(args: argparse.Namespace) -> int:
                 stats.fail(f"{c.name}: close failed: {exc!r}")
         status = runner.stop() if runner is not None else 0
     elapsed = time.monotonic() - started
-    if runner is not None and "Traceback" in "".join(runner.log):
-        stats.fail("the runner logged a traceback:\n" + "".join(runner.log)[-3000:])
+    if runner is not None and "Traceback" in runner.stderr:
+        stats.fail("the runner logged a traceback:\n" + runner.stderr[-3000:])
     if status not in (0, None):
         stats.fail(f"the runner exited with status {status}")
 
