@@ -183,32 +183,53 @@ def vae_decode_raw(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
 def vae_eval_set(seed: int, h: int, w: int):
     """A fixed held-out set of short clips for the checker-based progress figures."""
     rng = np.random.default_rng([seed, 77])
-    return [random_clip(rng, 9, h, w, 0.7, True)[1] for _ in range(4)]
+    return [random_clip(rng, 9, h, w, 0.7, True)[1] for _ in range(8)]
 
 
 @torch.no_grad()
-def vae_checker_accuracy(vae: WanVAE, clips) -> tuple[float, float]:
-    """Object and background colour accuracy (the demo checker) of decoding the clips' true latents."""
+def vae_checker_accuracy(vae: WanVAE, clips) -> tuple[float, float, float]:
+    """Object and background colour accuracy (the demo checker) of decoding the clips' true
+    latents, and the share of first frames after a colour or background switch with both right."""
     x = torch.stack([to_video(c.frames) for c in clips])
     out = vae_decode_raw(vae, analytic_latents(x)).clamp(-1, 1)
     frames = out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
-    col = bg = n = 0
+    col = bg = n = sw_ok = sw_n = 0
     for k, clip in enumerate(clips):
         for j, scene in enumerate(clip.scenes):
             m = checker.measure_frame(frames[k, j])
             col += m.color == scene.color
             bg += m.background == scene.background
             n += 1
-    return col / n, bg / n
+            prev = clip.scenes[j - 1] if j else scene
+            if (prev.color, prev.background) != (scene.color, scene.background):
+                sw_ok += m.color == scene.color and m.background == scene.background
+                sw_n += 1
+    return col / n, bg / n, sw_ok / max(sw_n, 1)
 
 
-def decoder_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion)."""
+def switch_frames(clips, switch_weight: float) -> torch.Tensor:
+    """Per-frame loss weights [B, 1, T, 1, 1]: 1 + switch_weight on each frame whose scene differs
+    from the frame before (the first frame after a prompt switch). The decoder's causal temporal
+    context (the cached previous latent frame) pulls that frame towards the old scene; without the
+    extra weight it decodes a blend (magenta between red and blue), one frame in ~20."""
+    wt = torch.ones(len(clips), 1, len(clips[0].scenes), 1, 1)
+    for b, clip in enumerate(clips):
+        for j in range(1, len(clip.scenes)):
+            if clip.scenes[j] != clip.scenes[j - 1]:
+                wt[b, 0, j] += switch_weight
+    return wt
+
+
+def decoder_loss(out: torch.Tensor, x: torch.Tensor, frame_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion),
+    times optional per-frame weights [B, 1, T, 1, 1]."""
     err = out - x
     # the runner clamps decoded pixels to [-1, 1]: overshooting a saturated target costs nothing
     err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
     fg = ((x - x[..., :1, :1]).abs().sum(1, keepdim=True) > 0.1).float()
     wt = 1.0 + 3.0 * fg
+    if frame_weight is not None:
+        wt = wt * frame_weight
     return (wt * (err.abs() + err**2)).mean() / wt.mean()
 
 
@@ -221,6 +242,7 @@ def train_vae(
     encoder_every: int,
     lr: float,
     clip_latents: int = 6,
+    switch_weight: float = 0.0,
     checkpoint=None,
 ) -> None:
     """Two phases through the runner's chunked causal code:
@@ -246,12 +268,11 @@ def train_vae(
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
         avg = enc_avg = 0.0
         for step in range(steps):
-            x = torch.stack(
-                [to_video(random_clip(rng, num_latent, h, w, 0.7, True)[1].frames) for _ in range(batch)]
-            )
+            clips = [random_clip(rng, num_latent, h, w, 0.7, True)[1] for _ in range(batch)]
+            x = torch.stack([to_video(c.frames) for c in clips])
             z = analytic_latents(x)
             z_in = z + std * (0.05 * torch.rand(()) * torch.randn_like(z))
-            loss = decoder_loss(vae_decode_raw(vae, z_in), x)
+            loss = decoder_loss(vae_decode_raw(vae, z_in), x, switch_frames(clips, switch_weight))
             if phase == "clip" and encoder_every and step % encoder_every == 0:
                 enc = (((vae_encode_mu(vae, x) - z) / std) ** 2).mean()
                 loss = loss + enc
@@ -268,9 +289,10 @@ def train_vae(
                     f"vae {phase} step {step}/{steps} loss {avg:.4f} encoder mse {enc_avg:.4f} ({time.time() - t0:.0f}s)"
                 )
             if (step % 250 == 0 and step) or last:
-                col, bg = vae_checker_accuracy(vae, evals)
+                col, bg, sw = vae_checker_accuracy(vae, evals)
                 log(
-                    f"vae {phase} step {step}: decoded true latents: object colour {col:.1%}, background {bg:.1%}"
+                    f"vae {phase} step {step}: decoded true latents: object colour {col:.1%}, "
+                    f"background {bg:.1%}, first frame after a switch {sw:.1%}"
                 )
                 if checkpoint is not None:
                     checkpoint(vae)
@@ -535,6 +557,12 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-clip-steps", type=int, default=1000, help="decoder (+ encoder) steps on clips")
     ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--vae-clip-latents", type=int, default=6, help="latent frames per training clip")
+    ap.add_argument(
+        "--vae-switch-weight",
+        type=float,
+        default=8.0,
+        help="extra decoder loss weight on the first frame after a prompt switch",
+    )
     ap.add_argument("--vae-init", type=Path, default=None, help="continue from this vae.safetensors")
     ap.add_argument(
         "--encoder-every", type=int, default=4, help="train the VAE encoder every N decoder steps"
@@ -598,6 +626,7 @@ def main(argv=None) -> int:
             args.encoder_every,
             args.vae_lr,
             args.vae_clip_latents,
+            args.vae_switch_weight,
             checkpoint=lambda m: save("vae", m),
         )
         save("vae", vae)

@@ -143,6 +143,7 @@ async def take(reactor: Reactor, n: int, timeout: float = 30) -> list[Frame]:
 async def test_two_prompts_frames_progress_and_switch(open_client: OpenClient) -> None:
     reactor = await open_client()
     assert reactor.hello.model == "longlive" and reactor.hello.frames_per_block == 3
+    assert reactor.hello.preset == "tiny"
     progress: list[int] = []
     switches: list[PromptSwitched] = []
     reactor.on_progress(lambda p: progress.append(p.current_start_frame))

@@ -147,6 +147,8 @@ def test_live_page_end_to_end(runner: RunnerProcess, page: object, tmp_path: Pat
         page.click("#reset-btn")
         _wait_phase(page, "idle")
 
+    assert page.inner_text("#model-info").startswith("longlive (tiny)")  # hello's model and preset
+
     # Start without a prompt at 0: the runner's refusal shows next to the start button.
     page.click("#start-btn")
     page.wait_for_function("document.getElementById('start-error').textContent.includes('no_initial_prompt')")

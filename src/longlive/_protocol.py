@@ -227,6 +227,7 @@ class Hello(Message):
     max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes
     max_prompt_chars: int = DEFAULT_LIMITS.max_prompt_chars
     max_scheduled_prompts: int = DEFAULT_LIMITS.max_scheduled_prompts
+    preset: str | None = None  # the loaded model preset ("demo", "tiny", "longlive-1.3b", ...)
 
     @property
     def limits(self) -> Limits:
@@ -746,6 +747,7 @@ def hello_for(
     frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK,
     temporal_compression: int = DEFAULT_TEMPORAL_COMPRESSION,
     limits: Limits = DEFAULT_LIMITS,
+    preset: str | None = None,
 ) -> Hello:
     """A `Hello` with the block sizes derived from `frames_per_block` and `temporal_compression`."""
     return Hello(
@@ -761,4 +763,5 @@ def hello_for(
         max_message_bytes=limits.max_message_bytes,
         max_prompt_chars=limits.max_prompt_chars,
         max_scheduled_prompts=limits.max_scheduled_prompts,
+        preset=preset,
     )

@@ -466,7 +466,6 @@ class Runner:
         cfg = self.pipe.config
         return {
             **self.session.hello().to_data(),
-            "preset": cfg.name,
             "device": str(self.pipe.device),
             "dtype": str(self.pipe.dtype).removeprefix("torch."),
             "clients": len(self._peers),

@@ -100,6 +100,7 @@ class Session:
         max_message_bytes: int = 65536,
         default_seed: int = 0,
         prompt_warnings: PromptWarnings | None = None,
+        preset: str | None = None,
     ) -> None:
         if frames_per_block < 1 or temporal_compression < 1:
             raise ValueError("frames_per_block and temporal_compression must be >= 1")
@@ -111,6 +112,7 @@ class Session:
         self.height = height
         self.width = width
         self.default_seed = default_seed
+        self.preset = preset
         self.limits = Limits(
             max_message_bytes=max_message_bytes,
             max_prompt_chars=max_prompt_chars,
@@ -132,6 +134,7 @@ class Session:
             "fps": s.fps,
             "height": s.height,
             "width": s.width,
+            "preset": config.name,
         }
         values.update(kwargs)
         return cls(**values)
@@ -229,6 +232,7 @@ class Session:
             frames_per_block=self.frames_per_block,
             temporal_compression=self.temporal_compression,
             limits=self.limits,
+            preset=self.preset,
         )
 
     def state(self) -> State:

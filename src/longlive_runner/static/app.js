@@ -342,7 +342,8 @@
     setStatus("connected", "connected");
     showBanner(null);
     clearInterval(S.countdownTimer);
-    el.modelInfo.textContent = `${data.model} · ${data.width}×${data.height} · ${data.fps} fps`;
+    const name = data.preset ? `${data.model} (${data.preset})` : data.model;
+    el.modelInfo.textContent = `${name} · ${data.width}×${data.height} · ${data.fps} fps`;
     sizeCanvas(data.width, data.height);
     addLog(`connected to ${data.model} (${data.width}×${data.height}, ${data.fps} fps)`);
   }
