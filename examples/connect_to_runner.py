@@ -30,7 +30,7 @@ async def run(
     async with Reactor(url, command_timeout=30) as reactor:
         hello = reactor.hello
         print(
-            f"connected to {url}: {hello.width}x{hello.height} at {hello.fps} fps, {hello.frames_per_block} latent frames per block"
+            f"connected to {url} ({hello.preset}): {hello.width}x{hello.height} at {hello.fps} fps, {hello.frames_per_block} latent frames per block"
         )
         if model is not None:
             served = await served_model(url)

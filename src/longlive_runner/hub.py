@@ -463,7 +463,6 @@ class Runner:
 
     def info(self) -> dict[str, Any]:
         """What `GET /info` shows: the `hello` fields, the model and the runner's load."""
-        cfg = self.pipe.config
         return {
             **self.session.hello().to_data(),
             "device": str(self.pipe.device),
