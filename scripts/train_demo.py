@@ -220,7 +220,9 @@ def switch_frames(clips, switch_weight: float) -> torch.Tensor:
     return wt
 
 
-def decoder_loss(out: torch.Tensor, x: torch.Tensor, frame_weight: torch.Tensor | None = None) -> torch.Tensor:
+def decoder_loss(
+    out: torch.Tensor, x: torch.Tensor, frame_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion),
     times optional per-frame weights [B, 1, T, 1, 1]."""
     err = out - x
