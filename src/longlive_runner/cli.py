@@ -197,6 +197,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     from . import checkpoints as ckpt
     from .config import get_preset
+    from .lora import apply_lora_
     from .pipeline import read_wan_layout
     from .progress import ProgressBar
 
@@ -204,16 +205,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     with ProgressBar(4, "converting", unit="steps", enabled=not args.quiet) as bar:
         try:
-            config, states, _, tok_path = read_wan_layout(base, args.wan_dir, args.longlive_dir)
+            layout = read_wan_layout(base, args.wan_dir, args.longlive_dir)
         except ckpt.CheckpointError as exc:
             raise CLIError(str(exc)) from exc
         bar.update(1, "read")
         states = {
             part: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-            for part, sd in states.items()
+            for part, sd in layout.states.items()
         }
-        bar.update(1, "cast")
-        ckpt.save_converted(args.out, config, states, tok_path.read_text())
+        # after the cast: merged at the output precision, as a load to that dtype would
+        apply_lora_(states["dit"], layout.lora)
+        bar.update(1, "cast, LoRA merged")
+        ckpt.save_converted(args.out, layout.config, states, layout.tokenizer_path.read_text())
         bar.update(2, "written")
     print(f"converted to {args.out}", file=sys.stderr)
     return 0

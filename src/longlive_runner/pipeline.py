@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from . import checkpoints as ckpt
 from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
 from .generator import Block, VideoGenerator
-from .lora import merge_lora
+from .lora import LoraUpdate, apply_lora_, lora_updates
 from .models.dit import CausalWanDiT
 from .models.t5 import UMT5Encoder
 from .models.vae import WanVAE
@@ -198,22 +199,32 @@ def _load_converted(folder: Path, device: torch.device, dtype: torch.dtype) -> P
     return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
 
 
-def read_wan_layout(
-    base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None
-) -> tuple[PipelineConfig, dict[str, ckpt.StateDict], dict[str, Path], Path]:
-    """Read the Wan (+ LongLive) folders: the config, the three state dicts (LoRA merged) and their paths."""
+@dataclass
+class WanLayout:
+    """The Wan (+ LongLive) folders, read: the config, the three state dicts (memory-mapped), the
+    files they came from, and the LoRA updates (checked against the DiT's shapes, not yet applied)."""
+
+    config: PipelineConfig
+    states: dict[str, ckpt.StateDict]
+    paths: dict[str, Path]
+    tokenizer_path: Path
+    lora: list[LoraUpdate] = field(default_factory=list)
+
+
+def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None) -> WanLayout:
+    """Read the Wan (+ LongLive) folders. Every LoRA error names the key and lora.pt."""
     dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit)
     config = PipelineConfig(name=base.name, dit=dit_cfg, vae=base.vae, t5=base.t5, stream=base.stream)
+    lora: list[LoraUpdate] = []
     if longlive_dir is not None:
-        dit_state = ckpt.longlive_dit_state(
-            longlive_dir
-        )  # overwrites every DiT weight: Wan's DiT file is not read
+        # overwrites every DiT weight: Wan's DiT file is not read
+        dit_state = ckpt.longlive_dit_state(longlive_dir)
         dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
         lora_path = longlive_dir / ckpt.LONGLIVE_LORA_FILE
         lora_state = ckpt.longlive_lora_state(longlive_dir)  # raises CheckpointError itself
         try:
-            dit_state = merge_lora(dit_state, lora_state)
-        except (KeyError, ValueError) as exc:  # merge_lora names the key; add the file
+            lora = lora_updates(dit_state, lora_state)
+        except (KeyError, ValueError) as exc:  # lora_updates names the key; add the file
             raise ckpt.CheckpointError(f"{lora_path}: {exc}", path=lora_path) from exc
     else:
         dit_path = wan_dir / ckpt.WAN_DIT_FILE
@@ -225,16 +236,19 @@ def read_wan_layout(
     }
     paths = {"dit": dit_path, "vae": wan_dir / ckpt.WAN_VAE_FILE, "t5": wan_dir / ckpt.WAN_T5_FILE}
     tok_path = ckpt.require_file(wan_dir / ckpt.WAN_TOKENIZER_FILE, "the umT5 tokenizer")
-    return config, states, paths, tok_path
+    return WanLayout(config, states, paths, tok_path, lora)
 
 
 def _load_wan_layout(
     base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None, device: torch.device, dtype: torch.dtype
 ) -> Pipeline:
-    config, states, paths, tok_path = read_wan_layout(base, wan_dir, longlive_dir)
+    layout = read_wan_layout(base, wan_dir, longlive_dir)
+    config = layout.config
     config.validate()
     dit, vae, t5 = build_modules(config)
     for part, module in (("dit", dit), ("vae", vae), ("t5", t5)):
-        ckpt.load_weights(module, states[part], paths[part], device, dtype)
-    tokenizer = TextTokenizer.from_file(tok_path, config.t5.text_len)
+        ckpt.load_weights(module, layout.states[part], layout.paths[part], device, dtype)
+    # merged into the loaded parameters, on their device: no second copy of the DiT
+    apply_lora_(dit.state_dict(), layout.lora)
+    tokenizer = TextTokenizer.from_file(layout.tokenizer_path, config.t5.text_len)
     return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
