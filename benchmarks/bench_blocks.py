@@ -31,6 +31,8 @@ import statistics
 import sys
 import time
 
+from _machine import cpu_model  # this folder is sys.path[0] when a script here runs
+
 
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
@@ -49,17 +51,6 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> int:

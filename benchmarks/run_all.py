@@ -22,22 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # this folder is sys.path[0] when a script here runs
+
 HERE = Path(__file__).resolve().parent
 #: bench_gpu.py without a GPU: the smoke run (reduced DiT, tiny resolution); it checks the script.
 CPU_SMOKE_GPU_ARGS = (
     "--height 64 --width 112 --blocks 4 --warmup 1 --switch-every 2 --layers 2 --threads 1".split()
 )
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def has_cuda() -> tuple[bool, str]:
