@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
+from _frames import take
 from longlive import (
     CommandError,
     ConnectionClosedError,
-    Frame,
     Progress,
     PromptSwitched,
     Reactor,
@@ -121,20 +121,6 @@ async def open_client(request: pytest.FixtureRequest) -> AsyncIterator[OpenClien
             except Exception:
                 pass
         await reactor.close()
-
-
-async def take(reactor: Reactor, n: int, timeout: float = 30) -> list[Frame]:
-    """The next `n` frames."""
-
-    async def run() -> list[Frame]:
-        out: list[Frame] = []
-        async for frame in reactor.frames():
-            out.append(frame)
-            if len(out) == n:
-                break
-        return out
-
-    return await asyncio.wait_for(run(), timeout)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,11 +37,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
+from _frames import take
 from _runner_process import RunnerProcess, start_runner
 from longlive import (
     ConnectionClosedError,
     ErrorCode,
-    Frame,
     Reactor,
     WebSocketTransport,
     latent_to_video_frame,
@@ -73,18 +73,6 @@ def hardened() -> Iterator[RunnerProcess]:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-async def take(reactor: Reactor, n: int, timeout: float = TIMEOUT) -> list[Frame]:
-    async def run() -> list[Frame]:
-        out: list[Frame] = []
-        async for frame in reactor.frames():
-            out.append(frame)
-            if len(out) == n:
-                break
-        return out
-
-    return await asyncio.wait_for(run(), timeout)
 
 
 async def two_blocks(url: str) -> tuple[np.ndarray, list[int]]:
