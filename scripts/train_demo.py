@@ -95,7 +95,7 @@ from longlive_runner.config import DiTConfig, PipelineConfig, StreamConfig, T5Co
 from longlive_runner.demo import checker, scenes  # noqa: E402
 from longlive_runner.demo.latents import analytic_latents  # noqa: E402
 from longlive_runner.demo.tokenizer import build_demo_tokenizer  # noqa: E402
-from longlive_runner.models.dit import CausalWanDiT, attention, rope_pairs  # noqa: E402
+from longlive_runner.models.dit import CausalWanDiT, attention  # noqa: E402
 from longlive_runner.models.t5 import UMT5Encoder  # noqa: E402
 from longlive_runner.models.vae import WanVAE  # noqa: E402
 from longlive_runner.scheduler import denoising_sigmas  # noqa: E402
@@ -302,19 +302,6 @@ def train_vae(
 
 # ----------------------------------------------------------------------------------------------
 # DiT teacher forcing
-def rope_for_positions(dit: CausalWanDiT, positions: torch.Tensor, h: int, w: int):
-    """cos, sin [B, F*h*w, 1, D/2] for per-sample latent-frame positions [B, F] (same layout as dit.rope)."""
-    ct, ch, cw = rope_pairs(dit.cfg.head_dim)
-    table = dit.rope_freqs  # [2, P, D/2]
-    B, f = positions.shape
-    t_part = table[:, positions, :ct]  # [2, B, f, ct]
-    t_part = t_part[:, :, :, None, None].expand(2, B, f, h, w, ct)
-    h_part = table[:, :h, ct : ct + ch][:, None, None, :, None].expand(2, B, f, h, w, ch)
-    w_part = table[:, :w, ct + ch :][:, None, None, None, :].expand(2, B, f, h, w, cw)
-    cos, sin = torch.cat([t_part, h_part, w_part], dim=-1).reshape(2, B, f * h * w, 1, -1)
-    return cos, sin
-
-
 def unit_attention(unit_mask: torch.Tensor, unit_tokens: int):
     """attend(q, k, v) for sequences made of units (a block of frames, `unit_tokens` tokens each)
     from a unit-level mask [B, U, U]: each unit's queries attend to the tokens of the units it
@@ -338,17 +325,12 @@ def unit_attention(unit_mask: torch.Tensor, unit_tokens: int):
 
 
 def dit_train_forward(dit: CausalWanDiT, x, t, context, unit_mask, positions):
-    """dit.forward for teacher forcing: x [B, C, U*3, h, w] made of U blocks (units), a unit-level
-    attention mask [B, U, U] and per-sample RoPE positions [B, U*3] (latent frames)."""
-    tokens, grid = dit.patchify(x)
-    f, gh, gw = grid
-    rope = rope_for_positions(dit, positions, gh, gw)
-    e, e0 = dit.embed_time(t)
-    ctx = dit.text_embedding(context)
-    attend = unit_attention(unit_mask, FPB * gh * gw)
-    for block in dit.blocks:
-        tokens = block(tokens, e0, rope, block.cross_attn.kv(ctx), attend)
-    return dit.unpatchify(dit.head(tokens, e), grid)
+    """The DiT's training entry point for teacher forcing: x [B, C, U*3, h, w] made of U blocks
+    (units), a unit-level attention mask [B, U, U] and per-sample RoPE positions [B, U*3]."""
+    _, ph, pw = dit.cfg.patch_size
+    tokens_per_frame = (x.shape[3] // ph) * (x.shape[4] // pw)
+    attend = unit_attention(unit_mask, FPB * tokens_per_frame)
+    return dit.forward_with_attention(x, t, context, attend, positions)
 
 
 def check_train_forward(dit: CausalWanDiT, cfg: PipelineConfig) -> None:

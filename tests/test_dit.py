@@ -124,6 +124,42 @@ def test_frame_mask_and_start_frame(models):
     torch.testing.assert_close(shifted, full, rtol=0, atol=1e-5)
 
 
+def test_forward_with_attention_is_forward_with_any_pattern_and_positions(models):
+    """The training entry point: per-sample RoPE positions and a caller's attention callable."""
+    from longlive_runner.models.dit import attention
+
+    model, _ = models
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, CFG.in_dim, 4, 4, 6, generator=g)
+    t = torch.rand(2, 4, generator=g) * 1000
+    context = torch.randn(2, CFG.text_len, CFG.text_dim, generator=g)
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    token_mask = causal.repeat_interleave(6, 0).repeat_interleave(6, 1)  # 2x3 tokens per frame (patch 1x2x2)
+    with torch.no_grad():
+        ref = model(x, t, context, frame_mask=causal)
+        got = model.forward_with_attention(
+            x, t, context, lambda q, k, v: attention(q, k, v, token_mask), torch.arange(4).expand(2, 4)
+        )
+        # sample 1's frames at 7, 8, 20, 21: a gap, as in a long video whose middle was evicted
+        positions = torch.tensor([[0, 1, 2, 3], [7, 8, 20, 21]])
+        gapped = model.forward_with_attention(x, t, context, lambda q, k, v: attention(q, k, v), positions)
+        plain = model.forward_with_attention(
+            x, t, context, lambda q, k, v: attention(q, k, v), positions[:1].expand(2, 4)
+        )
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gapped[:1], plain[:1], rtol=0, atol=0)  # sample 0: same positions
+    assert (gapped[1:] - plain[1:]).abs().max() > 1e-3  # sample 1: the gap is seen (relative offsets change)
+    # rope_at places each sample's frames exactly where rope(start_frame) would
+    cos, sin = model.rope_at(torch.tensor([[7, 8], [20, 21]]), 2, 3)
+    for b, start in enumerate((7, 20)):
+        ref_cos, ref_sin = model.rope(start, 2, 2, 3)
+        assert torch.equal(cos[b], ref_cos) and torch.equal(sin[b], ref_sin)
+    with pytest.raises(ValueError, match="positions must be"):
+        model.forward_with_attention(x, t, context, lambda q, k, v: attention(q, k, v), torch.arange(3)[None])
+    with pytest.raises(ValueError, match="positions must lie"):
+        model.rope_at(torch.tensor([[CFG.rope_max_positions]]), 4, 6)
+
+
 def test_rejects_bad_shapes(models):
     model, _ = models
     x, context = inputs(frames=3, h=4, w=6)

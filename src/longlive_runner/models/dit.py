@@ -16,8 +16,9 @@ Parameter names are the native Wan names, so Wan / LongLive checkpoints load as 
 Every latent frame has its own timestep (t [B, F]); each token is modulated by its frame's.
 RoPE positions are absolute: the time position of a token is its latent frame index.
 
-Three ways to run it:
+Four ways to run it:
   forward          no cache; bidirectional, or any frame-level mask
+  forward_with_attention   no cache; any attention callable and per-sample RoPE positions (training)
   forward_cached   one block against the KVCache (frame sink + rolling window), writing its K/V
   recache          re-encode recent clean frames under a new prompt and rewrite their cached K/V
 """
@@ -250,14 +251,33 @@ class CausalWanDiT(nn.Module):
                 f"latent frames {start_frame}..{start_frame + f - 1} exceed the "
                 f"{self.cfg.rope_max_positions} RoPE positions"
             )
+        ct = rope_pairs(self.cfg.head_dim)[0]
+        return self._grid_rope(self.rope_freqs[:, start_frame : start_frame + f, :ct], h, w)
+
+    def rope_at(self, positions: torch.Tensor, h: int, w: int) -> Rope:
+        """cos, sin [B, f*h*w, 1, head_dim/2] for per-sample frame positions [B, f] (int): frames
+        of one sequence may sit anywhere, e.g. a training sequence whose middle was evicted."""
+        if positions.ndim != 2 or positions.is_floating_point():
+            raise ValueError(f"positions must be int [B, f], got {positions.dtype} {tuple(positions.shape)}")
+        if positions.numel() and (positions.min() < 0 or positions.max() >= self.cfg.rope_max_positions):
+            raise ValueError(f"positions must lie in [0, {self.cfg.rope_max_positions})")
+        ct = rope_pairs(self.cfg.head_dim)[0]
+        return self._grid_rope(self.rope_freqs[:, positions.to(self.rope_freqs.device), :ct], h, w)
+
+    def _grid_rope(self, t_part: torch.Tensor, h: int, w: int) -> Rope:
+        """Time angles t_part [2, *lead, f, ct] + the grid's height/width angles -> cos, sin
+        [*lead, f*h*w, 1, head_dim/2] (frame-major tokens, as `patchify` lays them out)."""
         if max(h, w) > self.cfg.rope_max_positions:
             raise ValueError(f"a {h}x{w} token grid exceeds the {self.cfg.rope_max_positions} RoPE positions")
         ct, ch, cw = rope_pairs(self.cfg.head_dim)
         table = self.rope_freqs  # [2, P, D/2]
-        t_part = table[:, start_frame : start_frame + f, :ct][:, :, None, None].expand(2, f, h, w, ct)
-        h_part = table[:, :h, ct : ct + ch][:, None, :, None].expand(2, f, h, w, ch)
-        w_part = table[:, :w, ct + ch :][:, None, None, :].expand(2, f, h, w, cw)
-        cos, sin = torch.cat([t_part, h_part, w_part], dim=-1).reshape(2, f * h * w, 1, -1)
+        *lead, f, _ = t_part.shape[1:]
+        ones = [1] * len(lead)
+        full = (2, *lead, f, h, w)
+        t_part = t_part[..., None, None, :].expand(*full, ct)
+        h_part = table[:, :h, ct : ct + ch].view(2, *ones, 1, h, 1, ch).expand(*full, ch)
+        w_part = table[:, :w, ct + ch :].view(2, *ones, 1, 1, w, cw).expand(*full, cw)
+        cos, sin = torch.cat([t_part, h_part, w_part], dim=-1).reshape(2, *lead, f * h * w, 1, -1)
         return cos, sin
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,13 +312,14 @@ class CausalWanDiT(nn.Module):
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        start_frame: int,
+        rope_for: Callable[[int, int, int], Rope],
         text_kv: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
         attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None],
     ) -> torch.Tensor | None:
-        """The transformer body; text_kv(layer) and attend(layer, q, k, v) choose the attention pattern."""
+        """The transformer body; rope_for(f, h, w) places the tokens, text_kv(layer) and
+        attend(layer, q, k, v) choose the attention pattern."""
         tokens, grid = self.patchify(x)  # [B, S, dim]
-        rope = self.rope(start_frame, *grid)
+        rope = rope_for(*grid)
         e, e0 = self.embed_time(t)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e0, rope, text_kv(i), partial(attend, i))
@@ -329,8 +350,41 @@ class CausalWanDiT(nn.Module):
             tokens_per_frame = (x.shape[3] // self.cfg.patch_size[1]) * (x.shape[4] // self.cfg.patch_size[2])
             mask = frame_mask.to(x.device).repeat_interleave(tokens_per_frame, 0)
             mask = mask.repeat_interleave(tokens_per_frame, 1)  # [S, S]
-        out = self._run(x, t, start_frame, text_kv.__getitem__, lambda i, q, k, v: attention(q, k, v, mask))
+        out = self._run(
+            x,
+            t,
+            partial(self.rope, start_frame),
+            text_kv.__getitem__,
+            lambda i, q, k, v: attention(q, k, v, mask),
+        )
         assert out is not None
+        return out
+
+    def forward_with_attention(
+        self,
+        x: torch.Tensor,  # [B, C, F, h, w]
+        t: torch.Tensor,  # [B, F] float
+        context: torch.Tensor,  # [B, L, text_dim]
+        attend: Attend,  # the same for every layer; must return a tensor
+        positions: torch.Tensor,  # int [B, F / pt]: each frame's RoPE time position
+    ) -> torch.Tensor:
+        """Predicted flow v [B, C, F, h, w] with a caller-made attention pattern and per-sample
+        frame positions: the training entry point (teacher forcing over a sequence laid out as
+        the KV cache would show it). `forward` is this with a frame mask and positions 0..F-1."""
+        self._check(x, t)
+        if positions.shape != t.shape:
+            raise ValueError(f"positions must be [B, F] = {tuple(t.shape)}, got {tuple(positions.shape)}")
+        ctx = self.text_embedding(context)
+        text_kv = [block.cross_attn.kv(ctx) for block in self.blocks]
+        out = self._run(
+            x,
+            t,
+            lambda f, h, w: self.rope_at(positions, h, w),
+            text_kv.__getitem__,
+            lambda i, q, k, v: attend(q, k, v),
+        )
+        if out is None:
+            raise ValueError("attend returned None: forward_with_attention needs every layer's output")
         return out
 
     # --- cached generation ----------------------------------------------------------------------
@@ -401,7 +455,7 @@ class CausalWanDiT(nn.Module):
                 return None  # context pass: nothing reads the last layer's output
             return attention(q, *cache.layer(i))
 
-        return self._run(x, t, start_frame, self._text_kv(context, cache), attend)
+        return self._run(x, t, partial(self.rope, start_frame), self._text_kv(context, cache), attend)
 
     @torch.no_grad()
     def recache(self, x_clean: torch.Tensor, context: torch.Tensor, cache: KVCache, first_frame: int) -> None:
@@ -425,5 +479,5 @@ class CausalWanDiT(nn.Module):
             cache.write(i, k, v, runs)
             return None if i == last else attention(q, k, v)
 
-        self._run(x_clean, t, first_frame, text_kv.__getitem__, attend)
+        self._run(x_clean, t, partial(self.rope, first_frame), text_kv.__getitem__, attend)
         cache.clear_text()
