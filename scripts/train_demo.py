@@ -4,30 +4,35 @@
 The recipe (seed 0, one torch thread per process, the VAE and DiT stages in parallel on 2 cores):
 
     export PYTHONPATH=src
-    python scripts/train_demo.py --stage dit --out DIR &                    # 3000 steps: 38 min
-    python scripts/train_demo.py --stage vae --out DIR/vae1                 # 1500 image + 1000 clip steps: 27 min
+    python scripts/train_demo.py --stage dit --out DIR &                    # 3000 steps: 38-50 min
+    python scripts/train_demo.py --stage vae --out DIR/vae1                 # 1500 image + 1000 clip steps: 27-41 min
     python scripts/train_demo.py --stage vae --out DIR/vae2 --vae-init DIR/vae1/vae.safetensors \
-        --vae-image-steps 0 --vae-clip-steps 800 --vae-clip-latents 3       # 6 min
+        --vae-image-steps 0 --vae-clip-steps 800 --vae-clip-latents 3       # 6-10 min
     python scripts/train_demo.py --stage vae --out DIR --vae-init DIR/vae2/vae.safetensors \
-        --vae-image-steps 0 --vae-clip-steps 500 --vae-lr 1e-3              # 9 min
+        --vae-image-steps 0 --vae-clip-steps 500 --vae-lr 1e-3              # 9-13 min
     wait
     python scripts/train_demo.py --stage assemble --out DIR                 # config.json, tokenizer.json
     python scripts/eval_demo.py --model DIR
 
-About 45 minutes of wall time on this project's 2-core CPU machine (the times above were measured
-with other work sharing the machine). `--stage all` runs the stages in turn in one process with the
-defaults (the DiT and the first VAE round only). The VAE's extra rounds matter: after the first,
-decoded object colour was 30% on held-out clips; short clips then long ones at a lower rate brought
-it to 99%.
+About 45-65 minutes of wall time on this project's 2-core CPU machine (the longer times were
+measured with other work sharing the machine). `--stage all` runs the stages in turn in one process
+with the defaults (the DiT and the first VAE round only). The VAE's extra rounds matter: after the
+first, decoded object colour was 28-30% on held-out clips; short clips then long ones at a lower
+rate bring it to 99%.
 
-The shipped weights: the DiT and umT5 are exactly the recipe's `--stage dit`. The shipped VAE is
-not the recipe's: it came from a chain of rounds run while the latent layout was being settled
-(1500 image steps, then 1200 steps on 3-latent clips and 600 on 6-latent clips at 1e-3, all with the
-previous layout, whose channels 12-14 held each cell's colour change; then 500 steps on 6-latent
-clips at 1e-3 with the current layout). It was kept because it renders the first frame after a
-colour switch in the new colour; the recipe's VAE, with the same DiT, scores 99.3% object colour,
-99.8% background and 99.5% direction on `eval_demo.py`, but blends the old and new colour in that
-one frame (magenta between red and blue), which the red-to-blue test rejects.
+The shipped weights are exactly this recipe's output: config.json, tokenizer.json, dit, t5 and vae
+.safetensors as the commands above write them (run 2026-11-29 with torch 2.13 on this project's
+x86-64 CPU machine; the DiT stage was run twice, with identical files). Floating-point results can
+differ on another CPU or torch version, so a retrain elsewhere gives a model of the same quality,
+not the same bytes. sha256 of the shipped files (first 16 hex digits): dit ce46e74bc9228edd,
+t5 cde5166aebece918, vae b4a164bfbfb5d47c. Eval of the shipped model (`eval_demo.py` defaults): object colour 99.4% of
+frames, background 100%, direction 100% of blocks, every switch in the first block after it.
+
+The first frame after a prompt switch: the decoder's causal temporal cache (the previous latent
+frame) pulls it towards the old scene, and it is one frame in ~20 of a clip, so a plain loss leaves
+it a blend (magenta between red and blue). `--vae-switch-weight` (default 8) weights that frame up;
+the 3-latent round has no switches and undoes it (0% right after it), the last round restores it
+(100% of held-out switch frames, printed as "first frame after a switch").
 
 Everything uses the runner's own model classes (`WanVAE`, `CausalWanDiT`, `UMT5Encoder`) and
 writes our converted folder: config.json, dit/vae/t5.safetensors (float32), tokenizer.json.
@@ -35,8 +40,9 @@ writes our converted folder: config.json, dit/vae/t5.safetensors (float32), toke
 Latent space. A Wan VAE trained from scratch as an autoencoder stays on the "mean colour"
 plateau for hundreds of steps, far beyond a CPU budget of minutes. So the latent space is a
 fixed analytic encoding (`longlive_runner.demo.latents.analytic_latents`: per 8x8 cell and
-latent frame, the colours of its four 4x4 quadrants, the colour change over the latent's
-frames, an edge measure: 16 channels, the Wan VAE's 8x / causal 4x layout), normalised with
+latent frame, the colours of its four 4x4 quadrants, the frame's global motion (dx, dy), the
+brightness change over the latent's frames, an edge measure: 16 channels, the Wan VAE's 8x /
+causal 4x layout), normalised with
 per-channel statistics of a fixed sample (the config's latents_mean / latents_std). The scenes
 move 2 px per video frame = 8 px (one latent cell) per latent frame, so a scene's latents shift
 by exactly one cell per latent frame.
@@ -45,9 +51,10 @@ by exactly one cell per latent frame.
    causal code path: first single frames (batches of 16: colour and shape, cheap), then clips of
    `--vae-clip-latents` latent frames with prompt switches (the temporal upsampling, the motion,
    the causal caches over several chunks). The decoder turns (slightly noised) analytic latents
-   into frames (L1 + L2, object pixels weighted up); every few clip steps the encoder learns to
-   reproduce the analytic latents. Progress is printed as the demo checker's colour accuracy on
-   decoded held-out clips.
+   into frames (L1 + L2, object pixels and the first frame after a switch weighted up); every few
+   clip steps the encoder learns to reproduce the analytic latents. Progress is printed as the
+   demo checker's colour accuracy on decoded held-out clips, and on their first frames after a
+   switch.
 2. **DiT + umT5** (`CausalWanDiT`: 4 layers of dim 96, 4 heads, patch 1x1 so one token is one
    latent cell; `UMT5Encoder`, 2 layers of dim 64), trained jointly by teacher forcing on the
    latents of long rendered clips (prompt switches at block boundaries). One sequence holds the
@@ -62,8 +69,9 @@ by exactly one cell per latent frame.
        mask under the new prompt (the KV re-cache); the sink keeps the causal pattern;
      * positions of the blocks after the sink are sometimes shifted far (as in a long video
        whose middle was evicted), so the sink works at any RoPE distance.
-   Attention gathers each block's visible blocks, so a sequence costs linear, not quadratic, in
-   its length. Loss: flow matching (predicted v, x0 = x_t - sigma*v, loss on x0) at exactly the
+   The sequence runs through the DiT's training entry point, `forward_with_attention`, with an
+   attention that gathers each block's visible blocks, so a sequence costs linear, not quadratic,
+   in its length. Loss: flow matching (predicted v, x0 = x_t - sigma*v, loss on x0) at exactly the
    runner's 4 warped sigmas, weighted per step by `--sigma-weights`. Clean context frames get
    small noise (kept at t=0) so the model tolerates its own outputs. Training clips switch the
    prompt often (`--switch-prob`), so the prompt, not the motion or colour in the context, is

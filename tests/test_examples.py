@@ -91,7 +91,7 @@ def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"connected to {runner_url}: 112x64 at 16 fps, 3 latent frames per block" in out
+    assert f"connected to {runner_url} (tiny): 112x64 at 16 fps, 3 latent frames per block" in out
     assert "prompt switched at latent frame 3: 'a red square moving up on a black background'" in out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("block ")] == [
         "block 0",
