@@ -32,6 +32,7 @@ from longlive._protocol import (
     FramesDropped,
     GenerationFinished,
     GetState,
+    Hello,
     Limits,
     Message,
     Pause,
@@ -211,6 +212,16 @@ def test_hello_derives_block_sizes_and_limits() -> None:
     assert (hello.video_frames_first_block, hello.video_frames_per_block) == (9, 12)
     assert hello.limits == Limits(max_frames=30)
     assert hello_for(height=8, width=8, frames_per_block=2).video_frames_first_block == 5
+
+
+def test_hello_preset_round_trips_and_is_optional() -> None:
+    hello = hello_for(height=64, width=64, preset="demo")
+    assert parse_message(encode_message(hello)) == hello and hello.preset == "demo"
+    # a runner that does not send `preset` (older, or a third-party one) parses to None
+    data = hello.to_data()
+    del data["preset"]
+    older = parse_message(json.dumps({"type": "hello", "data": data}))
+    assert isinstance(older, Hello) and older.preset is None and older.height == 64
 
 
 # --- parse_command: every refusal code --------------------------------------------------------------
