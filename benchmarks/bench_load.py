@@ -190,8 +190,8 @@ def child(kind: str, root: Path, files: list[str]) -> dict[str, Any]:
     from longlive_runner import load_pipeline
     from longlive_runner.pipeline import build_modules
 
-    # Building modules on the meta device makes torch import its reference implementations
-    # (torch._refs, seconds on a loaded machine), once per process: timed apart, not in the load.
+    # Building the modules on the meta device once per process (imports, first-use costs): timed
+    # apart, not in the load. It used to take seconds (random init on meta imported torch._dynamo).
     t0 = time.perf_counter()
     build_modules(config_mod.get_preset("tiny"))
     torch_warmup = time.perf_counter() - t0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,3 +107,21 @@ def test_real_preset_without_weights_says_how_to_get_them():
 
     with pytest.raises(CheckpointError, match="download"):
         load_pipeline("longlive-1.3b")
+
+
+def test_building_on_meta_runs_no_random_init() -> None:
+    """Loaders build the models on the meta device. A random op on a meta tensor runs torch's
+    Python reference kernels, whose first use imports torch._dynamo (~800 modules, 2-3 s per
+    process), so the models must not init on meta. Checked in a fresh interpreter."""
+    code = (
+        "import sys, torch\n"
+        "from longlive_runner.config import get_preset\n"
+        "from longlive_runner.pipeline import build_modules\n"
+        "for name in ('longlive-1.3b', 'tiny'):\n"
+        "    dit, vae, t5 = build_modules(get_preset(name))\n"
+        "    assert next(dit.parameters()).is_meta and next(t5.parameters()).is_meta\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'sympy'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -45,6 +45,14 @@ Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | No
 # Embeddings and small helpers
 
 
+def modulation_table(rows: int, dim: int) -> nn.Parameter:
+    """[1, rows, dim] ~ N(0, 1/dim). On the meta device (loaders build there) it stays empty: random
+    ops on meta tensors run torch's Python reference kernels, whose first use imports ~800
+    modules (2-3 s per process)."""
+    table = torch.empty(1, rows, dim)
+    return nn.Parameter(table if table.is_meta else torch.randn(1, rows, dim) / dim**0.5)
+
+
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Float timesteps [...] -> [..., dim] float32, cos half first (Wan's layout)."""
     half = dim // 2
@@ -175,7 +183,7 @@ class WanBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim)
         )
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.modulation = modulation_table(6, dim)
 
     def forward(
         self,
@@ -200,7 +208,7 @@ class Head(nn.Module):
         super().__init__()
         self.norm = LayerNorm32(cfg.dim, cfg.eps, elementwise_affine=False)
         self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
-        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+        self.modulation = modulation_table(2, cfg.dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         # x [B, F*T, dim], e [B, F, dim] float32 (time embedding) -> [B, F*T, out_dim * prod(patch)]

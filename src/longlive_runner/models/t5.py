@@ -49,6 +49,16 @@ def _clamp_fp16(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class T5Embedding(nn.Embedding):
+    """nn.Embedding that leaves its table empty on the meta device (loaders build there and fill
+    it): a random init of a meta tensor runs torch's Python reference kernels, whose first use
+    imports ~800 modules (2-3 s per process)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class T5LayerNorm(nn.Module):
     """RMS norm: scale only, no mean subtraction, statistics in float32."""
 
@@ -68,7 +78,7 @@ class T5RelativeEmbedding(nn.Module):
 
     def __init__(self, num_buckets: int, num_heads: int):
         super().__init__()
-        self.embedding = nn.Embedding(num_buckets, num_heads)
+        self.embedding = T5Embedding(num_buckets, num_heads)
 
     def forward(self, buckets: torch.Tensor) -> torch.Tensor:
         # buckets [L, L] -> bias [1, H, L, L]
@@ -134,14 +144,17 @@ class UMT5Encoder(nn.Module):
     def __init__(self, cfg: T5Config):
         super().__init__()
         self.cfg = cfg
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.token_embedding = T5Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList([T5Block(cfg) for _ in range(cfg.num_layers)])
         self.norm = T5LayerNorm(cfg.dim, cfg.eps)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """T5-style random init (used by the random-weight `tiny` preset; real weights overwrite it)."""
+        """T5-style random init (used by the random-weight `tiny` preset; real weights overwrite it).
+        Nothing to do on the meta device (see T5Embedding)."""
+        if self.token_embedding.weight.is_meta:
+            return
         d, f, h = self.cfg.dim, self.cfg.ffn_dim, self.cfg.num_heads
         nn.init.normal_(self.token_embedding.weight, std=1.0)
         for block in self.blocks:
