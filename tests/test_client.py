@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 import longlive
+from _fresh_python import fresh_python
 from longlive import (
     CallbackError,
     CommandError,
@@ -637,9 +636,7 @@ def test_import_longlive_does_not_import_torch() -> None:
         "bad = [m for m in ('torch', 'longlive_runner', 'imageio') if m in sys.modules]; "
         "assert not bad, bad; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
 
 
 def test_public_api() -> None:
