@@ -295,6 +295,11 @@ class CausalWanDiT(nn.Module):
         e0 = self.time_projection(e).unflatten(-1, (6, -1))
         return e.float(), e0.float()
 
+    def _layer_text_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Text features [B, L, text_dim] -> each layer's cross-attention (k, v) [B, L, H, D]."""
+        ctx = self.text_embedding(context)
+        return [block.cross_attn.kv(ctx) for block in self.blocks]
+
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """x [B, C, F, H, W] -> tokens [B, f*h*w, dim] (frame-major), grid (f, h, w)."""
         x = self.patch_embedding(x)  # [B, dim, f, h, w]
@@ -346,8 +351,7 @@ class CausalWanDiT(nn.Module):
     ) -> torch.Tensor:
         """Predicted flow v [B, C, F, h, w]; bidirectional attention when frame_mask is None."""
         self._check(x, t)
-        ctx = self.text_embedding(context)
-        text_kv = [block.cross_attn.kv(ctx) for block in self.blocks]
+        text_kv = self._layer_text_kv(context)
         mask = None
         if frame_mask is not None:
             f = t.shape[1]
@@ -382,8 +386,7 @@ class CausalWanDiT(nn.Module):
         self._check(x, t)
         if positions.shape != t.shape:
             raise ValueError(f"positions must be [B, F] = {tuple(t.shape)}, got {tuple(positions.shape)}")
-        ctx = self.text_embedding(context)
-        text_kv = [block.cross_attn.kv(ctx) for block in self.blocks]
+        text_kv = self._layer_text_kv(context)
         out = self._run(
             x,
             t,
@@ -423,9 +426,8 @@ class CausalWanDiT(nn.Module):
     ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         # Cross-attention K/V are computed once per prompt and reused until cache.clear_text().
         if not cache.has_text:
-            ctx = self.text_embedding(context)
-            for i, block in enumerate(self.blocks):
-                cache.set_text(i, *block.cross_attn.kv(ctx))
+            for i, kv in enumerate(self._layer_text_kv(context)):
+                cache.set_text(i, *kv)
         return cache.text
 
     def _check_cache(self, x: torch.Tensor, cache: KVCache) -> None:
@@ -480,8 +482,7 @@ class CausalWanDiT(nn.Module):
         runs = cache.held_runs(first_frame, t.shape[1])
         last = len(self.blocks) - 1
         cache.clear_text()
-        ctx = self.text_embedding(context)
-        text_kv = [block.cross_attn.kv(ctx) for block in self.blocks]
+        text_kv = self._layer_text_kv(context)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
             cache.write(i, k, v, runs)
