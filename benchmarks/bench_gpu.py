@@ -68,7 +68,7 @@ def main() -> int:
         stream=dataclasses.replace(base.stream, height=args.height, width=args.width),
     )
     t0 = time.perf_counter()
-    pipe = random_pipeline(config, device=device, dtype=dtype, seed=0)
+    pipe = random_pipeline(config, device=device, dtype=dtype, init_seed=0)
     build_s = time.perf_counter() - t0
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores)"

@@ -20,7 +20,7 @@ def _few_threads() -> None:
 def tiny_pipe():
     from longlive_runner import load_pipeline
 
-    return load_pipeline("tiny", device="cpu", seed=0)
+    return load_pipeline("tiny", device="cpu", init_seed=0)
 
 
 LORA_RANK = 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.dit import CausalWanDiT, apply_rope
+from longlive_runner.models.dit import CausalWanDiT, apply_rope, rotate_time_
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16, freq_dim=32)
 STREAM = StreamConfig(height=32, width=48)  # latent 4x6 -> T = 2*3 = 6 tokens per frame
@@ -50,7 +50,7 @@ def generate(dit: CausalWanDiT, cache, clean: torch.Tensor, context: torch.Tenso
     for b in blocks:
         s = b * N
         dit.forward_cached(latents(N, 1000 + b), torch.full((1, N), 1000.0), context, cache, s)
-        dit.forward_cached(clean[:, :, s : s + N], torch.zeros(1, N), context, cache, s, return_output=False)
+        dit.context_pass(clean[:, :, s : s + N], context, cache, s)
 
 
 def test_cached_generation_equals_masked_full_forward(dit):
@@ -70,9 +70,7 @@ def test_cached_generation_equals_masked_full_forward(dit):
             v_ref = dit(x_ref, t_ref, context, frame_mask=visible_mask(s + N))[:, :, s:]
             diffs.append((v - v_ref).abs().max().item())
 
-            dit.forward_cached(
-                clean[:, :, s : s + N], torch.zeros(1, N), context, cache, s, return_output=False
-            )
+            dit.context_pass(clean[:, :, s : s + N], context, cache, s)
     print(f"max |cached - reference| per block: {[f'{d:.1e}' for d in diffs]}")
     assert max(diffs) <= 1e-4
     assert cache.frames_seen == N * blocks
@@ -117,63 +115,117 @@ def test_cache_memory_is_constant(dit):
     assert sorted(cache.slot_frame) == [0, 1, 2, *range(N * blocks - WINDOW, N * blocks)]
 
 
-def reference_kv(dit: CausalWanDiT, x: torch.Tensor, context: torch.Tensor, first_frame: int):
-    """Post-RoPE self-attention K and V [layers, B, n*T, H, D] of a plain forward at t=0."""
-    captured: dict[str, list[torch.Tensor]] = {"k": [], "v": []}
-    hooks = []
-    for block in dit.blocks:
-        hooks.append(block.self_attn.norm_k.register_forward_hook(lambda m, i, o: captured["k"].append(o)))
-        hooks.append(block.self_attn.v.register_forward_hook(lambda m, i, o: captured["v"].append(o)))
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v over [B, S, H, D] tensors, written out (no torch SDPA)."""
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) / q.shape[-1] ** 0.5
+    return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v.float()).to(q.dtype)
+
+
+def block_kv(dit: CausalWanDiT, x: torch.Tensor, context: torch.Tensor, first: int, sees=None):
+    """Run frames [first, first+n) at t=0 through the no-cache DiT (`forward_with_attention`).
+
+    `sees(layer, k, v) -> (keys, values)` gives the keys/values the queries attend in each layer
+    (default: the frames' own fresh k, v). Returns each layer's fresh post-RoPE (k, v) [B, n*T, H, D].
+    """
     n = x.shape[2]
-    try:
-        with torch.no_grad():
-            dit(x, torch.zeros(1, n), context, start_frame=first_frame)
-    finally:
-        for h in hooks:
-            h.remove()
-    rope = dit.rope(first_frame, n, H // 2, W // 2)
-    heads = (CFG.num_heads, CFG.head_dim)
-    k = torch.stack([apply_rope(k.unflatten(-1, heads), *rope) for k in captured["k"]])
-    v = torch.stack([v.unflatten(-1, heads) for v in captured["v"]])
-    return k, v
+    fresh: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def attend(q, k, v):
+        layer = len(fresh)
+        fresh.append((k, v))
+        keys, values = (k, v) if sees is None else sees(layer, k, v)
+        return plain_attention(q, keys, values)
+
+    with torch.no_grad():
+        dit.forward_with_attention(
+            x, torch.zeros(1, n), context, attend, torch.arange(first, first + n)[None]
+        )
+    return fresh
 
 
-@pytest.mark.parametrize("s", [9, 12, 18, 24])
-def test_recache_rewrites_what_the_cache_holds(dit, s):
+def recache_reference(
+    dit, clean, ctx_old, ctx_new, s: int, global_sink: bool, queries_see_cache: bool = True
+):
+    """What the cache holds after a switch at frame s, from longlive-model-facts.md ("Prompt switching"),
+    computed without KVCache: {frame: (k, v) [layers, B, T, H, D]} for every frame it holds.
+
+    The re-cache re-encodes the newest n = min(12, s) clean frames at t=0 under the new prompt, at
+    their own positions. In every layer they first write their K/V into the cache, then their queries
+    attend to what the cache holds after the write:
+    - global sink, s > 12: [old K/V of frames 0-2 (their first-block context pass, old prompt) |
+      the re-encoded s-9 .. s-1]; frames s-12 .. s-10 are queries only;
+    - otherwise (s <= 12, or no global sink): exactly the n re-encoded frames.
+    `queries_see_cache=False` is the old, wrong reading (queries attend the n re-encoded frames).
+    """
+    n = min(CACHE, s)
+    first = s - n
+    keep_sink = global_sink and s > CACHE
+    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    sees = None
+    if keep_sink:
+        sink = block_kv(dit, clean[:, :, :SINK], ctx_old, 0)
+        for f in range(SINK):
+            held[f] = tuple(torch.stack([kv[j][:, f * T : (f + 1) * T] for kv in sink]) for j in (0, 1))
+        window = slice((n - WINDOW) * T, None)  # the last 9 re-encoded frames stay in the window
+
+        def sees(layer, k, v):
+            if not queries_see_cache:
+                return k, v
+            return torch.cat([sink[layer][0], k[:, window]], 1), torch.cat([sink[layer][1], v[:, window]], 1)
+
+    fresh = block_kv(dit, clean[:, :, first:s], ctx_new, first, sees)
+    for f in range(s - WINDOW if keep_sink else first, s):
+        i = f - first
+        held[f] = tuple(torch.stack([kv[j][:, i * T : (i + 1) * T] for kv in fresh]) for j in (0, 1))
+    return held
+
+
+def switch(dit, s: int, global_sink: bool):
+    """Generate s frames under prompt A, re-cache under prompt B; the cache, its inputs and its old state."""
     clean, ctx_a, ctx_b = latents(s, seed=5), text(6), text(7)
     cache = dit.new_cache(1, T, STREAM, "cpu", torch.float32)
     with torch.no_grad():
         generate(dit, cache, clean, ctx_a, range(s // N))
-    assert cache.has_text
-    old_k, old_v = cache.k.clone(), cache.v.clone()
-    slots_before = list(cache.slot_frame)
+        assert cache.has_text
+        old = cache.k.clone(), cache.v.clone(), list(cache.slot_frame)
+        first = s - min(CACHE, s)
+        dit.recache(clean[:, :, first:], ctx_b, cache, first, global_sink=global_sink)
+    return cache, (clean, ctx_a, ctx_b), old
 
-    first = s - min(CACHE, s)
-    with torch.no_grad():
-        dit.recache(clean[:, :, first:], ctx_b, cache, first)
-    ref_k, ref_v = reference_kv(dit, clean[:, :, first:], ctx_b, first)
 
-    assert cache.frames_seen == s and cache.slot_frame == slots_before  # counters do not move
+def held_kv(cache, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+    slot = cache.slot(frame)
+    assert slot >= 0 and cache.slot_frame[slot] == frame, f"the cache does not hold frame {frame}"
+    return cache.k[:, :, slot * T : (slot + 1) * T], cache.v[:, :, slot * T : (slot + 1) * T]
+
+
+@pytest.mark.parametrize("global_sink", [True, False], ids=["global_sink", "local_sink"])
+@pytest.mark.parametrize("s", [9, 12, 15, 18, 24])
+def test_recache_matches_the_reference(dit, s, global_sink):
+    cache, (clean, ctx_a, ctx_b), (old_k, old_v, slots_before) = switch(dit, s, global_sink)
+    want = recache_reference(dit, clean, ctx_a, ctx_b, s, global_sink)
+
+    assert cache.frames_seen == s  # counters do not move
     assert not cache.has_text  # the next block encodes the new prompt
-    for f in range(s):
-        slot = cache.slot(f)
-        if cache.slot_frame[slot] != f:
-            continue
-        got = cache.k[:, :, slot * T : (slot + 1) * T], cache.v[:, :, slot * T : (slot + 1) * T]
-        old = old_k[:, :, slot * T : (slot + 1) * T], old_v[:, :, slot * T : (slot + 1) * T]
-        if f < SINK and s > CACHE:
-            # global sink: frames 0..2 keep their old K/V bit for bit
-            assert torch.equal(got[0], old[0]) and torch.equal(got[1], old[1]), f"sink frame {f} changed"
-        else:
-            i = f - first
-            want = ref_k[:, :, i * T : (i + 1) * T], ref_v[:, :, i * T : (i + 1) * T]
-            assert f >= first
-            torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-5)
-            torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-5)
-            assert (got[0] - old[0]).abs().max() > 1e-4, f"frame {f} was not re-encoded"
-    if s > CACHE:
-        # the re-encoded frames s-12..s-10 were queries only: the window holds exactly s-9..s-1
-        assert sorted(f for f in cache.slot_frame if f >= SINK) == list(range(s - WINDOW, s))
+    held = sorted(f for f in cache.slot_frame if f >= 0)
+    assert held == sorted(want), "the cache holds other frames than the reference"
+    for f in held:
+        got_k, got_v = held_kv(cache, f)
+        torch.testing.assert_close(
+            got_k, want[f][0], rtol=0, atol=1e-5, msg=lambda m, f=f: f"frame {f} K: {m}"
+        )
+        torch.testing.assert_close(
+            got_v, want[f][1], rtol=0, atol=1e-5, msg=lambda m, f=f: f"frame {f} V: {m}"
+        )
+    if global_sink:
+        assert cache.slot_frame == slots_before and cache.sink_first == 0
+        if s > CACHE:  # the sink keeps the old K/V bit for bit
+            assert torch.equal(cache.k[:, :, : SINK * T], old_k[:, :, : SINK * T])
+            assert torch.equal(cache.v[:, :, : SINK * T], old_v[:, :, : SINK * T])
+            assert held == [0, 1, 2, *range(s - WINDOW, s)]
+    else:  # every re-encoded frame, laid out from slot 0: the first three are the new sink
+        first = s - min(CACHE, s)
+        assert cache.slot_frame[: min(CACHE, s)] == list(range(first, s)) and cache.sink_first == first
 
     # the cross-attention cache now holds the new prompt's K/V
     with torch.no_grad():
@@ -181,6 +233,64 @@ def test_recache_rewrites_what_the_cache_holds(dit, s):
         want_k, want_v = dit.blocks[1].cross_attn.kv(dit.text_embedding(ctx_b))
     torch.testing.assert_close(cache.text_k[1], want_k, rtol=0, atol=0)
     torch.testing.assert_close(cache.text_v[1], want_v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("s", [18, 24])
+def test_the_reference_tells_the_old_recache_apart(dit, s):
+    """The old re-cache (queries attend the re-encoded frames only) fails the reference; so does
+    the other sink variant: the tolerance above separates all three."""
+    cache, (clean, ctx_a, ctx_b), _ = switch(dit, s, global_sink=True)
+    want = recache_reference(dit, clean, ctx_a, ctx_b, s, global_sink=True)
+    old = recache_reference(dit, clean, ctx_a, ctx_b, s, global_sink=True, queries_see_cache=False)
+    local = recache_reference(dit, clean, ctx_a, ctx_b, s, global_sink=False)
+    window = range(s - WINDOW, s)
+    # layer 0's K/V come before any attention; from layer 1 on they depend on what was attended
+    old_gap = max((old[f][0][1:] - want[f][0][1:]).abs().max().item() for f in window)
+    local_gap = max((local[f][0][1:] - want[f][0][1:]).abs().max().item() for f in window)
+    ours = max((held_kv(cache, f)[0] - want[f][0]).abs().max().item() for f in window)
+    print(
+        f"s={s}: |ours - reference| {ours:.1e}, |old - reference| {old_gap:.1e}, |local - global| {local_gap:.1e}"
+    )
+    assert ours <= 1e-5
+    assert old_gap > 100 * 1e-5 and local_gap > 100 * 1e-5
+
+
+def test_after_a_local_sink_restart_the_window_rolls_on(dit):
+    s = 18
+    cache, (clean, ctx_a, ctx_b), _ = switch(dit, s, global_sink=False)
+    assert cache.slot_frame == list(range(6, 18)) and cache.ring_origin == 9
+    more = latents(3 * N, seed=11)
+    with torch.no_grad():
+        for b in range(3):
+            start = s + b * N
+            dit.forward_cached(
+                more[:, :, b * N : (b + 1) * N], torch.full((1, N), 1000.0), ctx_b, cache, start
+            )
+            dit.context_pass(more[:, :, b * N : (b + 1) * N], ctx_b, cache, start)
+    # the new sink (frames 6-8) stays; the window now holds the newest 9 frames
+    assert sorted(f for f in cache.slot_frame) == [6, 7, 8, *range(27 - WINDOW, 27)]
+    assert not cache.holds(3) and not cache.holds(9) and cache.holds(6) and cache.holds(26)
+
+
+def test_rebase_rotates_the_window_keys(dit):
+    """Past the RoPE table the cache moves non-pinned keys back: RoPE(p) then rotate(-D) == RoPE(p-D)."""
+    cache = dit.new_cache(1, T, STREAM, "cpu", torch.float32)
+    raw = torch.randn(
+        CFG.num_layers, 1, CACHE * T, CFG.num_heads, CFG.head_dim, generator=torch.Generator().manual_seed(3)
+    )
+    frames = [0, 1, 2, 500, 501, 502, 503, 504, 505, 506, 507, 508]  # the sink + a window far out
+    for i, f in enumerate(frames):
+        cos, sin = dit.rope(f, 1, 1, 1)  # one token: time angles of f (grid position 0)
+        cache.k[:, :, i * T : (i + 1) * T] = apply_rope(raw[:, :, i * T : (i + 1) * T], cos, sin)
+    before = cache.k.clone()
+    shift = 300
+    cache.rebase(shift, lambda keys, d: [rotate_time_(k, d, CFG.head_dim, CFG.rope_theta) for k in keys])
+    assert torch.equal(cache.k[:, :, : SINK * T], before[:, :, : SINK * T])  # the global sink is pinned
+    for i, f in enumerate(frames[SINK:], start=SINK):
+        cos, sin = dit.rope(f - shift, 1, 1, 1)
+        want = apply_rope(raw[:, :, i * T : (i + 1) * T], cos, sin)
+        torch.testing.assert_close(cache.k[:, :, i * T : (i + 1) * T], want, rtol=0, atol=1e-5)
+    assert cache.position_offset == shift and cache.position(510) == 210 and cache.position(1) == 1
 
 
 def test_text_kv_is_reused_until_cleared(dit):

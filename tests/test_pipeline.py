@@ -75,12 +75,12 @@ def test_reset_gives_the_same_video_as_a_fresh_generator(tiny_pipe):
     assert all(np.array_equal(x, y) for x, y in zip(first, again))
 
 
-def test_generation_ends_cleanly_at_the_rope_limit():
+def test_generation_ends_cleanly_at_the_user_limit():
     base = get_preset("tiny")
     cfg = dataclasses.replace(base, stream=dataclasses.replace(base.stream, max_latent_frames=9))
     from longlive_runner import pipeline as pl
 
-    pipe = pl.random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, seed=0)
+    pipe = pl.random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, init_seed=0)
     gen = pipe.generator()
     starts = []
     while gen.finished is None:
@@ -89,6 +89,88 @@ def test_generation_ends_cleanly_at_the_rope_limit():
     with pytest.raises(GenerationFinished) as info:
         gen.generate_block("x")
     assert info.value.reason == "max_frames"
+
+
+def tiny_with(**fields):
+    """The tiny preset with other DiT / stream numbers (random weights from the same seed)."""
+    from longlive_runner import pipeline as pl
+
+    base = get_preset("tiny")
+    dit = {k: v for k, v in fields.items() if k in {f.name for f in dataclasses.fields(base.dit)}}
+    stream = {k: v for k, v in fields.items() if k not in dit}
+    cfg = dataclasses.replace(
+        base, dit=dataclasses.replace(base.dit, **dit), stream=dataclasses.replace(base.stream, **stream)
+    )
+    return pl.random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, init_seed=0)
+
+
+def test_no_length_cap_generation_runs_past_the_rope_table(tiny_pipe):
+    """A 24-position RoPE table (a config field; LongLive's is 1024): up to its end the video is
+    exactly the one with the full table (absolute positions, as LongLive); past it generation goes
+    on, the window re-based, with the same cache buffers; switches work there too."""
+    short = tiny_with(rope_max_positions=24)
+    assert short.config.stream.max_latent_frames is None
+    schedule = {0: "a red circle", 30: "a blue square", 51: "a green triangle"}
+    ref = {b.start_frame: b.frames for b in tiny_pipe.stream(schedule, 24, seed=2)}
+    gen = short.generator(seed=2)
+    buffers = gen.cache.k.data_ptr(), gen.cache.v.data_ptr()
+    starts, positions = [], []
+    prompts = sorted(schedule)
+    while gen.current_start_frame < 66:  # 22 blocks, the table ends at frame 24
+        s = gen.current_start_frame
+        block = gen.generate_block(schedule[max(t for t in prompts if t <= s)])
+        starts.append(block.start_frame)
+        positions.append(gen.cache.position(s))
+        if s < 24:
+            assert np.array_equal(block.frames, ref[s]), f"block {s} differs before the table's end"
+        assert np.isfinite(block.frames).all() and block.frames.std() > 1.0
+    assert starts == list(range(0, 66, 3)) and gen.finished is None and gen.recache_count == 2
+    assert max(positions) + 3 <= 24 and gen.cache.position_offset > 0
+    assert (gen.cache.k.data_ptr(), gen.cache.v.data_ptr()) == buffers  # flat memory
+    assert positions[:8] == list(range(0, 24, 3))  # exact positions up to the table's end
+
+
+def test_research_hooks(tiny_pipe):
+    """Block.latents, a pluggable noise source (initial + 3 re-noise draws per block, in order) and
+    precomputed text features standing in for a prompt."""
+    import torch
+
+    from longlive_runner import PromptEmbedding
+
+    seeded = list(tiny_pipe.stream({0: "a red circle"}, 6, seed=7))
+    assert seeded[0].latents is not None and seeded[0].latents.shape[2] == 3
+
+    # the same draws handed in by a callable reproduce the seeded video bit for bit
+    draws: list[tuple[int, ...]] = []
+    g = torch.Generator().manual_seed(7)
+
+    def noise(shape: tuple[int, ...]) -> torch.Tensor:
+        draws.append(shape)
+        return torch.randn(shape, generator=g)
+
+    custom = list(tiny_pipe.stream({0: "a red circle"}, 6, noise=noise))
+    assert len(draws) == 2 * 4  # per block: the initial noise + 3 re-noise draws
+    for a, b in zip(seeded, custom):
+        assert torch.equal(a.latents, b.latents) and np.array_equal(a.frames, b.frames)
+    # a generator object works too; zero noise gives another video
+    from_gen = list(tiny_pipe.stream({0: "a red circle"}, 6, noise=torch.Generator().manual_seed(7)))
+    assert torch.equal(from_gen[1].latents, seeded[1].latents)
+    zeros = list(tiny_pipe.stream({0: "a red circle"}, 6, noise=lambda shape: torch.zeros(shape)))
+    assert not torch.equal(zeros[1].latents, seeded[1].latents)
+
+    # text features in place of the prompt: the encoder is bypassed, the video is the same
+    feats = tiny_pipe.text_encoder.encode("a red circle")[0]
+    calls = tiny_pipe.text_encoder.calls
+    n_real = int((feats.abs().sum(-1) > 0).sum())  # the rows past the prompt's tokens are zero
+    assert 0 < n_real < feats.shape[0]
+    emb = PromptEmbedding(feats[:n_real], label="red circle, 5 rows")  # padded back with zeros
+    embedded = list(tiny_pipe.stream({0: emb}, 6, seed=7))
+    assert tiny_pipe.text_encoder.calls == calls and str(embedded[0].prompt) == "red circle, 5 rows"
+    assert all(torch.equal(a.latents, b.latents) for a, b in zip(seeded, embedded))
+    with pytest.raises(ValueError, match="PromptEmbedding.features"):
+        tiny_pipe.generator().generate_block(PromptEmbedding(torch.zeros(3, 7)))
+    with pytest.raises(ValueError, match="noise source returned"):
+        tiny_pipe.generator(noise=lambda shape: torch.zeros(2)).generate_block("x")
 
 
 def test_stream_needs_a_prompt_at_zero(tiny_pipe):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .checkpoints import CheckpointError
     from .config import PRESETS, PipelineConfig, get_preset
-    from .generator import Block, GenerationFinished, VideoGenerator
+    from .generator import Block, GenerationFinished, NoiseSource, PromptEmbedding, VideoGenerator
     from .pipeline import Pipeline, load_pipeline
 
 _EXPORTS = {
@@ -22,6 +22,8 @@ _EXPORTS = {
     "Block": "generator",
     "GenerationFinished": "generator",
     "VideoGenerator": "generator",
+    "PromptEmbedding": "generator",
+    "NoiseSource": "generator",
     "Pipeline": "pipeline",
     "load_pipeline": "pipeline",
 }
@@ -31,8 +33,10 @@ __all__ = [
     "Block",
     "CheckpointError",
     "GenerationFinished",
+    "NoiseSource",
     "Pipeline",
     "PipelineConfig",
+    "PromptEmbedding",
     "VideoGenerator",
     "get_preset",
     "load_pipeline",

@@ -100,7 +100,8 @@ class StreamConfig:
     denoising_steps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)  # before the shift warp
     shift: float = 5.0
     num_train_timesteps: int = 1000
-    max_latent_frames: int = 1024  # RoPE positions are absolute: generation ends here
+    global_sink: bool = True  # a re-cache keeps the first frames as the sink (LongLive's configs)
+    max_latent_frames: int | None = None  # a user limit: the video ends here (None: never)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,13 @@ class PipelineConfig:
         c = self.vae.spatial_compression
         if s.height % (c * d.patch_size[1]) or s.width % (c * d.patch_size[2]):
             raise ValueError(f"height and width must be multiples of {c * d.patch_size[1]}")
+        if d.rope_max_positions < 2 * s.cache_frames:
+            raise ValueError(
+                f"rope_max_positions ({d.rope_max_positions}) must be at least twice cache_frames "
+                f"({s.cache_frames}): past the table the window is re-based to its middle"
+            )
+        if s.max_latent_frames is not None and s.max_latent_frames < s.frames_per_block:
+            raise ValueError("max_latent_frames must hold at least one block (or be None)")
         if d.dim % d.num_heads or d.head_dim % 2:
             raise ValueError("dim must split into heads of even size")
         if d.text_dim != self.t5.dim:

@@ -9,6 +9,7 @@ generator itself never looks at a schedule.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,41 @@ from .models.vae import to_uint8
 from .scheduler import denoising_sigmas
 
 if TYPE_CHECKING:
+    from .models.kv_cache import KVCache
     from .pipeline import Pipeline
+
+# A noise source: called with the shape [1, C, n, h, w] of a block, returns standard Gaussian noise
+# of that shape (any float dtype, any device: it is moved to the model's). A block asks for the
+# initial noise, then one re-noise draw after each denoising step but the last (3 with 4 steps).
+NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
+NoiseSource = NoiseFn | torch.Generator
 
 
 class GenerationFinished(RuntimeError):
-    """Raised when a block is asked for past the model's last latent frame."""
+    """Raised when a block is asked for past the user's frame limit (`max_latent_frames`)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEmbedding:
+    """Precomputed text features standing in for a prompt string: the text encoder is bypassed.
+
+    `features` [n, text_dim] or [1, n, text_dim] with n <= text_len; rows past n are zero-padded, as
+    the text encoder pads. Two embeddings are the same prompt only if they are the same object, so
+    handing a new object in is a prompt switch. `label` names it in `Block.prompt` and logs.
+    """
+
+    features: torch.Tensor
+    label: str = "<embedding>"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+Prompt = str | PromptEmbedding
 
 
 @dataclass
@@ -36,9 +63,10 @@ class Block:
 
     start_frame: int  # latent frame index of the block's first frame (0, 3, 6, ...)
     frames: np.ndarray  # uint8 [n, H, W, 3]: 9 video frames for the first block, 12 after
-    prompt: str  # the prompt in force for this block
+    prompt: Prompt  # the prompt in force for this block
     switched: bool = False  # True when this block is the first one under a new prompt
-    previous_prompt: str | None = None
+    previous_prompt: Prompt | None = None
+    latents: torch.Tensor | None = None  # the clean x0 [1, C, 3, h, w] the cache and the decoder got
 
     @property
     def num_frames(self) -> int:
@@ -46,9 +74,14 @@ class Block:
 
 
 class VideoGenerator:
-    """Stateful block-by-block generation for one video."""
+    """Stateful block-by-block generation for one video.
 
-    def __init__(self, pipe: Pipeline, seed: int = 0) -> None:
+    `seed` seeds the noise (`reset(seed)` reseeds it); `noise` replaces the seeded noise with your
+    own source (a callable given the shape, or a `torch.Generator`), e.g. to feed the very draws
+    another implementation used.
+    """
+
+    def __init__(self, pipe: Pipeline, seed: int = 0, noise: NoiseSource | None = None) -> None:
         self.pipe = pipe
         cfg = pipe.config
         self._stream = cfg.stream
@@ -60,39 +93,80 @@ class VideoGenerator:
         self._recent: deque[torch.Tensor] = deque(
             maxlen=cfg.stream.cache_frames // cfg.stream.frames_per_block
         )
-        self._noise = torch.Generator(device=pipe.device)
+        self._custom_noise: NoiseFn | None = None
+        if isinstance(noise, torch.Generator):
+            self._noise = noise
+        else:
+            self._noise = torch.Generator(device=pipe.device)
+            self._custom_noise = noise
+        self._seeded = not isinstance(noise, torch.Generator)
         self.reset(seed)
 
     # ------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
-        """Start a new video: caches, counters, decoder state and noise cleared."""
+        """Start a new video: caches, counters, decoder state and noise cleared.
+
+        The noise is reseeded unless a `torch.Generator` was handed in (its state is yours)."""
         if seed is not None:
             self.seed = int(seed)
-        self._noise.manual_seed(self.seed)
+        if self._seeded:
+            self._noise.manual_seed(self.seed)
         self._cache.reset()
         self._decoder.reset()
         self._recent.clear()
-        self.prompt: str | None = None
+        self.prompt: Prompt | None = None
         self.current_start_frame = 0
         self.finished: str | None = None
         self.recache_count = 0
 
+    @property
+    def cache(self) -> KVCache:
+        """The DiT's KV cache (read it, don't write it)."""
+        return self._cache
+
     def _randn(self) -> torch.Tensor:
+        if self._custom_noise is not None:
+            noise = self._custom_noise(self._shape)
+            if tuple(noise.shape) != self._shape:
+                raise ValueError(f"the noise source returned {tuple(noise.shape)}, expected {self._shape}")
+            return noise.to(device=self.pipe.device, dtype=self.pipe.dtype)
         return torch.randn(
-            self._shape, generator=self._noise, device=self.pipe.device, dtype=torch.float32
-        ).to(self.pipe.dtype)
+            self._shape, generator=self._noise, device=self._noise.device, dtype=torch.float32
+        ).to(device=self.pipe.device, dtype=self.pipe.dtype)
+
+    def encode_prompt(self, prompt: Prompt) -> torch.Tensor:
+        """Text features [1, text_len, text_dim] of a prompt (cached per text) or an embedding."""
+        if isinstance(prompt, str):
+            return self.pipe.text_encoder.encode(prompt)
+        dit = self.pipe.config.dit
+        feats = prompt.features
+        if feats.ndim == 2:
+            feats = feats[None]
+        if (
+            feats.ndim != 3
+            or feats.shape[0] != 1
+            or feats.shape[2] != dit.text_dim
+            or feats.shape[1] > dit.text_len
+        ):
+            raise ValueError(
+                f"PromptEmbedding.features must be [n, {dit.text_dim}] or [1, n, {dit.text_dim}] with "
+                f"n <= {dit.text_len}, got {tuple(prompt.features.shape)}"
+            )
+        padded = torch.zeros(1, dit.text_len, dit.text_dim, device=self.pipe.device, dtype=self.pipe.dtype)
+        padded[:, : feats.shape[1]] = feats.to(device=self.pipe.device, dtype=self.pipe.dtype)
+        return padded
 
     @torch.inference_mode()
-    def generate_block(self, prompt: str) -> Block:
-        """Generate, cache and decode the next block under `prompt`."""
+    def generate_block(self, prompt: Prompt) -> Block:
+        """Generate, cache and decode the next block under `prompt` (a text or a PromptEmbedding)."""
         if self.finished is not None:
             raise GenerationFinished(self.finished)
         s, n = self.current_start_frame, self._stream.frames_per_block
         dit = self.pipe.dit
-        context = self.pipe.text_encoder.encode(prompt)  # [1, L, text_dim], cached per text
+        context = self.encode_prompt(prompt)  # [1, L, text_dim]
 
         previous = self.prompt
-        switched = previous is not None and prompt != previous
+        switched = previous is not None and not _same_prompt(prompt, previous)
         if switched:
             self._recache(context)
 
@@ -106,10 +180,7 @@ class VideoGenerator:
             if i + 1 < len(self._sigmas):
                 nxt = self._sigmas[i + 1]
                 x = (1.0 - nxt) * x0 + nxt * self._randn()
-        # Context pass: the clean block at t=0; its K/V are what the cache keeps.
-        dit.forward_cached(
-            x0, torch.zeros((1, n), device=x.device), context, self._cache, s, return_output=False
-        )
+        dit.context_pass(x0, context, self._cache, s)  # the clean block's K/V are what the cache keeps
 
         video = self._decoder.decode(x0)  # [1, 3, T, H, W] in [-1, 1]
         frames = to_uint8(video)
@@ -117,9 +188,10 @@ class VideoGenerator:
         self._recent.append(x0)
         self.prompt = prompt
         self.current_start_frame = s + n
-        if self.current_start_frame + n > self._stream.max_latent_frames:
+        limit = self._stream.max_latent_frames
+        if limit is not None and self.current_start_frame + n > limit:
             self.finished = "max_frames"
-        return Block(s, frames, prompt, switched, previous if switched else None)
+        return Block(s, frames, prompt, switched, previous if switched else None, latents=x0)
 
     def _recache(self, context: torch.Tensor) -> None:
         """Rewrite the self-attention K/V of the recent clean frames under the new prompt."""
@@ -128,5 +200,11 @@ class VideoGenerator:
         s = self.current_start_frame
         k = min(self._stream.cache_frames, s)
         clean = torch.cat(list(self._recent), dim=2)[:, :, -k:]  # [1, C, k, h, w]
-        self.pipe.dit.recache(clean, context, self._cache, s - k)
+        self.pipe.dit.recache(clean, context, self._cache, s - k, global_sink=self._stream.global_sink)
         self.recache_count += 1
+
+
+def _same_prompt(a: Prompt, b: Prompt) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    return a is b

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
-from .generator import Block, VideoGenerator
+from .generator import Block, NoiseSource, Prompt, VideoGenerator
 from .lora import LoraUpdate, apply_lora_, lora_updates
 from .models.dit import CausalWanDiT
 from .models.t5 import UMT5Encoder
@@ -49,21 +49,29 @@ class Pipeline:
         self.device = device
         self.dtype = dtype
 
-    def generator(self, seed: int = 0) -> VideoGenerator:
-        """A fresh video: its own KV cache, decoder state and noise stream."""
-        return VideoGenerator(self, seed=seed)
+    def generator(self, seed: int = 0, noise: NoiseSource | None = None) -> VideoGenerator:
+        """A fresh video: its own KV cache, decoder state and noise stream (`seed` seeds the noise;
+        `noise` replaces it, see `VideoGenerator`)."""
+        return VideoGenerator(self, seed=seed, noise=noise)
 
-    def stream(self, schedule: Mapping[int, str], num_frames: int, seed: int = 0) -> Iterator[Block]:
+    def stream(
+        self,
+        schedule: Mapping[int, Prompt],
+        num_frames: int,
+        seed: int = 0,
+        noise: NoiseSource | None = None,
+    ) -> Iterator[Block]:
         """Generate `num_frames` latent frames (rounded up to whole blocks) following `schedule`.
 
-        `schedule` maps latent frame -> prompt and must have a prompt at frame 0. Before the block
-        starting at frame `s`, the prompt in force is the one at the largest timestamp <= s.
+        `schedule` maps latent frame -> prompt (a text or a `PromptEmbedding`) and must have a
+        prompt at frame 0. Before the block starting at frame `s`, the prompt in force is the one at
+        the largest timestamp <= s. `seed` seeds the noise of the video; `noise` replaces it.
         """
         if 0 not in schedule:
             raise ValueError("the schedule needs a prompt at frame 0")
         if num_frames <= 0:
             raise ValueError("num_frames must be positive")
-        gen = self.generator(seed)
+        gen = self.generator(seed, noise)
         times = sorted(schedule)
         while gen.current_start_frame < num_frames and gen.finished is None:
             s = gen.current_start_frame
@@ -119,11 +127,12 @@ def load_pipeline(
     longlive_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
-    seed: int = 0,
+    init_seed: int = 0,
 ) -> Pipeline:
     """Load a pipeline.
 
-    - `load_pipeline("tiny")`: a preset without weight files (seeded random weights);
+    - `load_pipeline("tiny")`: a preset without weight files (random weights seeded by `init_seed`;
+      `init_seed` seeds the WEIGHTS only, never the video's noise: that is `stream(seed=...)`);
     - `load_pipeline("path/to/converted")`: our converted folder (`longlive-runner convert`);
     - `load_pipeline(wan_dir=..., longlive_dir=...)`: the Wan + LongLive folders as downloaded
       (`model` may then name the preset whose architecture they hold; default `longlive-1.3b`).
@@ -153,7 +162,7 @@ def load_pipeline(
             "the longlive-1.3b preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
             f"folder; {DOWNLOAD_HINT}"
         )
-    return random_pipeline(config, device, dtype, seed)
+    return random_pipeline(config, device, dtype, init_seed)
 
 
 def _assemble(
@@ -175,14 +184,15 @@ def random_pipeline(
     config: PipelineConfig,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
-    seed: int = 0,
+    init_seed: int = 0,
 ) -> Pipeline:
-    """Any config with seeded random weights (presets without files, tests, speed benchmarks)."""
+    """Any config with random weights seeded by `init_seed` (presets without files, tests, speed
+    benchmarks). The video's noise is seeded separately (`stream(seed=...)`)."""
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
     dit, vae, t5 = build_modules(config)
     for i, m in enumerate((dit, vae, t5)):
-        materialize(m, device, dtype, seed + i)
+        materialize(m, device, dtype, init_seed + i)
     tokenizer = TextTokenizer(build_tiny_tokenizer(), config.t5.text_len)
     return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
 

@@ -20,7 +20,8 @@ Four ways to run it:
   forward          no cache; bidirectional, or any frame-level mask
   forward_with_attention   no cache; any attention callable and per-sample RoPE positions (training)
   forward_cached   one block against the KVCache (frame sink + rolling window), writing its K/V
-  recache          re-encode recent clean frames under a new prompt and rewrite their cached K/V
+  context_pass     the same for the clean block at t=0, keeping only the K/V (no output)
+  recache          re-encode recent clean frames under a new prompt: an ordinary cached forward
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.kv_cache import KVCache
+from longlive_runner.models.kv_cache import KVCache, Run
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: float32 [S, 1, head_dim/2]
 # attend(q, k, v) for one layer; q, k, v [B, S, H, D] -> [B, S, H, D], or None: nothing reads it
@@ -67,14 +68,26 @@ def rope_pairs(head_dim: int) -> tuple[int, int, int]:
     return head_dim // 2 - 2 * hw, hw, hw
 
 
+def rope_inv_freq(pairs: int, theta: float) -> torch.Tensor:
+    """The frequency ladder of one axis with `pairs` complex channels: float64 [pairs] on the CPU."""
+    return 1.0 / theta ** (torch.arange(pairs, dtype=torch.float64, device="cpu") * 2 / (2 * pairs))
+
+
 def rope_table(head_dim: int, positions: int, theta: float) -> torch.Tensor:
     """[2 (cos, sin), positions, head_dim/2] float32 on the CPU; each axis has its own frequency ladder."""
-    angles = []
-    for pairs in rope_pairs(head_dim):
-        inv_freq = 1.0 / theta ** (torch.arange(pairs, dtype=torch.float64, device="cpu") * 2 / (2 * pairs))
-        angles.append(torch.outer(torch.arange(positions, dtype=torch.float64, device="cpu"), inv_freq))
-    a = torch.cat(angles, dim=1)  # computed once in float64, stored in float32
-    return torch.stack([a.cos(), a.sin()]).float()
+    steps = torch.arange(positions, dtype=torch.float64, device="cpu")
+    a = torch.cat([torch.outer(steps, rope_inv_freq(p, theta)) for p in rope_pairs(head_dim)], dim=1)
+    return torch.stack([a.cos(), a.sin()]).float()  # computed once in float64, stored in float32
+
+
+def rotate_time_(keys: torch.Tensor, shift: int, head_dim: int, theta: float) -> None:
+    """Move post-RoPE keys [..., H, head_dim] `shift` time positions back, in place: RoPE rotations
+    compose, so rotating by -shift equals having applied RoPE at position - shift."""
+    ct = rope_pairs(head_dim)[0]
+    angles = -shift * rope_inv_freq(ct, theta)  # float64, exact for any shift
+    cos, sin = angles.cos().float().to(keys.device), angles.sin().float().to(keys.device)
+    time_part = keys[..., : 2 * ct]
+    time_part.copy_(apply_rope(time_part, cos, sin))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -439,6 +452,43 @@ class CausalWanDiT(nn.Module):
                 f"the cache was made for batch {cache.batch} and {cache.tokens_per_frame}"
             )
 
+    def _place(self, cache: KVCache, start_frame: int, n: int) -> int:
+        """RoPE time position of `start_frame` for a block of n frames, re-basing the cache first if
+        the block would run past the RoPE table (see kv_cache.py: exact LongLive positions up to
+        the table's end, then the window moved back to its middle)."""
+        table = self.cfg.rope_max_positions
+        end = cache.position(start_frame) + n
+        if end > table:
+            cfg = self.cfg
+            cache.rebase(
+                end - table // 2,
+                lambda keys, shift: [rotate_time_(k, shift, cfg.head_dim, cfg.rope_theta) for k in keys],
+            )
+        return cache.position(start_frame)
+
+    def _cached(
+        self,
+        x: torch.Tensor,  # [B, C, n, h, w]: latent frames [start_frame, start_frame+n)
+        t: torch.Tensor,  # [B, n]
+        text_kv: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+        cache: KVCache,
+        position: int,
+        runs: list[Run],
+        want_output: bool,
+    ) -> torch.Tensor | None:
+        """The cached forward every generation path shares: in each layer the frames first write
+        their post-RoPE K/V into the cache (`runs`), then their queries attend, without a mask, to
+        everything the cache holds after that write (sink + window)."""
+        last = len(self.blocks) - 1
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+            cache.write(i, k, v, runs)
+            if not want_output and i == last:
+                return None  # nothing reads the last layer's output: only its K/V were wanted
+            return attention(q, *cache.layer(i))
+
+        return self._run(x, t, partial(self.rope, position), text_kv, attend)
+
     @torch.no_grad()
     def forward_cached(
         self,
@@ -447,46 +497,69 @@ class CausalWanDiT(nn.Module):
         context: torch.Tensor,  # [B, L, text_dim]; ignored while the cache holds text K/V
         cache: KVCache,
         start_frame: int,
-        return_output: bool = True,
-    ) -> torch.Tensor | None:
-        """One block against the cache: v [B, C, n, h, w], or None for the context pass.
+    ) -> torch.Tensor:
+        """One denoising step of a block against the cache: v [B, C, n, h, w].
 
         Writes the block's post-RoPE K/V into its frames' slots, then attends to every frame the
         cache holds (sink + window, this block included) without a mask.
         """
+        out = self._cached_block(x, t, context, cache, start_frame, want_output=True)
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def context_pass(
+        self, x_clean: torch.Tensor, context: torch.Tensor, cache: KVCache, start_frame: int
+    ) -> None:
+        """The block's clean latents [B, C, n, h, w] at t=0: their K/V are what the cache keeps."""
+        t = torch.zeros(x_clean.shape[0], x_clean.shape[2] // self.cfg.patch_size[0], device=x_clean.device)
+        self._cached_block(x_clean, t, context, cache, start_frame, want_output=False)
+
+    def _cached_block(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        cache: KVCache,
+        start_frame: int,
+        want_output: bool,
+    ) -> torch.Tensor | None:
         self._check(x, t)
         self._check_cache(x, cache)
         runs = cache.begin_block(start_frame, t.shape[1])
-        last = len(self.blocks) - 1
-
-        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
-            cache.write(i, k, v, runs)
-            if not return_output and i == last:
-                return None  # context pass: nothing reads the last layer's output
-            return attention(q, *cache.layer(i))
-
-        return self._run(x, t, partial(self.rope, start_frame), self._text_kv(context, cache), attend)
+        position = self._place(cache, start_frame, t.shape[1])
+        return self._cached(x, t, self._text_kv(context, cache), cache, position, runs, want_output)
 
     @torch.no_grad()
-    def recache(self, x_clean: torch.Tensor, context: torch.Tensor, cache: KVCache, first_frame: int) -> None:
+    def recache(
+        self,
+        x_clean: torch.Tensor,  # [B, C, n, h, w]: the newest n clean frames, n = min(cache_frames, s)
+        context: torch.Tensor,  # [B, L, text_dim]: the new prompt
+        cache: KVCache,
+        first_frame: int,
+        global_sink: bool = True,
+    ) -> None:
         """Re-encode clean frames [first_frame, first_frame+n) at t=0 under a new prompt.
 
-        One forward at their absolute positions, attending among themselves only (not the
-        cache). The K/V of the frames the cache still holds are overwritten (sink frames in the
-        sink, the newest window in the window); older frames only serve as queries. Frame
-        counters do not move and the text K/V are left cleared for the next block.
+        An ordinary cached forward at their positions: in every layer they write their new K/V,
+        then attend to what the cache holds after the write.
+        - global_sink (LongLive's default): only the frames the cache still holds are rewritten;
+          the sink keeps the first frames' old K/V unless they are re-encoded themselves (s <= 12),
+          and frames the window has dropped only serve as queries.
+        - otherwise the cache is emptied and every re-encoded frame is written from slot 0 on: the
+          first `sink_frames` of them become the new sink.
+        Frame counters do not move and the text K/V are left cleared for the next block.
         """
         t = torch.zeros(x_clean.shape[0], x_clean.shape[2] // self.cfg.patch_size[0], device=x_clean.device)
         self._check(x_clean, t)
         self._check_cache(x_clean, cache)
-        runs = cache.held_runs(first_frame, t.shape[1])
-        last = len(self.blocks) - 1
+        n = t.shape[1]
+        if global_sink:
+            runs = cache.held_runs(first_frame, n)
+        else:
+            runs = cache.restart_sink(first_frame, n)
+        position = cache.position(first_frame)
         cache.clear_text()
         text_kv = self._layer_text_kv(context)
-
-        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
-            cache.write(i, k, v, runs)
-            return None if i == last else attention(q, k, v)
-
-        self._run(x_clean, t, partial(self.rope, first_frame), text_kv.__getitem__, attend)
+        self._cached(x_clean, t, text_kv.__getitem__, cache, position, runs, want_output=False)
         cache.clear_text()

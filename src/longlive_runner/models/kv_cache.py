@@ -3,8 +3,12 @@
 Self-attention: one preallocated buffer per K and V holding, for every layer, `cache_frames`
 latent frames of `tokens_per_frame` tokens each, laid out like this:
 
-    slot:   0 .. sink-1 | sink .. cache_frames-1
-    frame:  0 .. sink-1 | a ring over frames >= sink: slot = sink + (frame - sink) % window
+    slot:   0 .. sink-1                     | sink .. cache_frames-1
+    frame:  sink_first .. sink_first+sink-1 | a ring over frames >= ring_origin = sink_first + sink:
+                                            |   slot = sink + (frame - ring_origin) % window
+
+`sink_first` is 0 (the video's first frames are the sink) until a re-cache without a global sink
+(`restart_sink`) makes the first re-encoded frames the new sink.
 
 The keys are stored after RoPE (their positions are baked in) and cached attention uses no mask,
 so the order of the keys does not matter: rolling the window is just writing the new frames over
@@ -16,11 +20,20 @@ Buffers are [layers, B, cache_frames * T, heads, head_dim]: a layer's view `[B, 
 the attention projections produce, and its `.transpose(1, 2)` is the strided [B, H, S, D] view
 that `scaled_dot_product_attention` (flash / memory-efficient kernels) reads without a copy.
 
+Positions: up to the model's RoPE table (`max_positions`, 1024 latent frames for LongLive) a
+frame's RoPE time position is its index, exactly as in LongLive. Past it the cache is re-based
+(`rebase`): every held key except the video's own first frames (the global sink, pinned at 0..sink-1)
+is rotated back by the same shift, and later frames are placed at `frame - position_offset`. RoPE
+rotations compose, so the window keeps its relative positions; the sink-to-newest distance stays
+inside the trained range. See docs/architecture.md.
+
 Cross-attention: the K/V of the text, per layer, computed once per prompt and kept until
 `clear_text()` (a prompt switch).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -63,6 +76,8 @@ class KVCache:
         """Forget everything (new video). The buffers are kept; stale data is never read."""
         self.frames_seen = 0  # 1 + the newest latent frame written
         self.slot_frame: list[int] = [-1] * self.cache_frames  # latent frame held by each slot
+        self.sink_first = 0  # latent frame held by slot 0
+        self.position_offset = 0  # RoPE time position of a non-pinned frame f: f - position_offset
         self.clear_text()
 
     def clear_text(self) -> None:
@@ -83,14 +98,33 @@ class KVCache:
             raise RuntimeError("the text K/V of this cache are not set")
         return k, v
 
+    @property
+    def ring_origin(self) -> int:
+        """The first latent frame that lives in the ring window."""
+        return self.sink_first + self.sink_frames
+
+    @property
+    def sink_pinned(self) -> bool:
+        """True while the sink holds the video's first frames (their positions never move)."""
+        return self.sink_first == 0
+
     def slot(self, frame: int) -> int:
-        """Cache slot of latent frame `frame`."""
-        if frame < self.sink_frames:
-            return frame
-        return self.sink_frames + (frame - self.sink_frames) % self.window
+        """Cache slot of latent frame `frame` (frames before the sink have none: -1)."""
+        if frame < self.sink_first:
+            return -1
+        if frame < self.ring_origin:
+            return frame - self.sink_first
+        return self.sink_frames + (frame - self.ring_origin) % self.window
 
     def holds(self, frame: int) -> bool:
-        return 0 <= frame and self.slot_frame[self.slot(frame)] == frame
+        slot = self.slot(frame)
+        return slot >= 0 and self.slot_frame[slot] == frame
+
+    def position(self, frame: int) -> int:
+        """RoPE time position of latent frame `frame` (after any `rebase`)."""
+        if self.sink_pinned and frame < self.sink_frames:
+            return frame
+        return frame - self.position_offset
 
     @property
     def valid_frames(self) -> int:
@@ -109,7 +143,7 @@ class KVCache:
                 f"block starts at frame {start_frame} but the cache has only seen {self.frames_seen} frames"
             )
         newest = max(self.frames_seen, start_frame + n)
-        first_ring_frame = max(start_frame, self.sink_frames)
+        first_ring_frame = max(start_frame, self.ring_origin)
         if first_ring_frame < start_frame + n and first_ring_frame < newest - self.window:
             raise ValueError(
                 f"frames {start_frame}..{start_frame + n - 1} do not fit the window of {self.window} frames "
@@ -130,7 +164,37 @@ class KVCache:
             )
         return self._runs(first_frame, [f for f in range(first_frame, first_frame + n) if self.holds(f)])
 
-    def _runs(self, first_frame: int, frames) -> list[Run]:
+    def restart_sink(self, first_frame: int, n: int) -> list[Run]:
+        """Empty the cache and lay frames [first_frame, first_frame+n) out from slot 0 on: the first
+        `sink_frames` of them become the sink, the rest start the ring (a re-cache without a global
+        sink). Counters of generated frames do not move. Returns the copy runs for `write`."""
+        if first_frame < 0 or first_frame + n != self.frames_seen or n < self.sink_frames:
+            raise ValueError(
+                f"a sink restart re-encodes the newest frames: got {first_frame}..{first_frame + n - 1}, "
+                f"the cache has seen {self.frames_seen} frames and needs at least {self.sink_frames}"
+            )
+        if n > self.cache_frames:
+            raise ValueError(f"{n} frames do not fit the cache of {self.cache_frames}")
+        self.k.zero_()
+        self.v.zero_()
+        self.sink_first = first_frame
+        self.slot_frame = [-1] * self.cache_frames
+        frames = range(first_frame, first_frame + n)
+        for f in frames:
+            self.slot_frame[self.slot(f)] = f
+        return self._runs(first_frame, frames)
+
+    def rebase(self, shift: int, rotate: Callable[[torch.Tensor, int], None]) -> None:
+        """Move every non-pinned frame `shift` RoPE positions back: `rotate(keys, shift)` rotates
+        the keys [layers, B, S, H, D] of the non-pinned slots in place. Values carry no position."""
+        if shift <= 0:
+            raise ValueError(f"shift must be positive, got {shift}")
+        T = self.tokens_per_frame
+        first_slot = self.sink_frames if self.sink_pinned else 0
+        rotate(self.k[:, :, first_slot * T :], shift)
+        self.position_offset += shift
+
+    def _runs(self, first_frame: int, frames: Iterable[int]) -> list[Run]:
         # Group frames whose slots are consecutive into one copy each (the ring may wrap once).
         T = self.tokens_per_frame
         runs: list[list[int]] = []
