@@ -65,8 +65,10 @@ by exactly one cell per latent frame.
        blocks and itself), as in its context pass;
      * a noisy block attends to the clean sink and window and to itself, as in its denoising
        forwards;
-     * after a prompt switch at block k, the clean blocks k-4 .. k-1 attend to each other with no
-       mask under the new prompt (the KV re-cache); the sink keeps the causal pattern;
+     * after a prompt switch at block k, the clean blocks k-4 .. k-1 are re-encoded under the
+       new prompt as the KV re-cache does (an ordinary cached forward with the global sink): each
+       attends, with no mask, to what the cache holds after the write: the sink (block 0) and
+       the re-encoded blocks k-3 .. k-1 (for k <= 4: all of blocks 0 .. k-1);
      * positions of the blocks after the sink are sometimes shifted far (as in a long video
        whose middle was evicted), so the sink works at any RoPE distance.
    The sequence runs through the DiT's training entry point, `forward_with_attention`, with an
@@ -402,7 +404,8 @@ def build_example(
                 if kj != "c":
                     continue
                 if k > 0 and bi < k:
-                    ok = (bj in R) if bi in R else (bj == 0)
+                    # the re-cache: [sink | the re-encoded blocks the window keeps]
+                    ok = (bj == 0 or (bj in R and bj >= k - 3)) if bi in R else (bj == 0)
                 else:
                     ok = bj in visible(bi) and (bj >= k or bj == 0 or bj in R)
             else:
