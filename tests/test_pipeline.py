@@ -130,6 +130,24 @@ def test_no_length_cap_generation_runs_past_the_rope_table(tiny_pipe):
     assert positions[:8] == list(range(0, 24, 3))  # exact positions up to the table's end
 
 
+def test_rebasing_a_local_sink_changes_nothing():
+    """With `global_sink = false`, after a switch at s > 12 no key is pinned: a re-base shifts every
+    held key alike, and RoPE attention only sees differences of positions, so the video past the
+    table is the one a long table gives (to float rounding): the rotation is right in the live path."""
+    import torch
+
+    schedule = {0: "a red circle", 15: "a blue square"}  # the switch restarts the sink at frames 3-5
+    long = tiny_with(global_sink=False)
+    short = tiny_with(global_sink=False, rope_max_positions=24)
+    ref = [b.latents for b in long.stream(schedule, 60, seed=4)]
+    gen = short.generator(seed=4)
+    for i, want in enumerate(ref):
+        got = gen.generate_block(schedule[max(t for t in schedule if t <= 3 * i)]).latents
+        assert got is not None and want is not None
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4, msg=lambda m, i=i: f"block {i}: {m}")
+    assert gen.cache.position_offset > 0 and not gen.cache.sink_pinned
+
+
 def test_research_hooks(tiny_pipe):
     """Block.latents, a pluggable noise source (initial + 3 re-noise draws per block, in order) and
     precomputed text features standing in for a prompt."""
