@@ -12,15 +12,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
-from websockets.http11 import Request
 
 from _runner_process import RunnerProcess, start_runner
 from longlive import ConnectionClosedError, Reactor
-from longlive_runner import server as server_mod
+from longlive_runner import access as access_mod
+from longlive_runner.access import AccessConfig, AccessPolicy, RequestFacts
 from longlive_runner.cli import main
-from longlive_runner.server import RedactingFormatter, RunnerServer, is_loopback_host, resolve_token
+from longlive_runner.server import RedactingFormatter, is_loopback_host, resolve_token
 
 TOKEN = "ll-" + secrets.token_urlsafe(24)
 WRONG = "ll-" + secrets.token_urlsafe(24)
@@ -65,26 +64,28 @@ def test_loopback_detection_and_token_sources() -> None:
 
 def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = server_mod.hmac.compare_digest
+    real = access_mod.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_mod.hmac, "compare_digest", spy)
-    server = RunnerServer.__new__(RunnerServer)
-    server._token = TOKEN.encode()
+    monkeypatch.setattr(access_mod.hmac, "compare_digest", spy)
+    policy = AccessPolicy(AccessConfig(token=TOKEN))
 
-    def request(path: str = "/", **headers: str) -> Request:
-        return Request(path, Headers(headers))
+    def authorized(path: str = "/", **headers: str) -> bool:
+        facts = RequestFacts(
+            "GET", path, host=("127.0.0.1:8765",), authorization=tuple(headers.values()), peer="192.0.2.1"
+        )
+        return policy.check(facts, now=0.0) is None
 
-    assert server.authorized(request(Authorization=f"Bearer {TOKEN}"))
-    assert server.authorized(request(Authorization=f"bearer   {TOKEN} "))
-    assert server.authorized(request(f"/?token={TOKEN}"))
-    assert not server.authorized(request(Authorization=f"Bearer {WRONG}"))
-    assert not server.authorized(request(Authorization=f"Basic {TOKEN}"))
-    assert not server.authorized(request(f"/?token={TOKEN[:-1]}"))
-    assert not server.authorized(request())
+    assert authorized(Authorization=f"Bearer {TOKEN}")
+    assert authorized(Authorization=f"bearer   {TOKEN} ")
+    assert authorized(f"/?token={TOKEN}")
+    assert not authorized(Authorization=f"Bearer {WRONG}")
+    assert not authorized(Authorization=f"Basic {TOKEN}")
+    assert not authorized(f"/?token={TOKEN[:-1]}")
+    assert not authorized()
     assert len(calls) == 5 and all(b == TOKEN.encode() for _, b in calls)
 
 

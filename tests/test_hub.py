@@ -204,7 +204,9 @@ async def test_reset_drops_the_block_in_progress_and_queued_frames(tiny_pipe, re
         await send(conn, "start", seed=SEED)
         gate.release.set()
         after = await until(conn, lambda i: is_type(i, "generation_finished", reason="max_frames"))
-        late = await until(idle, lambda i: is_type(i, "generation_finished", reason="max_frames"))
+        # `idle` read nothing: each `state` superseded the one before it, so it gets the last one only.
+        late = await until(idle, lambda i: is_type(i, "state", finished="max_frames"))
+        assert len(texts_of(late, "state")) == 1 and idle.peer.states_superseded > 5
 
     # After the reset's ack: its own `generation_finished` (reason "reset", old generation), then
     # only generation 1. Nothing of block 3 of the first run was ever sent.
@@ -272,23 +274,41 @@ async def test_a_slow_peer_loses_oldest_frames_and_never_slows_the_others(tiny_p
     at = late.index(dropped)
     assert not frames_of(late[:at]) and is_type(late[at + 1], "progress", current_start_frame=3)
     assert [h.video_frame for h, _ in frames_of(late)] == list(range(9, 21))
-    # Every text message reached the slow peer too, in the same order.
+    # Every text message reached the slow peer too, in the same order, but `state` snapshots that a
+    # newer one superseded while unsent.
     texts = [m for m in late if isinstance(m, dict) and m["type"] not in ("hello", "frames_dropped")]
-    assert texts[1:] == [m for m in got if isinstance(m, dict)]  # texts[0]: the state on connect
+    sent = [m for m in got if isinstance(m, dict)]
+    assert [m for m in texts if m["type"] != "state"] == [m for m in sent if m["type"] != "state"]
+    assert all(m in sent for m in texts if m["type"] == "state") and slow.peer.states_superseded > 0
 
 
 async def test_a_peer_that_never_reads_is_disconnected_before_text_piles_up(tiny_pipe) -> None:
     async with Runner(tiny_pipe, max_queued_text_bytes=4000) as runner:
         reader = await greeted(runner.connect_local())
         silent = runner.connect_local()
-        for _ in range(30):
-            await send(reader, "get_state")  # a state broadcast, ~230 bytes each
-            assert (await recv(reader))["type"] == "state"  # type: ignore[index]
+        for _ in range(60):
+            await send(reader, "warp")  # refused without an id: a command_error broadcast, ~100 bytes
+            assert (await recv(reader))["type"] == "command_error"  # type: ignore[index]
         assert silent.closed and silent.close_code == 1008
         with pytest.raises(ConnectionClosedError) as exc:
             await silent.recv()
         assert exc.value.code == 1008 and "too slow" in exc.value.reason
         assert runner.peers == [reader.peer]
+
+
+async def test_state_snapshots_never_pile_up_for_a_peer_that_does_not_read(tiny_pipe) -> None:
+    async with Runner(tiny_pipe, max_queued_text_bytes=4000) as runner:
+        reader = await greeted(runner.connect_local())
+        silent = runner.connect_local()
+        for n in range(200):  # 200 state broadcasts of ~230 bytes: 11x the text cap
+            await send(reader, "schedule_prompt", new_prompt=f"prompt {n}", timestamp=0)
+            assert (await recv(reader))["type"] == "state"  # type: ignore[index]
+        # Each newer snapshot replaced the unsent one: one state waits (after hello), nothing piled up.
+        assert not silent.closed and silent.peer.queued_texts == 2 and silent.peer.states_superseded == 200
+        assert (await recv(silent))["type"] == "hello"  # type: ignore[index]
+        state = await recv(silent)
+        assert state["data"]["scheduled_prompts"] == {"0": "prompt 199"}  # type: ignore[index]
+        assert silent.peer.queued_text_bytes == 0 and silent.peer.get_nowait() is None
 
 
 async def test_max_peers_refuses_with_a_clear_reason(tiny_pipe) -> None:

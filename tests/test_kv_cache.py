@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.dit import CausalWanDiT, apply_rope, rotate_time_
+from longlive_runner.models.dit import CausalWanDiT, apply_rope
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16, freq_dim=32)
 STREAM = StreamConfig(height=32, width=48)  # latent 4x6 -> T = 2*3 = 6 tokens per frame
@@ -284,7 +284,7 @@ def test_rebase_rotates_the_window_keys(dit):
         cache.k[:, :, i * T : (i + 1) * T] = apply_rope(raw[:, :, i * T : (i + 1) * T], cos, sin)
     before = cache.k.clone()
     shift = 300
-    cache.rebase(shift, lambda keys, d: [rotate_time_(k, d, CFG.head_dim, CFG.rope_theta) for k in keys])
+    cache.rebase(shift, dit._rotate_keys)
     assert torch.equal(cache.k[:, :, : SINK * T], before[:, :, : SINK * T])  # the global sink is pinned
     for i, f in enumerate(frames[SINK:], start=SINK):
         cos, sin = dit.rope(f - shift, 1, 1, 1)

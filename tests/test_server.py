@@ -66,9 +66,9 @@ async def command(ws: ClientConnection, type: str, id: str | None = None, **data
     await ws.send(json.dumps(msg))
 
 
-async def open_client(url: str) -> tuple[ClientConnection, dict[str, Any]]:
+async def open_client(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
     """Connect, check `hello` and return it; the `state` snapshot that follows is consumed."""
-    ws = await connect(url, open_timeout=TIMEOUT)
+    ws = await connect(url, open_timeout=TIMEOUT, **kwargs)
     hello = await recv(ws)
     assert hello["type"] == "hello" and hello["data"]["protocol_version"] == 1
     assert (await recv(ws))["type"] == "state"
@@ -179,9 +179,10 @@ async def test_bad_input_gets_refusals_and_the_connection_carries_on(runner_url:
 
 
 async def test_max_clients_refuses_with_a_reason(runner_url: str) -> None:
-    clients = [await open_client(runner_url) for _ in range(16)]
+    # From two loopback addresses: one address may hold 8 connections (--max-clients-per-address).
+    clients = [await open_client(runner_url, local_addr=(f"127.0.0.{1 + n % 2}", 0)) for n in range(16)]
     try:
-        async with connect(runner_url, open_timeout=TIMEOUT) as extra:
+        async with connect(runner_url, open_timeout=TIMEOUT, local_addr=("127.0.0.3", 0)) as extra:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(extra.recv(), TIMEOUT)
             assert extra.close_code == 1013 and "too many clients" in (extra.close_reason or "")

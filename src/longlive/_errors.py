@@ -30,6 +30,7 @@ class ErrorCode:
     EMPTY_PROMPT = "empty_prompt"
     PROMPT_TOO_LONG = "prompt_too_long"
     TOO_MANY_PROMPTS = "too_many_prompts"
+    SCHEDULE_TOO_LARGE = "schedule_too_large"
     NO_INITIAL_PROMPT = "no_initial_prompt"
     ALREADY_RUNNING = "already_running"
     NOT_RUNNING = "not_running"

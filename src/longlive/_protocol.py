@@ -87,6 +87,9 @@ class Limits:
     max_prompt_chars: int = 2000
     max_scheduled_prompts: int = 256
     max_frames: int = 1024
+    #: Characters of every prompt stored in the schedule together (applied ones included): it
+    #: bounds the size of each `state` message (docs/protocol.md, section 3.1).
+    max_schedule_chars: int = 131072
 
 
 DEFAULT_LIMITS = Limits()
@@ -228,11 +231,16 @@ class Hello(Message):
     max_prompt_chars: int = DEFAULT_LIMITS.max_prompt_chars
     max_scheduled_prompts: int = DEFAULT_LIMITS.max_scheduled_prompts
     preset: str | None = None  # the loaded model preset ("demo", "tiny", "longlive-1.3b", ...)
+    max_schedule_chars: int = DEFAULT_LIMITS.max_schedule_chars
 
     @property
     def limits(self) -> Limits:
         return Limits(
-            self.max_message_bytes, self.max_prompt_chars, self.max_scheduled_prompts, self.max_frames
+            self.max_message_bytes,
+            self.max_prompt_chars,
+            self.max_scheduled_prompts,
+            self.max_frames,
+            self.max_schedule_chars,
         )
 
 
@@ -764,4 +772,5 @@ def hello_for(
         max_prompt_chars=limits.max_prompt_chars,
         max_scheduled_prompts=limits.max_scheduled_prompts,
         preset=preset,
+        max_schedule_chars=limits.max_schedule_chars,
     )

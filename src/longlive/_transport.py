@@ -13,7 +13,6 @@ task. Two implementations exist:
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ._errors import ConnectionClosedError
 from ._protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
+from ._token import TOKEN_ENV, clean_token, token_from_env
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -30,9 +30,6 @@ __all__ = [
     "WebSocketTransport",
     "auth_headers",
 ]
-
-#: The environment variable read for the runner's token when none is passed (docs/protocol.md, 1.3).
-TOKEN_ENV = "LONGLIVE_TOKEN"
 
 #: What `Transport.recv()` returns: a JSON text message, or a decoded frame (header, uint8 [H, W, 3]).
 Received: TypeAlias = str | tuple[FrameHeader, np.ndarray]
@@ -47,13 +44,12 @@ def auth_headers(
     headers: Mapping[str, str] | None, token: str | None, *, use_env: bool = True
 ) -> dict[str, str]:
     """`headers` plus `Authorization: Bearer <token>`; the token defaults to `$LONGLIVE_TOKEN`
-    (when `use_env`). An `Authorization` header already in `headers` wins."""
+    (when `use_env`). An `Authorization` header already in `headers` wins. The token is stripped
+    (a trailing newline from a file is fine); an empty one, or one with a line break inside, raises
+    ValueError (`longlive._token`)."""
     out = dict(headers or {})
-    if token is None and use_env:
-        token = os.environ.get(TOKEN_ENV) or None
+    token = clean_token(token) if token is not None else token_from_env() if use_env else None
     if token and not any(k.lower() == "authorization" for k in out):
-        if any(c in token for c in "\r\n"):
-            raise ValueError("a token cannot contain line breaks")
         out["Authorization"] = f"Bearer {token}"
     return out
 

@@ -16,9 +16,10 @@ this module moves its messages):
 
 Each peer has a bounded outgoing queue (docs/protocol.md, section 1.2): frames are dropped oldest
 first when a peer falls `max_queued_frames` behind (it is told with a `frames_dropped` message),
-text messages are never dropped, and a peer that lets more than `max_queued_text_bytes` of text
-pile up is disconnected (close code 1008). A slow peer never slows the others: queueing never
-waits.
+text messages are never dropped, except a `state` snapshot that a newer one replaces before it was
+sent (the newer one is queued last, so a peer always ends with the latest snapshot), and a peer
+that lets more than `max_queued_text_bytes` of text pile up is disconnected (close code 1008). A
+slow peer never slows the others: queueing never waits.
 
 Transports attach peers: `connect_local()` (the in-process `LocalConnection`, this module) and the
 websocket server (`server.py`).
@@ -51,6 +52,7 @@ from longlive._protocol import (
     Limits,
     Message,
     Pause,
+    State,
     encode_frame,
     encode_message,
     is_reply,
@@ -152,17 +154,23 @@ class Peer:
 
     Texts and frames wait in two queues tagged with one sequence number, so they come out in the
     order they were put in. The transport takes items with `get()`: a `str` (a JSON text
-    message) or an `OutFrame`.
+    message) or an `OutFrame`. A text queued with `state=True` (a snapshot) supersedes the
+    previous snapshot still waiting: that one is never sent.
     """
 
     def __init__(self, name: str, *, max_queued_frames: int, max_queued_text_bytes: int) -> None:
         self.name = name
         self.max_queued_frames = max_queued_frames
         self.max_queued_text_bytes = max_queued_text_bytes
-        self._texts: deque[tuple[int, str]] = deque()
+        # [seq, text]; text None: a snapshot superseded by a newer one (skipped, compacted away).
+        self._texts: deque[list[Any]] = deque()
         self._frames: deque[tuple[int, OutFrame]] = deque()
         self._seq = 0
         self._text_bytes = 0
+        self._live_texts = 0
+        self._superseded = 0
+        self._queued_state: list[Any] | None = None
+        self.states_superseded = 0
         self._unreported_drops = 0
         self._last_drop_seq = -1
         self.frames_dropped = 0
@@ -184,22 +192,41 @@ class Peer:
 
     @property
     def queued_texts(self) -> int:
-        return len(self._texts)
+        return self._live_texts
 
     @property
     def queued_text_bytes(self) -> int:
         """Size of the queued text messages (in characters), bounded by `max_queued_text_bytes`."""
         return self._text_bytes
 
-    def put_text(self, text: str) -> bool:
-        """Queue a text message; False (nothing queued) when the text backlog is over the limit."""
+    def put_text(self, text: str, *, state: bool = False) -> bool:
+        """Queue a text message; False (nothing queued) when the text backlog is over the limit.
+
+        `state`: `text` is a `state` snapshot; one still queued is superseded by it (dropped, its
+        size given back), and it goes at the end of the queue.
+        """
         if self.closed:
             return True
-        if self._text_bytes + len(text) > self.max_queued_text_bytes:
+        old = self._queued_state if state else None
+        freed = len(old[1]) if old is not None else 0
+        if self._text_bytes - freed + len(text) > self.max_queued_text_bytes:
             return False
-        self._texts.append((self._seq, text))
+        if old is not None:
+            old[1] = None
+            self._text_bytes -= freed
+            self._live_texts -= 1
+            self._superseded += 1
+            self.states_superseded += 1
+            if self._superseded > 64 and self._superseded > self._live_texts:
+                self._texts = deque(e for e in self._texts if e[1] is not None)
+                self._superseded = 0
+        entry = [self._seq, text]
+        self._texts.append(entry)
         self._seq += 1
         self._text_bytes += len(text)
+        self._live_texts += 1
+        if state:
+            self._queued_state = entry
         self._ready.set()
         return True
 
@@ -228,6 +255,9 @@ class Peer:
 
     def get_nowait(self) -> str | OutFrame | None:
         """The next item to send, or None when nothing is queued."""
+        while self._texts and self._texts[0][1] is None:  # superseded snapshots
+            self._texts.popleft()
+            self._superseded -= 1
         head_text = self._texts[0][0] if self._texts else None
         head_frame = self._frames[0][0] if self._frames else None
         heads = [s for s in (head_text, head_frame) if s is not None]
@@ -237,8 +267,12 @@ class Peer:
         if not heads:
             return None
         if head_frame is None or (head_text is not None and head_text < head_frame):
-            _, text = self._texts.popleft()
+            entry = self._texts.popleft()
+            if entry is self._queued_state:
+                self._queued_state = None
+            text: str = entry[1]
             self._text_bytes -= len(text)
+            self._live_texts -= 1
             return text
         return self._frames.popleft()[1]
 
@@ -261,6 +295,8 @@ class Peer:
         self._texts.clear()
         self._frames.clear()
         self._text_bytes = 0
+        self._live_texts = self._superseded = 0
+        self._queued_state = None
         self._ready.set()
         self._closed.set()
 
@@ -366,6 +402,7 @@ class Runner:
             max_message_bytes=limits.max_message_bytes,
             max_prompt_chars=limits.max_prompt_chars,
             max_scheduled_prompts=limits.max_scheduled_prompts,
+            max_schedule_chars=limits.max_schedule_chars,
             default_seed=seed,
             prompt_warnings=self._prompt_warnings,
         )
@@ -503,7 +540,7 @@ class Runner:
             self._idle_timer.cancel()
             self._idle_timer = None
         for msg in self.session.on_connect():
-            peer.put_text(encode_message(msg))
+            peer.put_text(encode_message(msg), state=isinstance(msg, State))
         logger.info("%s connected (%d clients)", peer.name, len(self._peers))
         return peer
 
@@ -552,11 +589,12 @@ class Runner:
                 if sender is not None and sender in self._peers:
                     self._put_text(sender, text)
             else:
+                snapshot = isinstance(msg, State)  # a newer one supersedes it while unsent
                 for peer in list(self._peers):
-                    self._put_text(peer, text)
+                    self._put_text(peer, text, state=snapshot)
 
-    def _put_text(self, peer: Peer, text: str) -> None:
-        if not peer.put_text(text):
+    def _put_text(self, peer: Peer, text: str, *, state: bool = False) -> None:
+        if not peer.put_text(text, state=state):
             reason = f"client too slow: more than {peer.max_queued_text_bytes} bytes of messages not read"
             logger.warning("disconnecting %s: %s", peer.name, reason)
             self.detach(peer, CLOSE_POLICY, reason)

@@ -97,8 +97,9 @@ def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype, see
     torch.manual_seed(seed)
     try:
         for sub in module.modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
         with torch.no_grad():
             for name, p in module.named_parameters():
                 if _initialised_by_reset(module, name):

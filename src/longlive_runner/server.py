@@ -11,10 +11,18 @@ Endpoints (docs/protocol.md, section 1.1):
 - a WebSocket at any other path (use `/`);
 - `GET /` from a browser (no WebSocket upgrade) -> the live view page (`static/`, docs/live-view.md).
 
-Access control (docs/protocol.md, section 1.3): with a token (`--token` or `LONGLIVE_TOKEN`) the
-WebSocket handshake and `/info` need `Authorization: Bearer <token>` (or a `token` query
-parameter, for browsers) and get 401 without it; `/health` stays open. Without a token, `serve`
-only listens on a loopback address. Tokens are compared in constant time and never logged.
+Access control (docs/protocol.md, section 1.3; docs/security.md; the rules themselves are in
+`access.py`, without I/O): with a token (`--token` or `LONGLIVE_TOKEN`) the WebSocket handshake and
+`/info` need `Authorization: Bearer <token>` (or the query parameter `token`, for browsers) and get
+401 without it; `/health` stays open. Without a token, `serve` only listens on a loopback address
+and only answers requests whose `Host` is a loopback name. Browsers (`Origin`) may use the
+WebSocket and `/info` only from the runner's own page or an `--allow-origin`. Tokens are compared
+in constant time and never logged.
+
+Every connection's output is bounded: the hub's queues (frames, text) and, below them, the bytes
+written but not yet taken by the client (pongs included): past `max_unsent_bytes` the connection
+is dropped. Connections are limited in all (`--max-clients`) and per address
+(`--max-clients-per-address`).
 """
 
 from __future__ import annotations
@@ -23,26 +31,38 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import hmac
 import ipaddress
 import json
 import logging
-import os
 import re
 import signal
 import socket
 import sys
+import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from longlive._errors import ConnectionClosedError
-from longlive._protocol import MAX_SEED
+from longlive._protocol import FRAME_HEADER_SIZE, MAX_SEED
+from longlive._token import TOKEN_ENV, TOKEN_QUERY_PARAM, clean_token, token_from_env
 
+from .access import (
+    AccessConfig,
+    AccessPolicy,
+    BadRequest,
+    ConnectionCounter,
+    Refusal,
+    RequestFacts,
+    address_key,
+    check_token_strength,
+    normalize_origin,
+    split_target,
+)
 from .cli import CLIError, add_model_args, load_from_args
 
 if TYPE_CHECKING:
@@ -56,6 +76,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_CLIENTS = 16
+#: Connections one address (an IPv6 /64) may hold at once: half the slots, so no one client
+#: (a stuck script, a page gone wrong) can take them all.
+DEFAULT_MAX_CLIENTS_PER_ADDRESS = 8
 DEFAULT_GRACE_PERIOD = 30.0
 HEALTH_PATH = "/health"
 INFO_PATH = "/info"
@@ -63,9 +86,9 @@ INFO_PATH = "/info"
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
-#: The environment variable holding the runner's token (read by `serve` and by the SDK).
-TOKEN_ENV = "LONGLIVE_TOKEN"
-TOKEN_QUERY_PARAM = "token"
+#: Bytes written to a connection and not yet taken by its client (pongs included) before the
+#: connection is dropped: this floor plus two frames (one being written, one more of slack).
+MIN_MAX_UNSENT_BYTES = 4 * 2**20
 
 
 def _close_reason(text: str) -> str:
@@ -80,6 +103,43 @@ def format_url(host: str, port: int, scheme: str = "ws") -> str:
     return f"{scheme}://{host}:{port}"
 
 
+class _BoundedConnection(ServerConnection):
+    """A websocket connection that is dropped when its client stops taking what it is sent.
+
+    The pump sends one message at a time and waits while the socket's buffer is over websockets'
+    `write_limit`, but websockets answers each ping with a pong by itself: a client that sends
+    pings and never reads would grow that buffer without end. After each read, the bytes still
+    waiting to be written are checked against `max_unsent_bytes`.
+    """
+
+    max_unsent_bytes = MIN_MAX_UNSENT_BYTES
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        unsent = transport.get_write_buffer_size()
+        if unsent > self.max_unsent_bytes:
+            logger.warning(
+                "dropping %s: %d bytes sent to it are not read (the limit is %d; pongs included)",
+                _peer_name(self),
+                unsent,
+                self.max_unsent_bytes,
+            )
+            transport.abort()  # a close frame would only queue behind what it does not read
+
+
+def _peer_address(connection: ServerConnection) -> str | None:
+    remote = connection.remote_address
+    return str(remote[0]) if isinstance(remote, tuple) and remote else None
+
+
+def _peer_name(connection: ServerConnection) -> str:
+    remote = connection.remote_address
+    return f"ws {remote[0]}:{remote[1]}" if isinstance(remote, tuple) and len(remote) >= 2 else "ws"
+
+
 class RunnerServer:
     """The WebSocket + HTTP front of a started `Runner`.
 
@@ -88,15 +148,36 @@ class RunnerServer:
         await server.start("127.0.0.1", 8765)
         print(server.url)
     ```
+
+    - `token`: the token clients must present (None: none; then only loopback `Host` names);
+    - `allowed_origins`: web origins allowed besides the runner's own page (`--allow-origin`);
+    - `max_clients_per_address`: connections one address may hold (None: no limit);
+    - `max_unsent_bytes`: bytes sent to a connection and not yet read before it is dropped
+      (default: 4 MiB plus two of the model's frames).
     """
 
     def __init__(
-        self, runner: Runner, *, close_timeout: float = CLOSE_TIMEOUT, token: str | None = None
+        self,
+        runner: Runner,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        token: str | None = None,
+        allowed_origins: Iterable[str] = (),
+        max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+        max_unsent_bytes: int | None = None,
     ) -> None:
         self.runner = runner
         self.close_timeout = close_timeout
-        # Kept as bytes: hmac.compare_digest compares str only when it is ASCII.
-        self._token = token.encode("utf-8") if token else None
+        self.access = AccessPolicy(
+            AccessConfig(
+                token=clean_token(token) if token else None,
+                allowed_origins=frozenset(normalize_origin(o) for o in allowed_origins),
+            )
+        )
+        self.connections_per_address = ConnectionCounter(max_clients_per_address)
+        session = runner.session
+        frame_bytes = FRAME_HEADER_SIZE + session.height * session.width * 3
+        self.max_unsent_bytes = max_unsent_bytes or MIN_MAX_UNSENT_BYTES + 2 * frame_bytes
         self.max_size = runner.limits.max_message_bytes * MAX_SIZE_FACTOR
         self._server: Server | None = None
         self._host = DEFAULT_HOST
@@ -107,12 +188,16 @@ class RunnerServer:
     ) -> None:
         """Listen on `host:port` (port 0: any free port), or on an already bound `sock`."""
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+        connection_class = type(
+            "RunnerConnection", (_BoundedConnection,), {"max_unsent_bytes": self.max_unsent_bytes}
+        )
         self._server = await serve(
             self._handle,
             process_request=self._process_request,
             compression=None,  # raw frames do not compress; deflate would only burn the loop's CPU
             max_size=self.max_size,
             close_timeout=self.close_timeout,
+            create_connection=connection_class,
             **where,
         )
         sockname = self._server.sockets[0].getsockname() if self._server.sockets else (host, port)
@@ -148,52 +233,78 @@ class RunnerServer:
     # --- HTTP -----------------------------------------------------------------------------------
     @property
     def requires_token(self) -> bool:
-        return self._token is not None
-
-    def authorized(self, request: Request) -> bool:
-        """True when no token is set, or `request` carries it (header or query parameter)."""
-        if self._token is None:
-            return True
-        presented: list[str] = []
-        header = request.headers.get("Authorization")
-        if header is not None:
-            scheme, _, value = header.strip().partition(" ")
-            if scheme.lower() == "bearer":
-                presented.append(value.strip())
-        presented += parse_qs(urlsplit(request.path).query).get(TOKEN_QUERY_PARAM, [])
-        # Every candidate is compared (constant time each); no early exit on the first match.
-        ok = False
-        for candidate in presented:
-            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self._token)
-        return ok
+        return self.access.requires_token
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        """Route a request; every refusal is answered here (never an exception: no 500)."""
+        peer = _peer_address(connection)
+        try:
+            path, _ = split_target(request.path)
+        except BadRequest as exc:
+            return self._refuse(connection, request, peer, Refusal(400, "bad_request", str(exc)))
+        upgrade = "websocket" in ",".join(request.headers.get_all("Upgrade")).lower()
+        page = None if upgrade else _static_name(path)
+        facts = RequestFacts.from_headers(request.method, request.path, request.headers.get_all, peer)
+        # The page and /health hold nothing to protect; /info and the WebSocket do.
+        protected = path != HEALTH_PATH and page is None
+        refusal = self.access.check(facts, now=time.monotonic(), protected=protected)
+        if refusal is not None:
+            return self._refuse(connection, request, peer, refusal)
         if path == HEALTH_PATH:
-            return _json_response(connection, 200, {"status": "ok"})
-        page = _static_response(connection, request, path)  # the live view: holds no secret
-        if page is not None:
-            return page
-        if not self.authorized(request):
+            response = _json_response(connection, 200, {"status": "ok"})
+        elif page is not None:
+            response = _static_response(connection, page, path)
+        elif path == INFO_PATH:
             response = _json_response(
                 connection,
-                401,
+                200,
                 {
-                    "error": "unauthorized",
-                    "reason": "this runner needs a token: send 'Authorization: Bearer <token>' "
-                    f"(or the query parameter '{TOKEN_QUERY_PARAM}')",
+                    **self.runner.info(),
+                    "max_clients_per_address": self.connections_per_address.limit,
+                    "max_unsent_bytes": self.max_unsent_bytes,
                 },
             )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="longlive"'
-            return response
-        if path == INFO_PATH:
-            return _json_response(connection, 200, self.runner.info())
-        return None  # the WebSocket handshake
+        else:
+            return None  # the WebSocket handshake (websockets answers a request that is not one)
+        return _head(request, response)
+
+    def _refuse(
+        self, connection: ServerConnection, request: Request, peer: str | None, refusal: Refusal
+    ) -> Response:
+        # One line, without the query (it may hold a token) and without the request's headers.
+        path = request.path.partition("?")[0]
+        logger.log(
+            logging.WARNING if refusal.warn else logging.INFO,
+            "refused %s %r from %s: %d %s",
+            request.method,
+            path[:200],
+            peer,
+            refusal.status,
+            refusal.reason,
+        )
+        response = _json_response(
+            connection, refusal.status, {"error": refusal.error, "reason": refusal.reason}
+        )
+        for name, value in refusal.headers:
+            response.headers[name] = value
+        return _head(request, response)
 
     # --- WebSocket ------------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        remote = ws.remote_address
-        name = f"ws {remote[0]}:{remote[1]}" if isinstance(remote, tuple) and len(remote) >= 2 else "ws"
+        name = _peer_name(ws)
+        key = address_key(_peer_address(ws))
+        if not self.connections_per_address.acquire(key):
+            limit = self.connections_per_address.limit
+            reason = f"too many connections from your address: the limit is {limit} per address"
+            logger.info("refused %s: %s", name, reason)
+            await ws.close(1013, _close_reason(reason))
+            return
+        try:
+            await self._serve_peer(ws, name)
+        finally:
+            self.connections_per_address.release(key)
+
+    async def _serve_peer(self, ws: ServerConnection, name: str) -> None:
         try:
             peer = self.runner.attach(name)
         except RuntimeError:  # the runner is closing
@@ -264,14 +375,14 @@ _PAGE_POLICY = (
 )
 
 
-def _static_response(connection: ServerConnection, request: Request, path: str) -> Response | None:
-    """The live view page or one of its files; None for WebSocket handshakes and other paths."""
-    if "websocket" in ",".join(request.headers.get_all("Upgrade")).lower():
-        return None
+def _static_name(path: str) -> str | None:
+    """The file of the live view at `path` (`/` is its page), or None."""
     match = _STATIC_NAME.fullmatch(path)
-    name = "index.html" if path == "/" else match.group(1) if match else None
-    if name is None:
-        return None
+    return "index.html" if path == "/" else match.group(1) if match else None
+
+
+def _static_response(connection: ServerConnection, name: str, path: str) -> Response:
+    """The live view page or one of its files (404 when the package lacks it)."""
     try:
         text = (resources.files("longlive_runner") / "static" / name).read_text("utf-8")
     except OSError:
@@ -282,6 +393,13 @@ def _static_response(connection: ServerConnection, request: Request, path: str) 
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = _PAGE_POLICY
+    return response
+
+
+def _head(request: Request, response: Response) -> Response:
+    """`response` for a HEAD request: the same headers (Content-Length included), no body."""
+    if request.method == "HEAD":
+        response.body = b""
     return response
 
 
@@ -344,19 +462,31 @@ def is_loopback_host(host: str) -> bool:
 
 
 def resolve_token(cli_token: str | None, environ: Any = None) -> str | None:
-    """The token from `--token`, else from `LONGLIVE_TOKEN`; an empty one counts as none."""
-    environ = os.environ if environ is None else environ
-    token = cli_token if cli_token is not None else environ.get(TOKEN_ENV)
-    return token or None
+    """The token from `--token`, else from `LONGLIVE_TOKEN` (unset or set to "": no token),
+    stripped (`longlive._token`). CLIError for a `--token` that is empty or only whitespace, or a
+    variable holding only whitespace."""
+    try:
+        if cli_token is not None:
+            return clean_token(cli_token)
+        return token_from_env(environ)
+    except ValueError as exc:
+        where = "--token" if cli_token is not None else ""
+        raise CLIError(f"{where + ': ' if where else ''}{exc}") from None
 
 
 class RedactingFormatter(logging.Formatter):
-    """A log formatter that never writes a secret: the token itself, any `Bearer` credential and
-    any `token=` query value are replaced by `***` (tracebacks included)."""
+    """A log formatter that never writes a secret: the token itself, the value of any
+    `Authorization` header, any `Bearer` credential, any `token=` query value, and the whole
+    query string of request lines and URLs (however it is encoded) are replaced by `***`
+    (tracebacks included)."""
 
     _PATTERNS = (
+        re.compile(r"(?i)(authorization:\s*)\S[^\r\n]*"),
         re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"),
         re.compile(r"(?i)([?&]" + TOKEN_QUERY_PARAM + r"=)[^&\s'\"]+"),
+        # Request lines ("GET /path?query HTTP/1.1") and URLs: the whole query.
+        re.compile(r"(\b[A-Z]{3,10} /[^\s?]*\?)[^\s'\"]+"),
+        re.compile(r"(://[^\s/?'\"]+/[^\s?'\"]*\?)[^\s'\"]+"),
     )
 
     def __init__(self, fmt: str | None = None, *, secrets: tuple[str, ...] = ()) -> None:
@@ -421,6 +551,14 @@ def register_cli(subparsers: Any) -> None:
         f"Prefer the environment variable: a command line is visible to other users",
     )
     p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (scheme://host[:port]) use the runner besides its own page; "
+        "repeatable (docs/security.md)",
+    )
+    p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 = any free port)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of a start command that gives none (default 0)")
@@ -429,6 +567,14 @@ def register_cli(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_MAX_CLIENTS,
         help=f"connections at once; more are closed with code 1013 (default {DEFAULT_MAX_CLIENTS})",
+    )
+    p.add_argument(
+        "--max-clients-per-address",
+        type=int,
+        default=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+        metavar="N",
+        help="connections at once from one address (an IPv6 /64); more are closed with code 1013 "
+        f"(default {DEFAULT_MAX_CLIENTS_PER_ADDRESS})",
     )
     p.add_argument(
         "--max-queued-frames",
@@ -461,13 +607,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError("--max-queued-frames must be >= 1")
     if not 0 <= args.seed <= MAX_SEED:
         raise CLIError(f"--seed must be in 0..{MAX_SEED}")
+    if args.max_clients_per_address < 1:
+        raise CLIError("--max-clients-per-address must be >= 1")
+    try:
+        args.allow_origin = [normalize_origin(o) for o in args.allow_origin]
+    except BadRequest as exc:
+        raise CLIError(f"--allow-origin: {exc}") from None
     token = resolve_token(getattr(args, "token", None))
-    if token is None and not is_loopback_host(args.host):
+    public = not is_loopback_host(args.host)
+    if token is None and public:
         raise CLIError(
             f"refusing to listen on {args.host or 'every interface'} without a token: anyone who can "
             f"reach it could drive the model. Set {TOKEN_ENV} (or --token) to require one, or listen "
             f"on {DEFAULT_HOST}"
         )
+    if token is not None:
+        try:
+            check_token_strength(token, public=public)
+        except ValueError as exc:
+            raise CLIError(f"refusing to listen on {args.host or 'every interface'}: {exc}") from None
     args.token = token
     _setup_logging(args.log_level, token)
     # Bind first: a port in use fails at once, before seconds of model loading.
@@ -494,7 +652,12 @@ async def _serve(pipe: Pipeline, sock: socket.socket, args: argparse.Namespace) 
         max_queued_frames=args.max_queued_frames or DEFAULT_MAX_QUEUED_FRAMES,
         grace_period=args.grace_period,
     )
-    server = RunnerServer(runner, token=args.token)
+    server = RunnerServer(
+        runner,
+        token=args.token,
+        allowed_origins=args.allow_origin,
+        max_clients_per_address=args.max_clients_per_address,
+    )
     try:
         await runner.start()
         await server.start(sock=sock)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from longlive._errors import ErrorCode, ProtocolError
 from longlive._protocol import (
+    DEFAULT_LIMITS,
     Ack,
     Command,
     CommandErrorMessage,
@@ -83,6 +84,16 @@ class BlockPlan:
         return self.start_frame == 0
 
 
+#: What one stored prompt counts toward `max_schedule_chars` besides its characters: its key and
+#: punctuation in `state`, so that many tiny prompts are bounded too.
+SCHEDULE_ENTRY_CHARS = 16
+
+
+def schedule_size(schedule: dict[int, str]) -> int:
+    """The size of a schedule as `max_schedule_chars` counts it (docs/protocol.md, section 3.1)."""
+    return sum(len(p) for p in schedule.values()) + SCHEDULE_ENTRY_CHARS * len(schedule)
+
+
 class Session:
     """One shared LongLive session: one video, one prompt schedule."""
 
@@ -97,6 +108,7 @@ class Session:
         width: int = 832,
         max_prompt_chars: int = 2000,
         max_scheduled_prompts: int = 256,
+        max_schedule_chars: int = DEFAULT_LIMITS.max_schedule_chars,
         max_message_bytes: int = 65536,
         default_seed: int = 0,
         prompt_warnings: PromptWarnings | None = None,
@@ -118,6 +130,7 @@ class Session:
             max_prompt_chars=max_prompt_chars,
             max_scheduled_prompts=max_scheduled_prompts,
             max_frames=max_frames,
+            max_schedule_chars=max_schedule_chars,
         )
         self._prompt_warnings = prompt_warnings
         self.generation = 0
@@ -335,6 +348,17 @@ class Session:
                     f"{pending} prompts are already waiting to take effect; the limit is "
                     f"{self.limits.max_scheduled_prompts}",
                 )
+        growth = len(cmd.new_prompt) - (len(replaced) if replaced is not None else -SCHEDULE_ENTRY_CHARS)
+        forget = self._history_to_forget(growth)
+        if forget is None:
+            return self._refuse(
+                cmd,
+                ErrorCode.SCHEDULE_TOO_LARGE,
+                f"the schedule would hold more than {self.limits.max_schedule_chars} characters of "
+                "prompts; remove or shorten prompts, or reset",
+            )
+        for k in forget:
+            del self._schedule[k]
         self._schedule[key] = cmd.new_prompt
         later = [k for k in self._schedule if key < k <= effective]
         if later:
@@ -366,6 +390,26 @@ class Session:
             ),
             self.state(),
         ]
+
+    def _history_to_forget(self, growth: int) -> list[int] | None:
+        """The stored timestamps to forget so that the schedule, grown by `growth`, stays within
+        `max_schedule_chars`; None when it cannot (the command is refused).
+
+        A stored prompt counts its characters plus `SCHEDULE_ENTRY_CHARS` (its key in `state`).
+        Only history is ever forgotten: prompts before the one in force at `D`, which no block
+        will use again; the oldest first.
+        """
+        limit = self.limits.max_schedule_chars
+        size = schedule_size(self._schedule) + growth
+        decided = self.decided
+        history = sorted(k for k in self._schedule if k <= decided)[:-1] if decided >= 0 else []
+        forget: list[int] = []
+        for k in history:
+            if size <= limit:
+                break
+            forget.append(k)
+            size -= len(self._schedule[k]) + SCHEDULE_ENTRY_CHARS
+        return forget if size <= limit else None
 
     def _remove_prompt(self, cmd: RemovePrompt) -> list[Message]:
         if self._finish_reason is not None:

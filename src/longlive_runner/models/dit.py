@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -236,6 +237,8 @@ class Head(nn.Module):
 class CausalWanDiT(nn.Module):
     """Wan2.1 DiT with per-frame timesteps, absolute-frame RoPE and a sink + rolling-window KV cache."""
 
+    rope_freqs: torch.Tensor  # [2, rope_max_positions, head_dim/2] float32 (a non-persistent buffer)
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.cfg = cfg
@@ -254,10 +257,15 @@ class CausalWanDiT(nn.Module):
         device = torch.device("cpu") if device.type == "meta" else device
         self.register_buffer("rope_freqs", self._rope_table(device), persistent=False)
 
+    @property
+    def layers(self) -> list[WanBlock]:
+        """`blocks`, typed."""
+        return cast(list[WanBlock], list(self.blocks))
+
     def _rope_table(self, device: torch.device) -> torch.Tensor:
         return rope_table(self.cfg.head_dim, self.cfg.rope_max_positions, self.cfg.rope_theta).to(device)
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> CausalWanDiT:
         # .to(bfloat16) / .half() / to_empty() would degrade or wipe the float32 RoPE tables: rebuild them.
         super()._apply(fn, recurse)
         if self.rope_freqs.device.type != "meta":
@@ -303,7 +311,7 @@ class CausalWanDiT(nn.Module):
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """t [B, F] -> (e [B, F, dim] for the head, e0 [B, F, 6, dim] for the blocks), float32."""
-        dtype = self.time_embedding[0].weight.dtype
+        dtype = cast(nn.Linear, self.time_embedding[0]).weight.dtype
         e = self.time_embedding(sinusoidal_embedding(t, self.cfg.freq_dim).to(dtype))
         e0 = self.time_projection(e).unflatten(-1, (6, -1))
         return e.float(), e0.float()
@@ -311,7 +319,7 @@ class CausalWanDiT(nn.Module):
     def _layer_text_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Text features [B, L, text_dim] -> each layer's cross-attention (k, v) [B, L, H, D]."""
         ctx = self.text_embedding(context)
-        return [block.cross_attn.kv(ctx) for block in self.blocks]
+        return [block.cross_attn.kv(ctx) for block in self.layers]
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """x [B, C, F, H, W] -> tokens [B, f*h*w, dim] (frame-major), grid (f, h, w)."""
@@ -347,7 +355,7 @@ class CausalWanDiT(nn.Module):
         tokens, grid = self.patchify(x)  # [B, S, dim]
         rope = rope_for(*grid)
         e, e0 = self.embed_time(t)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             tokens = block(tokens, e0, rope, text_kv(i), partial(attend, i))
             if tokens is None:
                 return None
@@ -459,12 +467,13 @@ class CausalWanDiT(nn.Module):
         table = self.cfg.rope_max_positions
         end = cache.position(start_frame) + n
         if end > table:
-            cfg = self.cfg
-            cache.rebase(
-                end - table // 2,
-                lambda keys, shift: [rotate_time_(k, shift, cfg.head_dim, cfg.rope_theta) for k in keys],
-            )
+            cache.rebase(end - table // 2, self._rotate_keys)
         return cache.position(start_frame)
+
+    def _rotate_keys(self, keys: torch.Tensor, shift: int) -> None:
+        """Move cached keys [layers, B, S, H, D] `shift` positions back, one layer at a time."""
+        for layer_keys in keys:
+            rotate_time_(layer_keys, shift, self.cfg.head_dim, self.cfg.rope_theta)
 
     def _cached(
         self,

@@ -18,6 +18,7 @@ Inference only: there is no dropout.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -149,6 +150,11 @@ class UMT5Encoder(nn.Module):
         self.norm = T5LayerNorm(cfg.dim, cfg.eps)
         self.reset_parameters()
 
+    @property
+    def layers(self) -> list[T5Block]:
+        """`blocks`, typed."""
+        return cast(list[T5Block], list(self.blocks))
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """T5-style random init (used by the random-weight `tiny` preset; real weights overwrite it).
@@ -157,12 +163,12 @@ class UMT5Encoder(nn.Module):
             return
         d, f, h = self.cfg.dim, self.cfg.ffn_dim, self.cfg.num_heads
         nn.init.normal_(self.token_embedding.weight, std=1.0)
-        for block in self.blocks:
+        for block in self.layers:
             nn.init.normal_(block.attn.q.weight, std=(d * d) ** -0.5)
             nn.init.normal_(block.attn.k.weight, std=d**-0.5)
             nn.init.normal_(block.attn.v.weight, std=d**-0.5)
             nn.init.normal_(block.attn.o.weight, std=d**-0.5)
-            nn.init.normal_(block.ffn.gate[0].weight, std=d**-0.5)
+            nn.init.normal_(cast(nn.Linear, block.ffn.gate[0]).weight, std=d**-0.5)
             nn.init.normal_(block.ffn.fc1.weight, std=d**-0.5)
             nn.init.normal_(block.ffn.fc2.weight, std=f**-0.5)
             nn.init.normal_(block.pos_embedding.embedding.weight, std=(2 * self.cfg.num_buckets * h) ** -0.5)
@@ -179,6 +185,6 @@ class UMT5Encoder(nn.Module):
         if mask is not None:
             # Padded keys get the most negative finite value: softmax weight 0, but never NaN.
             mask_bias.masked_fill_(mask.view(B, 1, 1, L) == 0, torch.finfo(x.dtype).min)
-        for block in self.blocks:
+        for block in self.layers:
             x = block(x, buckets, mask_bias)
         return self.norm(x)

@@ -51,8 +51,8 @@ class CausalConv3d(nn.Conv3d):
         super().__init__(in_dim, out_dim, k, padding=(0, p[1], p[2]))
         self.context = 2 * p[0]
 
-    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        # x [B, C, t, H, W] -> [B, C_out, t, H, W]
+    def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:  # type: ignore[override]
+        # x [B, C, t, H, W] -> [B, C_out, t, H, W]; a conv that also takes the stream's cache
         if self.context == 0:
             return super().forward(x)
         prev = cache.get(self)
@@ -164,7 +164,7 @@ class Resample(nn.Module):
         else:
             raise ValueError(f"unknown resample mode {mode!r}")
         if mode == "upsample3d":
-            self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+            self.time_conv: nn.Module = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         elif mode == "downsample3d":
             self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
 
@@ -264,6 +264,9 @@ class Decoder3d(nn.Module):
 
 class WanVAE(nn.Module):
     """The Wan2.1 VAE. Public methods take and return latents in the DiT's normalised space."""
+
+    latents_mean: torch.Tensor  # [1, z_dim, 1, 1, 1] float32 (non-persistent buffers)
+    latents_std: torch.Tensor
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()
