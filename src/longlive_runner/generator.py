@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,8 +20,23 @@ from .models.vae import to_uint8
 from .scheduler import denoising_sigmas
 
 if TYPE_CHECKING:
+    from .config import PipelineConfig
+    from .models.dit import CausalWanDiT
     from .models.kv_cache import KVCache
-    from .pipeline import Pipeline
+    from .models.vae import WanVAE
+    from .text_encoder import TextEncoder
+
+
+class Models(Protocol):
+    """What a generator needs of a loaded model (a `Pipeline` is one): this module never imports
+    the loaders, so the dependency runs one way, pipeline -> generator."""
+
+    config: PipelineConfig
+    dit: CausalWanDiT
+    vae: WanVAE
+    text_encoder: TextEncoder
+    device: torch.device
+    dtype: torch.dtype
 
 # A noise source: called with the shape [1, C, n, h, w] of a block, returns standard Gaussian noise
 # of that shape (any float dtype, any device: it is moved to the model's). A block asks for the
@@ -81,7 +96,7 @@ class VideoGenerator:
     another implementation used.
     """
 
-    def __init__(self, pipe: Pipeline, seed: int = 0, noise: NoiseSource | None = None) -> None:
+    def __init__(self, pipe: Models, seed: int = 0, noise: NoiseSource | None = None) -> None:
         self.pipe = pipe
         cfg = pipe.config
         self._stream = cfg.stream
