@@ -38,6 +38,7 @@ from longlive._protocol import (
     Pause,
     Progress,
     PromptSwitched,
+    Queued,
     RemovePrompt,
     Reset,
     Resume,
@@ -98,6 +99,7 @@ ALL_MESSAGES: list[Message] = [
     ),
     Progress(current_start_frame=3, video_frame=9, generation=1),
     FramesDropped(count=5, total=12),
+    Queued(position=2, queue_length=3),
     PromptSwitched(frame=6, video_frame=21, new_prompt="b", previous_prompt="a", generation=0),
     GenerationFinished(reason="max_frames", current_start_frame=1023, video_frame=4089, generation=3),
     ErrorMessage(message="CUDA out of memory", code="generation_failed", frame=6, generation=1),
@@ -276,7 +278,7 @@ def sp(prompt: object = "a cat", timestamp: object = 0, **extra: object) -> str:
             ("bad_field", "schedule_prompt", "a"),
         ),
         (sp(timestamp=-1, id="a"), ("bad_timestamp", "schedule_prompt", "a")),
-        (sp(timestamp=1025, id="a"), ("bad_timestamp", "schedule_prompt", "a")),
+        (sp(timestamp=DEFAULT_LIMITS.max_frames + 1, id="a"), ("bad_timestamp", "schedule_prompt", "a")),
         (sp(timestamp=10**30, id="a"), ("bad_timestamp", "schedule_prompt", "a")),
         ('{"type":"remove_prompt","data":{"timestamp":-3}}', ("bad_timestamp", "remove_prompt", None)),
         (sp(prompt="", id="a"), ("empty_prompt", "schedule_prompt", "a")),
@@ -302,7 +304,8 @@ def test_every_refusal_code_is_documented() -> None:
 
 
 def test_limits_boundaries_are_inclusive() -> None:
-    assert parse_command(sp(timestamp=1024)) == SchedulePrompt("a cat", 1024)
+    last = DEFAULT_LIMITS.max_frames
+    assert parse_command(sp(timestamp=last)) == SchedulePrompt("a cat", last)
     assert parse_command(sp(prompt="x" * 2000)).new_prompt == "x" * 2000
     assert parse_command(json.dumps({"type": "start", "data": {"seed": MAX_SEED}})) == Start(seed=MAX_SEED)
     limits = Limits(max_frames=30, max_prompt_chars=5)
@@ -344,7 +347,7 @@ def test_validate_command_checks_commands_built_in_code() -> None:
         validate_command(RemovePrompt(True))  # type: ignore[arg-type]
     assert e.value.code == "bad_field"
     with pytest.raises(ProtocolError) as e:
-        validate_command(SchedulePrompt("a", 2000))
+        validate_command(SchedulePrompt("a", DEFAULT_LIMITS.max_frames + 1))
     assert e.value.code == "bad_timestamp"
     validate_command(SchedulePrompt("a", 3))
 
@@ -524,3 +527,22 @@ def test_units_reject_bad_values() -> None:
         video_to_latent_frame(1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         next_block_boundary(3, frames_per_block=0)
+
+
+def test_encode_frame_into_writes_the_same_bytes_into_a_reused_buffer() -> None:
+    from longlive._protocol import encode_frame_into
+
+    rng = np.random.default_rng(0)
+    buffer = bytearray()
+    for h, w in ((4, 6), (4, 6), (8, 2)):  # same size reuses the buffer, another size resizes it
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        header = FrameHeader(7, 3, 1, 12, h, w, 2)
+        view = encode_frame_into(header, rgb, buffer)
+        assert bytes(view) == encode_frame(header, rgb)
+        view.release()
+    with pytest.raises(ValueError, match="index_in_block"):
+        encode_frame_into(FrameHeader(0, 0, 3, 3, 4, 6), np.zeros((4, 6, 3), np.uint8), buffer)
+    held = memoryview(buffer)  # a live view: the buffer cannot be resized
+    with pytest.raises(BufferError):
+        encode_frame_into(FrameHeader(0, 0, 0, 1, 2, 2), np.zeros((2, 2, 3), np.uint8), buffer)
+    held.release()

@@ -48,6 +48,7 @@ __all__ = [
     "Pause",
     "Progress",
     "PromptSwitched",
+    "Queued",
     "RemovePrompt",
     "Reset",
     "Resume",
@@ -58,6 +59,7 @@ __all__ = [
     "decode_frame",
     "encode_block_frames",
     "encode_frame",
+    "encode_frame_into",
     "encode_message",
     "hello_for",
     "is_reply",
@@ -86,7 +88,7 @@ class Limits:
     max_message_bytes: int = 65536
     max_prompt_chars: int = 2000
     max_scheduled_prompts: int = 256
-    max_frames: int = 1024
+    max_frames: int = 2**31 - 1  # the video's end (a runner's user limit); by default no practical end
     #: Characters of every prompt stored in the schedule together (applied ones included): it
     #: bounds the size of each `state` message (docs/protocol.md, section 3.1).
     max_schedule_chars: int = 131072
@@ -232,6 +234,9 @@ class Hello(Message):
     max_scheduled_prompts: int = DEFAULT_LIMITS.max_scheduled_prompts
     preset: str | None = None  # the loaded model preset ("demo", "tiny", "longlive-1.3b", ...)
     max_schedule_chars: int = DEFAULT_LIMITS.max_schedule_chars
+    #: The session this connection belongs to, when the runner serves several (a cluster gateway,
+    #: docs/cluster.md): another client joins it with `?session=<id>`. None for `serve`.
+    session_id: str | None = None
 
     @property
     def limits(self) -> Limits:
@@ -318,6 +323,17 @@ class FramesDropped(Message):
 
 
 @dataclass(frozen=True)
+class Queued(Message):
+    """Sent by a cluster gateway to a client waiting for a free worker (docs/protocol.md, 5.1):
+    `position` 1 is next; sent again whenever `position` or `queue_length` changes. `hello`
+    follows once the client has its session."""
+
+    type: ClassVar[str] = "queued"
+    position: int
+    queue_length: int
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Success reply to the command with the same `id`; wire data is `{command, **result}`."""
 
@@ -384,6 +400,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
             GenerationFinished,
             ErrorMessage,
             FramesDropped,
+            Queued,
             Ack,
             CommandErrorMessage,
         )
@@ -655,8 +672,7 @@ def _check_range(value: int, limit: int, name: str) -> None:
         raise ValueError(f"frame header field {name} must be an integer in 0..{limit}, got {value!r}")
 
 
-def encode_frame(header: FrameHeader, rgb: np.ndarray) -> bytes:
-    """One binary frame message: the 28-byte header then `rgb` (uint8 [height, width, 3])."""
+def _check_frame(header: FrameHeader, rgb: np.ndarray) -> None:
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(
             f"rgb must be a uint8 array [H, W, 3], got {getattr(rgb, 'dtype', type(rgb))} {np.shape(rgb)}"
@@ -679,7 +695,10 @@ def encode_frame(header: FrameHeader, rgb: np.ndarray) -> bytes:
         _check_range(getattr(header, name), limit, name)
     if header.index_in_block >= header.frames_in_block:
         raise ValueError("index_in_block must be < frames_in_block")
-    head = _FRAME_STRUCT.pack(
+
+
+def _header_fields(header: FrameHeader) -> tuple[Any, ...]:
+    return (
         FRAME_MAGIC,
         PROTOCOL_VERSION,
         header.pixel_format,
@@ -692,7 +711,29 @@ def encode_frame(header: FrameHeader, rgb: np.ndarray) -> bytes:
         header.height,
         header.width,
     )
+
+
+def encode_frame(header: FrameHeader, rgb: np.ndarray) -> bytes:
+    """One binary frame message: the 28-byte header then `rgb` (uint8 [height, width, 3])."""
+    _check_frame(header, rgb)
+    head = _FRAME_STRUCT.pack(*_header_fields(header))
     return b"".join((head, memoryview(np.ascontiguousarray(rgb))))
+
+
+def encode_frame_into(header: FrameHeader, rgb: np.ndarray, buffer: bytearray) -> memoryview:
+    """The same bytes as `encode_frame`, written into `buffer` (resized to fit): a view of it.
+
+    For a sender that reuses one buffer per connection and hands the view to a writer that copies
+    it at once. Raises BufferError if `buffer` must be resized while a view of it is alive.
+    """
+    _check_frame(header, rgb)
+    size = FRAME_HEADER_SIZE + header.payload_size
+    if len(buffer) != size:
+        buffer[:] = bytes(size)
+    _FRAME_STRUCT.pack_into(buffer, 0, *_header_fields(header))
+    payload = np.frombuffer(buffer, np.uint8, header.payload_size, FRAME_HEADER_SIZE)
+    np.copyto(payload.reshape(rgb.shape), rgb)
+    return memoryview(buffer)
 
 
 def encode_block_frames(

@@ -40,26 +40,26 @@ import numpy as np
 
 from longlive._errors import ConnectionClosedError, ErrorCode
 from longlive._protocol import (
-    _FRAME_STRUCT,
     DEFAULT_LIMITS,
-    FRAME_HEADER_SIZE,
-    FRAME_MAGIC,
-    PIXEL_FORMAT_RGB24,
-    PROTOCOL_VERSION,
     ErrorMessage,
     FrameHeader,
     FramesDropped,
     Limits,
     Message,
     Pause,
+    Reset,
     State,
     encode_frame,
+    encode_frame_into,
     encode_message,
     is_reply,
 )
+from longlive._units import block_video_frames
 
 from .generator import GenerationFinished
+from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
 from .session import BlockPlan, Session
+from .tokenizer import model_hint, prompt_warnings
 
 if TYPE_CHECKING:
     from .generator import Block, VideoGenerator
@@ -112,38 +112,12 @@ class OutFrame:
         on fresh memory besides the copy: 3x the server's CPU per 480x832 frame on a 2-core
         machine (benchmarks/bench_transport.py, docs/performance.md). Same bytes as `encoded()`.
         """
-        h, rgb = self.header, self.rgb
-        size = FRAME_HEADER_SIZE + h.payload_size
-        if (
-            self._encoded is not None
-            or rgb.dtype != np.uint8
-            or rgb.shape != (h.height, h.width, 3)
-            or h.pixel_format != PIXEL_FORMAT_RGB24
-            or h.index_in_block >= h.frames_in_block
-        ):
-            return memoryview(self.encoded())  # already encoded, or let encode_frame say what is wrong
-        if len(buffer) != size:
-            try:
-                buffer[:] = bytes(size)
-            except BufferError:  # a view of it is still alive somewhere: do not touch it
-                return memoryview(self.encoded())
-        _FRAME_STRUCT.pack_into(
-            buffer,
-            0,
-            FRAME_MAGIC,
-            PROTOCOL_VERSION,
-            h.pixel_format,
-            FRAME_HEADER_SIZE,
-            h.generation,
-            h.video_frame,
-            h.block_start_frame,
-            h.index_in_block,
-            h.frames_in_block,
-            h.height,
-            h.width,
-        )
-        np.copyto(np.frombuffer(buffer, np.uint8, h.payload_size, FRAME_HEADER_SIZE).reshape(rgb.shape), rgb)
-        return memoryview(buffer)
+        if self._encoded is not None:
+            return memoryview(self._encoded)
+        try:
+            return encode_frame_into(self.header, self.rgb, buffer)
+        except BufferError:  # a view of the buffer is still alive somewhere: do not touch it
+            return memoryview(self.encoded())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,8 +349,14 @@ class Runner:
     - `seed`: the seed of a `start` that has none;
     - `max_peers`: connections beyond it are closed at once (code 1013); None = no limit;
     - `max_queued_frames`, `max_queued_text_bytes`: the per-peer queue policy (module docstring);
-    - `grace_period`: seconds after the last peer leaves before a running session is paused
-      (None: never). A peer that connects within it finds the run going on.
+    - `grace_period`: when the last peer leaves, a running session is paused at once (the block
+      being generated completes; nothing more is generated for no one). A peer that connects
+      within `grace_period` seconds finds the video paused where it was (it may `resume` or
+      `reset`); after it, the session is reset (a new generation, idle, no prompts), so the next
+      peer finds a fresh one. None: never reset (the paused video waits for a client forever).
+    - `pace`: "fast" (the default here: as fast as the model can) or "realtime" (`serve`'s
+      default): start a block only while the video generated ahead of playback, with that block,
+      stays within `lead_blocks` blocks (`pacing.Pacer`; docs/protocol.md, section 1.4).
     """
 
     def __init__(
@@ -389,7 +369,13 @@ class Runner:
         max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
         max_queued_text_bytes: int = DEFAULT_MAX_QUEUED_TEXT_BYTES,
         grace_period: float | None = None,
+        pace: str = "fast",
+        lead_blocks: int = DEFAULT_LEAD_BLOCKS,
     ) -> None:
+        if pace not in PACES:
+            raise ValueError(f"pace must be one of {', '.join(PACES)}, got {pace!r}")
+        if lead_blocks < 1:
+            raise ValueError("lead_blocks must be >= 1")
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
         if max_peers is not None and max_peers < 1:
@@ -398,7 +384,7 @@ class Runner:
         cfg = pipe.config
         self.session = Session.for_config(
             cfg,
-            max_frames=min(limits.max_frames, cfg.stream.max_latent_frames),
+            max_frames=min(limits.max_frames, cfg.stream.max_latent_frames or limits.max_frames),
             max_message_bytes=limits.max_message_bytes,
             max_prompt_chars=limits.max_prompt_chars,
             max_scheduled_prompts=limits.max_scheduled_prompts,
@@ -410,6 +396,11 @@ class Runner:
         self.max_queued_frames = max_queued_frames
         self.max_queued_text_bytes = max_queued_text_bytes
         self.grace_period = grace_period
+        self.pace = pace
+        self.lead_blocks = lead_blocks
+        s = self.session
+        block_frames = block_video_frames(s.frames_per_block, s.frames_per_block, s.temporal_compression)
+        self.pacer = Pacer(s.fps, lead_blocks * block_frames if pace == "realtime" else None)
         self.blocks_generated = 0
         self._peers: dict[Peer, None] = {}  # insertion-ordered set
         self._peer_count = 0
@@ -507,6 +498,8 @@ class Runner:
             "clients": len(self._peers),
             "max_clients": self.max_peers,
             "max_queued_frames": self.max_queued_frames,
+            "pace": self.pace,
+            "lead_frames": self.pacer.lead_frames,
             "phase": self.session.phase,
             "generating": self._block_in_flight,
             "generation": self.session.generation,
@@ -551,8 +544,8 @@ class Runner:
             return
         del self._peers[peer]
         logger.info("%s disconnected (%d clients left)", peer.name, len(self._peers))
-        if not self._peers and self.grace_period is not None and not self._closed and self._loop is not None:
-            self._idle_timer = self._loop.call_later(self.grace_period, self._on_idle)
+        if not self._peers and not self._closed and self._loop is not None:
+            self._last_peer_left()
 
     def connect_local(self) -> LocalConnection:
         """An in-process connection: the same protocol, frames as numpy arrays (no encoding)."""
@@ -621,6 +614,11 @@ class Runner:
     async def _drive(self) -> None:
         while True:
             self._wake.clear()
+            delay = self._pace_delay()
+            if delay > 0:  # ahead of playback: wait (a command wakes the loop to look again)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
             try:
                 plan = self.session.next_block()
             except RuntimeError:  # pragma: no cover - a bug: never spin on it
@@ -630,6 +628,8 @@ class Runner:
             if plan is None:
                 await self._wake.wait()
                 continue
+            if plan.first:
+                self.pacer.reset()
             try:
                 await self._run_block(plan)
             except Exception as exc:  # a runner bug, not a model fault: the loop must never die
@@ -676,7 +676,19 @@ class Runner:
             return
         self.blocks_generated += 1
         self._send_frames(plan, frames)
+        self.pacer.block_done(self._clock(), plan.first_video_frame + frames.shape[0])
         self._dispatch(self.session.block_done(plan, frames.shape[0]))
+
+    def _clock(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def _pace_delay(self) -> float:
+        """Seconds until the next block may start under the pace (0: now, or nothing to start)."""
+        s = self.session
+        if not self.pacer.paced or s.phase != "running" or s.current_start_frame == 0:
+            return 0.0
+        n = block_video_frames(s.current_start_frame, s.frames_per_block, s.temporal_compression)
+        return self.pacer.wait(self._clock(), n)
 
     def _generate(self, plan: BlockPlan) -> Block:
         """On the generation thread: one block of `plan` (a new video starts with its seed)."""
@@ -710,29 +722,41 @@ class Runner:
         msg = ErrorMessage(message=text, code=ErrorCode.INTERNAL, generation=self.session.generation)
         return [msg, *self.session.finished("error")]
 
+    def _last_peer_left(self) -> None:
+        """No one watches: pause at once; reset after `grace_period` (docs/protocol.md, 1.1)."""
+        if self.session.phase == "running":
+            logger.info(
+                "the last client left: pausing at frame %d (reset in %s)",
+                self.session.frontier,
+                "never" if self.grace_period is None else f"{self.grace_period:g} s",
+            )
+            self.session.handle(Pause())  # its messages would go to no one
+        if self.grace_period is not None and self._loop is not None:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self._loop.call_later(self.grace_period, self._on_idle)
+
     def _on_idle(self) -> None:
+        """`grace_period` passed with no client: the abandoned session is reset."""
         self._idle_timer = None
-        if self._peers or self._closed or self.session.phase != "running":
+        if self._peers or self._closed:
             return
-        logger.info("no client for %.0f s: pausing the session", self.grace_period or 0)
-        self.session.handle(Pause())
+        if self.session.phase == "idle" and not self.session.schedule:
+            return  # already fresh
+        logger.info("no client for %g s: resetting the session", self.grace_period or 0)
+        self.session.handle(Reset())
+        self._wake.set()
 
     def _prompt_warnings(self, prompt: str) -> list[tuple[str, str]]:
+        """`prompt_truncated` and `unknown_words` (docs/protocol.md, section 6.1)."""
         tokenizer = getattr(getattr(self.pipe, "text_encoder", None), "tokenizer", None)
         if tokenizer is None:
             return []
         try:
-            n = tokenizer.count_tokens(prompt)
+            return prompt_warnings(tokenizer, prompt, hint=model_hint(self.pipe.config))
         except Exception:  # pragma: no cover - a warning must never break scheduling
+            logger.exception("checking the prompt for warnings failed")
             return []
-        if n > tokenizer.text_len:
-            return [
-                (
-                    "prompt_truncated",
-                    f"the prompt is {n} tokens; the text encoder keeps {tokenizer.text_len}, the rest is ignored",
-                )
-            ]
-        return []
 
     def _require_loop(self) -> None:
         if self._loop is None:
