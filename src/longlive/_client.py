@@ -21,7 +21,6 @@ import enum
 import importlib.util
 import inspect
 import itertools
-import json
 import logging
 import queue
 import threading
@@ -42,6 +41,7 @@ from ._errors import (
     InvalidStateError,
     LongliveError,
     ProtocolError,
+    QueueTimeoutError,
 )
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -52,8 +52,10 @@ from ._protocol import (
     Hello,
     Message,
     Progress,
+    Queued,
     State,
     decode_frame,
+    encode_envelope,
     parse_message,
 )
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
@@ -456,6 +458,9 @@ class _Connection:
         self.got_hello = False
         self.got_state = False
         self.closing = False
+        # Waiting in a cluster gateway's queue (`queued` messages, docs/protocol.md 5.1).
+        self.queued_at: float | None = None
+        self.queue_changed = asyncio.Event()
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -465,6 +470,18 @@ def _consume_exception(fut: asyncio.Future[Any]) -> None:
 
 def _closed_copy(error: ConnectionClosedError) -> ConnectionClosedError:
     return ConnectionClosedError(error.code, error.reason)
+
+
+def _with_session(url: str, session: str | None) -> str:
+    """`url` asking for `session` (the `session` query parameter, replacing any)."""
+    if session is None:
+        return url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = [p for p in parts.query.split("&") if p and p.partition("=")[0] != "session"]
+    query.append(f"session={quote(session, safe='')}")
+    return urlunsplit(parts._replace(path=parts.path or "/", query="&".join(query)))
 
 
 class Reactor:
@@ -508,6 +525,8 @@ class Reactor:
         headers: Mapping[str, str] | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         transport_factory: TransportFactory | None = None,
+        session: str | None = None,
+        queue_timeout: float | None = None,
     ) -> None:
         """Create a client (not connected yet: use `async with` or `await connect()`).
 
@@ -520,6 +539,10 @@ class Reactor:
           websocket handshake (docs/protocol.md, section 1.3); default: `$LONGLIVE_TOKEN`, if set.
         - `headers`, `max_message_size`: websocket options (the default fits large frames).
         - `transport_factory`: an async callable returning a `Transport`, instead of `url`.
+        - `session`: join this session of a cluster (`longlive-runner cluster`, docs/cluster.md)
+          instead of getting a new one: another client's `session_id` (sent as `?session=ID`).
+        - `queue_timeout`: seconds `connect()` waits in a cluster's queue for a free worker
+          (None: as long as it takes; `connect_timeout` applies again once a worker is found).
         """
         if (url is None) == (transport_factory is None):
             raise ValueError("pass exactly one of url and transport_factory")
@@ -536,6 +559,12 @@ class Reactor:
         self._token = token  # never shown: not in repr, not in errors
         self._max_message_size = max_message_size
         self._factory: TransportFactory = transport_factory or self._open_websocket
+        self._join = session
+        self._opening_session = session  # the session the next websocket asks for
+        self.queue_timeout = queue_timeout
+        self._session_id: str | None = None
+        self._queue_position: int | None = None
+        self._queue_length: int | None = None
         self._local: _LocalConnector | None = None
 
         self._status: Status = "disconnected"
@@ -617,7 +646,7 @@ class Reactor:
     async def _open_websocket(self) -> Transport:
         assert self.url is not None
         return await WebSocketTransport.connect(
-            self.url,
+            _with_session(self.url, self._opening_session),
             token=self._token,
             headers=self._headers,
             open_timeout=self.connect_timeout,
@@ -639,17 +668,26 @@ class Reactor:
             self._lifecycle = asyncio.Lock()
         return self._lifecycle
 
-    async def connect(self) -> Reactor:
+    async def connect(self, *, queue_timeout: float | None | _Unset = _UNSET) -> Reactor:
         """Connect and wait until the runner's `hello` and first `state` arrived.
 
         Does nothing when already connected. Raises `ConnectionClosedError` if the runner cannot
         be reached, `CommandTimeoutError` if it does not greet in `connect_timeout` seconds and
         `ProtocolError` if it speaks another protocol version.
+
+        A cluster (docs/cluster.md) may put the client in its queue until a worker is free:
+        `connect()` then waits, with `queue_position` and the `on_queue` callbacks showing where
+        it stands, for at most `queue_timeout` seconds (default: the constructor's; None: as long
+        as it takes), after which it leaves the queue and raises `QueueTimeoutError`. A full
+        queue, or a `session` that does not exist, raises `ConnectionClosedError` (close code
+        1013, or 4404) after an `error` message with code `queue_full` or `no_such_session`.
         """
+        limit = self.queue_timeout if isinstance(queue_timeout, _Unset) else queue_timeout
         async with self._lock():
             if self._conn is not None and self._status == "ready":
                 return self
-            await self._open()
+            self._opening_session = self._join
+            await self._open(queue_timeout=limit)
         return self
 
     async def reconnect(self) -> None:
@@ -661,7 +699,9 @@ class Reactor:
         meanwhile wait for the new connection.
         """
         async with self._lock():
-            await self._open(replacing=self._conn)
+            # On a cluster, back to the same session (within its grace period).
+            self._opening_session = self._session_id or self._join
+            await self._open(replacing=self._conn, queue_timeout=self.queue_timeout)
 
     async def close(self) -> None:
         """Close the connection: `frames()` and `messages()` end after what is buffered,
@@ -683,7 +723,7 @@ class Reactor:
                 await self._local.shutdown()
             self._set_status("disconnected")
 
-    async def _open(self, replacing: _Connection | None = None) -> None:
+    async def _open(self, replacing: _Connection | None = None, queue_timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._ready_fut = loop.create_future()
         self._ready_fut.add_done_callback(_consume_exception)
@@ -705,10 +745,7 @@ class Reactor:
             stream._buffer.reopen()
         conn.reader = asyncio.create_task(self._read_loop(conn), name="longlive-reader")
         try:
-            if self.connect_timeout is None:
-                await asyncio.shield(conn.ready)
-            else:
-                await asyncio.wait_for(asyncio.shield(conn.ready), self.connect_timeout)
+            await self._wait_ready(conn, queue_timeout)
             assert self._hello is not None
             if self._hello.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolError(
@@ -729,6 +766,38 @@ class Reactor:
         self._set_status("ready")
         if not self._ready_fut.done():
             self._ready_fut.set_result(None)
+
+    async def _wait_ready(self, conn: _Connection, queue_timeout: float | None) -> None:
+        """Wait for `conn.ready`: `connect_timeout` for the runner to greet, but while a cluster
+        keeps the client in its queue, `queue_timeout` from the first `queued` message."""
+        loop = asyncio.get_running_loop()
+        connect_deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
+        was_queued = False
+        while True:
+            if conn.queued_at is not None and not conn.got_hello:
+                deadline = None if queue_timeout is None else conn.queued_at + queue_timeout
+                was_queued = True
+            else:
+                if was_queued and self.connect_timeout is not None:  # out of the queue: greet anew
+                    connect_deadline = loop.time() + self.connect_timeout
+                was_queued = False
+                deadline = connect_deadline
+            conn.queue_changed.clear()
+            changed = asyncio.ensure_future(conn.queue_changed.wait())
+            try:
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                done, _ = await asyncio.wait(
+                    {conn.ready, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                changed.cancel()
+            if conn.ready.done():
+                conn.ready.result()  # raises what the connection failed with
+                return
+            if not done:
+                if conn.queued_at is not None and not conn.got_hello:
+                    raise QueueTimeoutError(queue_timeout or 0.0, self._queue_position)
+                raise CommandTimeoutError("connect", self.connect_timeout or 0.0)
 
     def _fail_connect(self, exc: BaseException) -> None:
         if self._ready_fut is not None and not self._ready_fut.done():
@@ -845,7 +914,10 @@ class Reactor:
             return
         if isinstance(msg, Hello):
             self._hello = msg
+            self._session_id = msg.session_id
+            self._queue_position = self._queue_length = None
             conn.got_hello = True
+            conn.queue_changed.set()  # out of the queue, if it was in one
         elif isinstance(msg, State):
             self._apply_state(msg, first=not conn.got_state)
             conn.got_state = True
@@ -857,6 +929,11 @@ class Reactor:
             self._apply_progress(msg)
         elif isinstance(msg, (Ack, CommandErrorMessage)) and msg.id is not None:
             self._resolve(conn, msg)
+        elif isinstance(msg, Queued) and not conn.got_hello:
+            self._queue_position, self._queue_length = msg.position, msg.queue_length
+            if conn.queued_at is None:
+                conn.queued_at = asyncio.get_running_loop().time()
+            conn.queue_changed.set()
         elif isinstance(msg, FramesDropped):
             self._frames_dropped_by_runner += max(msg.count, 0)
         if not conn.ready.done() and conn.got_hello and conn.got_state:
@@ -1092,6 +1169,11 @@ class Reactor:
         self._frame_handlers.append(fn)
         return fn
 
+    def on_queue(self, fn: F) -> F:
+        """Call `fn(Queued)` while a cluster keeps this client waiting for a worker: on entering
+        the queue and whenever its `position` (1: next) or `queue_length` changes."""
+        return self.on("queued", fn)
+
     def on_status(self, fn: F) -> F:
         """Call `fn(status)` when the connection status changes ("connecting", "ready", ...)."""
         self._status_handlers.append(fn)
@@ -1139,6 +1221,24 @@ class Reactor:
     def generation(self) -> int:
         """The session generation (incremented by every `reset`)."""
         return self._generation
+
+    @property
+    def session_id(self) -> str | None:
+        """The session this client is in, on a cluster (from `hello`; pass it as
+        `Reactor(url, session=...)` for another client to join); None for `serve`, which has
+        one shared session, and before connecting."""
+        return self._session_id
+
+    @property
+    def queue_position(self) -> int | None:
+        """Position in a cluster's queue while `connect()` waits for a worker (1: next); None
+        when not waiting."""
+        return self._queue_position
+
+    @property
+    def queue_length(self) -> int | None:
+        """Clients waiting in the cluster's queue, as last told (None when not waiting)."""
+        return self._queue_length
 
     @property
     def frames_received(self) -> int:
@@ -1222,12 +1322,7 @@ class Reactor:
         deadline = None if limit is None else loop.time() + limit
         conn = await self._ready_connection(type, limit)
         msg_id = f"c{next(self._ids)}"
-        text = json.dumps(
-            {"type": type, "data": dict(data or {}), "id": msg_id},
-            ensure_ascii=False,
-            allow_nan=False,
-            separators=(",", ":"),
-        )
+        text = encode_envelope(type, data or {}, msg_id)
         pending = _Pending(type, loop.create_future())
         conn.pending[msg_id] = pending
         try:
@@ -1258,7 +1353,10 @@ class Reactor:
         )
         scheduled = ScheduledPrompt.from_result(result)
         for warning in scheduled.warnings:
-            logger.info("schedule_prompt at %d: [%s] %s", timestamp, warning.code, warning.message)
+            # What the video will not show is a warning (printed by Python's default logging);
+            # where the prompt went (rekeyed, superseded) is in the result: info.
+            level = logging.INFO if warning.code in ("rekeyed", "superseded") else logging.WARNING
+            logger.log(level, "schedule_prompt at %d: [%s] %s", timestamp, warning.code, warning.message)
         return scheduled
 
     async def remove_prompt(self, timestamp: int, *, timeout: float | None | _Unset = _UNSET) -> str:
@@ -1271,7 +1369,8 @@ class Reactor:
 
     async def start(self, seed: int | None = None, *, timeout: float | None | _Unset = _UNSET) -> int:
         """Start generating; returns the seed in use. Needs a prompt at timestamp 0
-        (`no_initial_prompt`); refused with `already_running` while running or paused."""
+        (`no_initial_prompt`); refused with `already_running` while running or paused (the
+        runner holds one shared video: `resume()` continues a paused one, `reset()` starts over)."""
         data = {} if seed is None else {"seed": seed}
         result = await self.send_message("start", data, timeout=timeout)
         return int(result.get("seed", seed or 0))

@@ -58,6 +58,7 @@ __all__ = [
     "UnknownMessage",
     "decode_frame",
     "encode_block_frames",
+    "encode_envelope",
     "encode_frame",
     "encode_frame_into",
     "encode_message",
@@ -489,13 +490,17 @@ def _read_field(value: Any, kind: str, name: str, command: str | None, id: str |
 # ----------------------------------------------------------------------------------------------
 # Text encoding / decoding
 # ----------------------------------------------------------------------------------------------
+def encode_envelope(type: str, data: Mapping[str, Any], id: str | None = None) -> str:
+    """The JSON text of one message or command: `{"type", "data", "id"?}` (docs/protocol.md, 2)."""
+    obj: dict[str, Any] = {"type": type, "data": dict(data)}
+    if id is not None:
+        obj["id"] = id
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode_message(msg: Message) -> str:
     """The JSON text of `msg`: `{"type", "data", "id"?}`."""
-    obj: dict[str, Any] = {"type": msg.type, "data": msg.to_data()}
-    msg_id = getattr(msg, "id", None)
-    if msg_id is not None:
-        obj["id"] = msg_id
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return encode_envelope(msg.type, msg.to_data(), getattr(msg, "id", None))
 
 
 def _reject_constant(name: str) -> Any:
