@@ -13,6 +13,7 @@ __all__ = [
     "InvalidStateError",
     "LongliveError",
     "ProtocolError",
+    "QueueTimeoutError",
 ]
 
 
@@ -40,6 +41,13 @@ class ErrorCode:
     NO_SUCH_PROMPT = "no_such_prompt"
     FINISHED = "finished"
     INTERNAL = "internal"
+    GENERATION_FAILED = "generation_failed"  # an `error` message: generating a block failed
+    # A cluster gateway (docs/cluster.md): a command sent while waiting in the queue; the queue
+    # is full; `?session=` names no live session; the worker running the session died.
+    QUEUED = "queued"
+    QUEUE_FULL = "queue_full"
+    NO_SUCH_SESSION = "no_such_session"
+    WORKER_LOST = "worker_lost"
     # Client side only: a binary frame that fails validation.
     BAD_FRAME = "bad_frame"
 
@@ -114,6 +122,20 @@ class CommandTimeoutError(LongliveError, TimeoutError):
 
     def __str__(self) -> str:
         return f"no reply to {self.command} (id {self.id!r}) within {self.timeout:g} s"
+
+
+class QueueTimeoutError(LongliveError, TimeoutError):
+    """`connect()` waited in a cluster's queue for a free worker longer than `queue_timeout`
+    (docs/cluster.md); the client left the queue. `position`: its last known place in it."""
+
+    def __init__(self, timeout: float, position: int | None = None) -> None:
+        super().__init__(timeout, position)
+        self.timeout = timeout
+        self.position = position
+
+    def __str__(self) -> str:
+        where = f" (still at position {self.position})" if self.position is not None else ""
+        return f"no free worker within {self.timeout:g} s in the cluster's queue{where}"
 
 
 class InvalidStateError(LongliveError):

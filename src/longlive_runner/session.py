@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from longlive._errors import ErrorCode, ProtocolError
 from longlive._protocol import (
-    DEFAULT_LIMITS,
     Ack,
+    DEFAULT_LIMITS,
     Command,
     CommandErrorMessage,
     ErrorMessage,
@@ -99,7 +99,7 @@ class Session:
 
     def __init__(
         self,
-        max_frames: int = 1024,
+        max_frames: int = DEFAULT_LIMITS.max_frames,
         frames_per_block: int = 3,
         *,
         temporal_compression: int = 4,
@@ -141,7 +141,7 @@ class Session:
         """A session sized for a `PipelineConfig` (keyword arguments override)."""
         s = config.stream
         values: dict[str, Any] = {
-            "max_frames": s.max_latent_frames,
+            "max_frames": DEFAULT_LIMITS.max_frames if s.max_latent_frames is None else s.max_latent_frames,
             "frames_per_block": s.frames_per_block,
             "temporal_compression": config.vae.temporal_compression,
             "fps": s.fps,
@@ -299,6 +299,8 @@ class Session:
 
     def handle(self, command: Command) -> list[Message]:
         """Apply a parsed command: its reply (if it has an id) followed by any broadcasts."""
+        if self._finish_reason is not None and isinstance(command, self._REFUSED_WHEN_FINISHED):
+            return self._refuse_finished(command)  # before validation: a late timestamp is not the fault
         try:
             validate_command(command, self.limits)
         except ProtocolError as exc:
@@ -318,7 +320,8 @@ class Session:
         return self._refuse(
             command,
             ErrorCode.FINISHED,
-            f"the video ended ({self._finish_reason}); send reset to start a new one",
+            f"the video ended ({self._finish_reason}) at frame {self._current_start_frame}; "
+            "call reset() to start a new one",
         )
 
     def _schedule_prompt(self, cmd: SchedulePrompt) -> list[Message]:
@@ -430,10 +433,19 @@ class Session:
         if self._finish_reason is not None:
             return self._refuse_finished(cmd)
         if self._running:
-            return self._refuse(cmd, ErrorCode.ALREADY_RUNNING, "generation is already running")
+            where = f"frame {self._current_start_frame}"
+            return self._refuse(
+                cmd,
+                ErrorCode.ALREADY_RUNNING,
+                f"a video is already paused at {where}: call resume() to continue or reset() to start over"
+                if self._paused
+                else f"a video is already running (at {where}): call reset() to start over",
+            )
         if 0 not in self._schedule:
             return self._refuse(
-                cmd, ErrorCode.NO_INITIAL_PROMPT, "schedule a prompt at timestamp 0 before start"
+                cmd,
+                ErrorCode.NO_INITIAL_PROMPT,
+                "no prompt at timestamp 0: call schedule_prompt(prompt, 0) before start()",
             )
         self._running, self._paused = True, False
         self._current_start_frame = 0
@@ -445,9 +457,13 @@ class Session:
         if self._finish_reason is not None:
             return self._refuse_finished(cmd)
         if not self._running:
-            return self._refuse(cmd, ErrorCode.NOT_RUNNING, "generation is not running")
+            return self._refuse(
+                cmd, ErrorCode.NOT_RUNNING, "no video is running: schedule a prompt at 0 and call start()"
+            )
         if self._paused:
-            return self._refuse(cmd, ErrorCode.ALREADY_PAUSED, "generation is already paused")
+            return self._refuse(
+                cmd, ErrorCode.ALREADY_PAUSED, "the video is already paused: call resume() to continue"
+            )
         self._paused = True
         return [*self._ack(cmd, effective_frame=self.frontier), self.state()]
 
@@ -455,9 +471,11 @@ class Session:
         if self._finish_reason is not None:
             return self._refuse_finished(cmd)
         if not self._running:
-            return self._refuse(cmd, ErrorCode.NOT_RUNNING, "generation is not running")
+            return self._refuse(
+                cmd, ErrorCode.NOT_RUNNING, "no video is running: schedule a prompt at 0 and call start()"
+            )
         if not self._paused:
-            return self._refuse(cmd, ErrorCode.NOT_PAUSED, "generation is not paused")
+            return self._refuse(cmd, ErrorCode.NOT_PAUSED, "the video is not paused: it is generating")
         self._paused = False
         return [*self._ack(cmd, current_start_frame=self._current_start_frame), self.state()]
 
@@ -473,6 +491,8 @@ class Session:
         if cmd.id is None:
             return [self.state()]
         return self._ack(cmd, **self.state().to_data())
+
+    _REFUSED_WHEN_FINISHED = (SchedulePrompt, RemovePrompt, Start, Pause, Resume)
 
     _HANDLERS: dict[type, Callable[[Session, Any], list[Message]]] = {
         SchedulePrompt: _schedule_prompt,
@@ -554,7 +574,7 @@ class Session:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         message = ErrorMessage(
             message=f"generation failed at frame {plan.start_frame}: {text}",
-            code="generation_failed",
+            code=ErrorCode.GENERATION_FAILED,
             frame=plan.start_frame,
             generation=self.generation,
         )
