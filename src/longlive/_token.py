@@ -9,14 +9,22 @@ newline all mean the same token (docs/security.md).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
-__all__ = ["TOKEN_ENV", "TOKEN_QUERY_PARAM", "clean_token", "token_from_env"]
+__all__ = ["TOKEN_ENV", "TOKEN_IN_URL", "TOKEN_QUERY_PARAM", "clean_token", "hide_token", "token_from_env"]
 
 #: The environment variable holding the runner's token (read by `serve` and by the SDK).
 TOKEN_ENV = "LONGLIVE_TOKEN"
 #: The only query parameter a token may come in (browsers cannot set headers on a WebSocket).
 TOKEN_QUERY_PARAM = "token"
+#: A token's value in a URL or a request line: group 1 is what precedes it (`?token=` or `&token=`).
+TOKEN_IN_URL = re.compile(r"(?i)([?&]" + TOKEN_QUERY_PARAM + r"=)[^&#\s'\"]*")
+
+
+def hide_token(text: str) -> str:
+    """`text` (a URL, a log line) with the value of any `token=` query parameter replaced by ***."""
+    return TOKEN_IN_URL.sub(r"\1***", text)
 
 
 def clean_token(value: str | None) -> str | None:

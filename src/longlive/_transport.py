@@ -20,7 +20,7 @@ import numpy as np
 
 from ._errors import ConnectionClosedError
 from ._protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
-from ._token import TOKEN_ENV, clean_token, token_from_env
+from ._token import TOKEN_ENV, clean_token, hide_token, token_from_env
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -162,9 +162,7 @@ class WebSocketTransport:
 
 def _safe_url(url: str) -> str:
     """`url` with any `token` query value hidden, for error messages."""
-    import re
-
-    return re.sub(r"(?i)([?&]token=)[^&#]*", r"\1***", url)
+    return hide_token(url)
 
 
 def _closed_error(exc: Any) -> ConnectionClosedError:

@@ -40,6 +40,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from longlive._errors import ConnectionClosedError
-from longlive._protocol import FRAME_HEADER_SIZE, MAX_SEED
-from longlive._token import TOKEN_ENV, TOKEN_QUERY_PARAM, clean_token, token_from_env
+from longlive._protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
+from longlive._token import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
 
 from .access import (
     AccessConfig,
@@ -64,6 +65,7 @@ from .access import (
     split_target,
 )
 from .cli import CLIError, add_model_args, load_from_args
+from .pacing import PACES
 
 if TYPE_CHECKING:
     from .hub import Peer, Runner
@@ -483,7 +485,7 @@ class RedactingFormatter(logging.Formatter):
     _PATTERNS = (
         re.compile(r"(?i)(authorization:\s*)\S[^\r\n]*"),
         re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"),
-        re.compile(r"(?i)([?&]" + TOKEN_QUERY_PARAM + r"=)[^&\s'\"]+"),
+        TOKEN_IN_URL,
         # Request lines ("GET /path?query HTTP/1.1") and URLs: the whole query.
         re.compile(r"(\b[A-Z]{3,10} /[^\s?]*\?)[^\s'\"]+"),
         re.compile(r"(://[^\s/?'\"]+/[^\s?'\"]*\?)[^\s'\"]+"),
@@ -563,6 +565,13 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of a start command that gives none (default 0)")
     p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        metavar="LATENT_FRAMES",
+        help="end every video at this latent frame (a user limit; default: no end)",
+    )
+    p.add_argument(
         "--max-clients",
         type=int,
         default=DEFAULT_MAX_CLIENTS,
@@ -587,7 +596,15 @@ def register_cli(subparsers: Any) -> None:
         type=_grace_period,
         default=DEFAULT_GRACE_PERIOD,
         metavar="SECONDS",
-        help="pause a running session this long after the last client left ('off': never; default 30)",
+        help="when the last client leaves, the video is paused at once; it is reset (a fresh session "
+        "for the next client) after this many seconds without a client ('off': never; default 30)",
+    )
+    p.add_argument(
+        "--pace",
+        choices=PACES,
+        default="realtime",
+        help="realtime: generate at video speed, at most 2 blocks ahead of playback (the default); "
+        "fast: as fast as the model can (benchmarks, recording)",
     )
     p.add_argument(
         "--log-level",
@@ -605,6 +622,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError("--max-clients must be >= 1")
     if args.max_queued_frames is not None and args.max_queued_frames < 1:
         raise CLIError("--max-queued-frames must be >= 1")
+    if args.max_frames is not None and not 3 <= args.max_frames <= DEFAULT_LIMITS.max_frames:
+        raise CLIError(f"--max-frames must be in 3..{DEFAULT_LIMITS.max_frames} (at least one block)")
     if not 0 <= args.seed <= MAX_SEED:
         raise CLIError(f"--seed must be in 0..{MAX_SEED}")
     if args.max_clients_per_address < 1:
@@ -645,12 +664,15 @@ async def _serve(pipe: Pipeline, sock: socket.socket, args: argparse.Namespace) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
+    limits = DEFAULT_LIMITS if args.max_frames is None else replace(DEFAULT_LIMITS, max_frames=args.max_frames)
     runner = Runner(
         pipe,
+        limits=limits,
         seed=args.seed,
         max_peers=args.max_clients,
         max_queued_frames=args.max_queued_frames or DEFAULT_MAX_QUEUED_FRAMES,
         grace_period=args.grace_period,
+        pace=args.pace,
     )
     server = RunnerServer(
         runner,
