@@ -786,9 +786,8 @@ class Reactor:
             changed = asyncio.ensure_future(conn.queue_changed.wait())
             try:
                 remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
-                done, _ = await asyncio.wait(
-                    {conn.ready, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiters: set[asyncio.Future[Any]] = {conn.ready, changed}
+                done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 changed.cancel()
             if conn.ready.done():
@@ -1146,7 +1145,7 @@ class Reactor:
             self._error_handlers,
         ):
             while target in handlers:
-                handlers.remove(target)  # type: ignore[arg-type]
+                handlers.remove(target)
 
     def on_progress(self, fn: F) -> F:
         """Call `fn(Progress)` after each block (and at start); usable as a decorator."""

@@ -13,8 +13,8 @@ its reference implementation.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
-import functools
 import json
 import struct
 from collections.abc import Iterator, Mapping
@@ -102,6 +102,7 @@ DEFAULT_LIMITS = Limits()
 # Messages
 # ----------------------------------------------------------------------------------------------
 M = TypeVar("M", bound="Message")
+A = TypeVar("A", bound="Ack")
 
 
 class Message:
@@ -113,7 +114,7 @@ class Message:
     def to_data(self) -> dict[str, Any]:
         """The `data` object of this message, JSON-ready."""
         out: dict[str, Any] = {}
-        for name, kind, _ in _wire_fields(type(self)):
+        for name, kind, _ in _wire_fields(builtins.type(self)):
             value = getattr(self, name)
             if value is None and self._omit_none:
                 continue
@@ -123,7 +124,7 @@ class Message:
         return out
 
     @classmethod
-    def from_data(cls: type[M], data: Mapping[str, Any], id: str | None = None) -> M:
+    def from_data(cls: builtins.type[M], data: Mapping[str, Any], id: str | None = None) -> M:
         """Build from a wire `data` object; raises `ProtocolError` (missing_field / bad_field)."""
         kwargs: dict[str, Any] = {}
         for name, kind, required in _wire_fields(cls):
@@ -347,7 +348,7 @@ class Ack(Message):
         return {"command": self.command, **{k: v for k, v in self.result.items() if k != "command"}}
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any], id: str | None = None) -> Ack:
+    def from_data(cls: builtins.type[A], data: Mapping[str, Any], id: str | None = None) -> A:
         if "command" not in data:
             raise ProtocolError(
                 ErrorCode.MISSING_FIELD, "ack: missing field data.command", command="ack", id=id
@@ -417,19 +418,26 @@ def is_reply(msg: Message) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Field decoding
 # ----------------------------------------------------------------------------------------------
-@functools.cache
+_WIRE_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
 def _wire_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
     """(name, annotation, required) of each wire field of a message dataclass (`id` excluded)."""
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.name == "id":
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        out.append((f.name, str(f.type), required))
-    return tuple(out)
+    fields = _WIRE_FIELDS.get(cls)
+    if fields is None:
+        fields = tuple(
+            (
+                f.name,
+                str(f.type),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+            if f.name != "id"
+        )
+        _WIRE_FIELDS[cls] = fields
+    return fields
 
 
-@functools.cache
 def _has_id(cls: type) -> bool:
     return any(f.name == "id" for f in dataclasses.fields(cls))
 
@@ -722,7 +730,7 @@ def encode_frame(header: FrameHeader, rgb: np.ndarray) -> bytes:
     """One binary frame message: the 28-byte header then `rgb` (uint8 [height, width, 3])."""
     _check_frame(header, rgb)
     head = _FRAME_STRUCT.pack(*_header_fields(header))
-    return b"".join((head, memoryview(np.ascontiguousarray(rgb))))
+    return b"".join((head, np.ascontiguousarray(rgb).data))
 
 
 def encode_frame_into(header: FrameHeader, rgb: np.ndarray, buffer: bytearray) -> memoryview:

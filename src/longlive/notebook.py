@@ -7,7 +7,7 @@ from longlive.notebook import show
 reactor = Reactor.local(model="tiny")         # or Reactor("ws://127.0.0.1:8765")
 await reactor.connect()
 view = show(reactor)                           # the video, its progress and the prompt timeline
-await reactor.schedule_prompt("a red fox in snow", timestamp=0)
+await reactor.schedule_prompt("a red circle moving right on a black background", timestamp=0)
 await reactor.start()
 ```
 
@@ -251,6 +251,7 @@ class LiveView:
         fps = hello.fps if hello is not None else 16
         fpb = hello.frames_per_block if hello is not None else 3
         max_frames = hello.max_frames if hello is not None else 1024
+        phase: str
         if state is None:
             phase = r.status
         elif state.finished is not None:
