@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _cluster_process import cluster_process, cluster_url  # noqa: F401  (fixtures)
 from _runner_process import runner_process, runner_url  # noqa: F401  (fixtures)
 
 

@@ -3,7 +3,10 @@
 - "websocket": `longlive-runner serve --model tiny` as a real subprocess (shared by this module;
   every test starts with a `reset`);
 - "local": `Reactor.local(...)`, the runner in this process (a second client attaches to the
-  same `Runner`).
+  same `Runner`);
+- "cluster": `longlive-runner cluster --workers 2 --model demo` on a local Ray cluster
+  (tests/_cluster_process.py, skipped without Ray): the first client of a test gets a session of
+  its own, the others join it by id (`Reactor(url, session=...)`).
 """
 
 from __future__ import annotations
@@ -90,7 +93,11 @@ def runner_url() -> Iterator[str]:
             proc.wait()
 
 
-@pytest.fixture(params=["websocket", "local"])
+#: The model each transport's runner serves.
+PRESETS = {"websocket": "tiny", "local": "tiny", "cluster": "demo"}
+
+
+@pytest.fixture(params=["websocket", "local", "cluster"])
 async def open_client(request: pytest.FixtureRequest) -> AsyncIterator[OpenClient]:
     """`await open_client(**reactor_options)`: a connected client of a clean session.
 
@@ -103,6 +110,10 @@ async def open_client(request: pytest.FixtureRequest) -> AsyncIterator[OpenClien
         options.setdefault("command_timeout", 20.0)
         if kind == "websocket":
             reactor = Reactor(request.getfixturevalue("runner_url"), **options)
+        elif kind == "cluster":  # a session of its own for the test; its other clients join it
+            session = clients[0].session_id if clients else None
+            options.setdefault("queue_timeout", 60.0)  # an earlier test's session may linger
+            reactor = Reactor(request.getfixturevalue("cluster_url"), session=session, **options)
         elif not clients:
             reactor = Reactor.local(pipeline=request.getfixturevalue("tiny_pipe"), **options)
         else:
@@ -113,6 +124,7 @@ async def open_client(request: pytest.FixtureRequest) -> AsyncIterator[OpenClien
             await reactor.reset()  # a clean session (the websocket runner is shared by the module)
         return reactor
 
+    open_one.kind = kind  # type: ignore[attr-defined]
     yield open_one
     for reactor in reversed(clients):  # the first local client owns the runner: it closes last
         if reactor.connected:
@@ -129,7 +141,7 @@ async def open_client(request: pytest.FixtureRequest) -> AsyncIterator[OpenClien
 async def test_two_prompts_frames_progress_and_switch(open_client: OpenClient) -> None:
     reactor = await open_client()
     assert reactor.hello.model == "longlive" and reactor.hello.frames_per_block == 3
-    assert reactor.hello.preset == "tiny"
+    assert reactor.hello.preset == PRESETS[open_client.kind]  # type: ignore[attr-defined]
     progress: list[int] = []
     switches: list[PromptSwitched] = []
     reactor.on_progress(lambda p: progress.append(p.current_start_frame))

@@ -27,6 +27,7 @@ from ._errors import (
     InvalidStateError,
     LongliveError,
     ProtocolError,
+    QueueTimeoutError,
 )
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -40,6 +41,7 @@ from ._protocol import (
     Message,
     Progress,
     PromptSwitched,
+    Queued,
     State,
     UnknownMessage,
 )
@@ -82,6 +84,8 @@ __all__ = [
     "PromptSwitched",
     "PromptWarning",
     "ProtocolError",
+    "QueueTimeoutError",
+    "Queued",
     "Reactor",
     "Recording",
     "ScheduledPrompt",

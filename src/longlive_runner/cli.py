@@ -273,11 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Any]:
-    """Subcommands defined in their own modules (serve, download)."""
-    # Imported explicitly: an error in either module must show, not hide its command.
+    """Subcommands defined in their own modules (serve, cluster, download)."""
+    # Imported explicitly: an error in any module must show, not hide its command. None of them
+    # imports torch or Ray at import time.
     from . import download, server
+    from .cluster import command as cluster
 
-    return [server.register_cli, download.register_cli]
+    return [server.register_cli, cluster.register_cli, download.register_cli]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,11 @@
-"""A real `longlive-runner serve` subprocess, for tests and benchmarks.
+"""A real `longlive-runner serve` (or `cluster`) subprocess, for tests and benchmarks.
 
 ```python
 with start_runner() as runner:        # python -m longlive_runner serve --model tiny --port 0
     runner.url                        # "ws://127.0.0.1:PORT" (the port the runner printed)
     runner.http_url                   # "http://127.0.0.1:PORT"
+with start_cluster(workers=2) as cluster:   # longlive-runner cluster --workers 2 (needs Ray)
+    cluster.url                       # ready once every worker answers (/health)
 ```
 """
 
@@ -16,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
-__all__ = ["READY", "RunnerProcess", "runner_command", "start_runner"]
+__all__ = ["READY", "RunnerProcess", "cluster_command", "runner_command", "start_cluster", "start_runner"]
 
 READY = re.compile(r"serving longlive \((?P<model>[^)]*)\) on (?P<url>ws://\S+)")
 
@@ -96,9 +100,57 @@ def start_runner(
     `port=0` lets the runner pick a free port (no race with other processes). Raises
     RuntimeError, with the runner's stderr, if it exits or is not ready within `timeout`.
     """
+    return _start(runner_command(*args, model=model, host=host, port=port), timeout, env)
+
+
+def cluster_command(
+    *args: str, workers: int = 2, model: str = "demo", host: str = "127.0.0.1", port: int = 0
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "longlive_runner",
+        "cluster",
+        "--workers",
+        str(workers),
+        "--model",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *args,
+    ]
+
+
+def start_cluster(
+    *args: str,
+    workers: int = 2,
+    model: str = "demo",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> RunnerProcess:
+    """Start `longlive-runner cluster` (a local Ray instance unless `--address` is among `args`)
+    and wait until every worker is up (`/health` shows `workers_ready == workers`)."""
+    return _start(
+        cluster_command(*args, workers=workers, model=model, host=host, port=port),
+        timeout,
+        {"RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+        lambda health: health.get("workers_ready") == workers,
+    )
+
+
+def _start(
+    cmd: list[str],
+    timeout: float,
+    env: dict[str, str] | None,
+    healthy: Callable[[dict[str, Any]], bool] = lambda health: True,
+) -> RunnerProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
-        runner_command(*args, model=model, host=host, port=port),
+        cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -126,9 +178,10 @@ def start_runner(
             raise RuntimeError(f"the runner did not start (exit status {proc.poll()}):\n{runner.stderr}")
         while True:
             try:
-                if httpx.get(runner.http_url + "/health", timeout=5).status_code == 200:
+                response = httpx.get(runner.http_url + "/health", timeout=5)
+                if response.status_code == 200 and healthy(response.json()):
                     return runner
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the runner's /health never answered:\n{runner.stderr}")

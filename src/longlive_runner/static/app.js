@@ -96,7 +96,13 @@
     if (token) url.searchParams.set("token", token);
     return url.toString();
   }
-  const wsUrl = () => runnerUrl("", pageUrl.protocol === "https:" ? "wss:" : "ws:");
+  // On a cluster (docs/cluster.md) the page's session: `?session=ID` joins one; reconnecting rejoins it.
+  let sessionId = pageUrl.searchParams.get("session");
+  const wsUrl = () => {
+    const url = new URL(runnerUrl("", pageUrl.protocol === "https:" ? "wss:" : "ws:"));
+    if (sessionId) url.searchParams.set("session", sessionId);
+    return url.toString();
+  };
   const infoUrl = () => runnerUrl("info");
 
   // ------------------------------------------------------------------------------------------
@@ -212,6 +218,8 @@
         return "the runner had an internal error";
       case 1013:
         return reason || "the runner has too many clients";
+      case 4404:
+        return "that session has ended (a new one starts on reconnect)";
       case 1006:
         return "the connection was lost (or could not be opened)";
       default:
@@ -222,6 +230,7 @@
   async function onClosed(ev, opened) {
     const wasConnected = S.hello !== null;
     S.hello = null;
+    if (ev.code === 4404 || ev.code === 1011) sessionId = null; // the cluster session is over
     for (const [, p] of S.pending) {
       clearTimeout(p.timer);
       p.reject({ code: "connection_lost", reason: "the connection closed before the runner replied" });
@@ -315,6 +324,13 @@
         setError("runner", `runner error (${data.code}): ${data.message}`);
         addLog(`runner error (${data.code}): ${data.message}`, "bad");
         break;
+      case "queued": // a cluster: every worker is busy (docs/protocol.md, section 5.1)
+        setStatus("queued", `queued: ${data.position} of ${data.queue_length}`);
+        showBanner(
+          `<strong>Every worker is busy</strong>: you are number ${escapeHtml(String(data.position))} ` +
+            `in the queue (${escapeHtml(String(data.queue_length))} waiting). The video starts when a worker frees.`,
+        );
+        break;
       case "frames_dropped":
         S.droppedByRunner = typeof data.total === "number" ? data.total : S.droppedByRunner + (data.count || 0);
         el.dropped.textContent = String(S.droppedByRunner);
@@ -344,6 +360,14 @@
     clearInterval(S.countdownTimer);
     const name = data.preset ? `${data.model} (${data.preset})` : data.model;
     el.modelInfo.textContent = `${name} · ${data.width}×${data.height} · ${data.fps} fps`;
+    if (typeof data.session_id === "string" && data.session_id) {
+      // A cluster session: this page's address now joins it (share it with a viewer).
+      sessionId = data.session_id;
+      el.modelInfo.textContent += ` · session ${data.session_id}`;
+      const here = new URL(window.location.href);
+      here.searchParams.set("session", sessionId);
+      window.history.replaceState(null, "", here.toString());
+    }
     sizeCanvas(data.width, data.height);
     addLog(`connected to ${data.model} (${data.width}×${data.height}, ${data.fps} fps)`);
   }

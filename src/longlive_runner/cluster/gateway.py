@@ -1,0 +1,858 @@
+"""The cluster gateway: one websocket endpoint, a session per client on a free worker, a queue.
+
+`Gateway` is the asyncio half of the cluster (the bookkeeping is `scheduler.Scheduler`, without
+I/O). For each client connection it:
+
+1. gives it a new session on a free worker (`hello` then carries `session_id`), or joins the
+   session named by `?session=ID`, or puts it in the FIFO queue (`queued` messages with its
+   position, sent again as it moves; commands meanwhile are refused with `queued`), or, past
+   `max_queue`, turns it away (`error` code `queue_full`, close code 1013);
+2. proxies it to the worker's own runner server (`worker.SessionWorker`): text both ways as is
+   (the worker's `hello` gets `session_id` through the protocol module), binary frames from the
+   worker untouched. Backpressure goes through: a client that reads slowly slows its own
+   upstream connection, and the worker's per-client queue drops that client's oldest frames
+   (docs/protocol.md, 1.2); nobody else waits;
+3. when the last client of a session leaves, waits `grace_period` seconds; a session nobody
+   rejoined by then is over and its worker goes to the head of the queue;
+4. when a worker dies (its process killed, out of memory), the upstream connections drop: the
+   gateway asks the worker which session it runs; a dead or restarted worker ends **that**
+   session only (`error` code `worker_lost` then close code 1011 to each of its clients). The
+   worker is taken back once it answers again (Ray restarts it).
+
+Workers are reached through `WorkerHandle` (the async methods of `SessionWorker`): a Ray actor
+handle (`ray_pool.RayWorkerHandle`) in a cluster, or `LocalWorkerHandle` in this process.
+`GatewayServer` is the websocket + HTTP front: `serve`'s `RunnerServer` with its access rules,
+live page and `/info`, and the gateway's `/health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from longlive._errors import ErrorCode, ProtocolError
+from longlive._protocol import (
+    DEFAULT_LIMITS,
+    CommandErrorMessage,
+    ErrorMessage,
+    Hello,
+    Queued,
+    encode_message,
+    parse_command,
+    parse_message,
+)
+
+from ..server import HEALTH_PATH, RunnerServer, _close_reason, _json_response
+from .scheduler import BUSY, DOWN, Assign, Reject, Scheduler, new_session_id
+
+__all__ = [
+    "CLOSE_NO_SUCH_SESSION",
+    "CLOSE_QUEUE_FULL",
+    "CLOSE_WORKER_LOST",
+    "DEFAULT_GRACE_PERIOD",
+    "DEFAULT_MAX_QUEUE",
+    "SESSION_QUERY_PARAM",
+    "ClientGone",
+    "ClientLink",
+    "Gateway",
+    "GatewayServer",
+    "LocalWorkerHandle",
+    "WebSocketLink",
+    "WorkerFailed",
+    "WorkerHandle",
+    "session_param",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Clients that may wait for a worker at once; one more gets `queue_full` and close code 1013.
+DEFAULT_MAX_QUEUE = 64
+#: Seconds a session whose last client left is kept for a client to rejoin it.
+DEFAULT_GRACE_PERIOD = 30.0
+#: The query parameter of the websocket URL that joins a session: `ws://host:port/?session=ID`.
+SESSION_QUERY_PARAM = "session"
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_WORKER_LOST = 1011
+CLOSE_QUEUE_FULL = 1013
+#: Close code for `?session=` naming no live session (an application code, 4000-4999).
+CLOSE_NO_SUCH_SESSION = 4404
+
+#: Upstream close codes after which the gateway checks whether the worker still runs the session.
+_SUSPECT_CODES = frozenset({1001, 1006, 1011, 1012, 1014})
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers
+# ----------------------------------------------------------------------------------------------
+class WorkerFailed(Exception):
+    """A worker that will not come back (its model failed to load): it is never used again."""
+
+
+class WorkerHandle(Protocol):
+    """How the gateway drives one worker (`worker.SessionWorker`'s methods, awaited)."""
+
+    async def ready(self) -> dict[str, Any]: ...
+    async def open_session(self, session_id: str, secret: str) -> dict[str, Any]: ...
+    async def close_session(self, session_id: str | None) -> bool: ...
+    async def current_session(self) -> dict[str, Any]: ...
+
+
+class LocalWorkerHandle:
+    """A `SessionWorker` in this process (tests, a single machine without Ray)."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    async def ready(self) -> dict[str, Any]:
+        return dict(await self.worker.ready())
+
+    async def open_session(self, session_id: str, secret: str) -> dict[str, Any]:
+        return dict(await self.worker.open_session(session_id, secret))
+
+    async def close_session(self, session_id: str | None) -> bool:
+        return bool(await self.worker.close_session(session_id))
+
+    async def current_session(self) -> dict[str, Any]:
+        return dict(await self.worker.current_session())
+
+
+# ----------------------------------------------------------------------------------------------
+# Clients
+# ----------------------------------------------------------------------------------------------
+class ClientGone(Exception):
+    """The client's connection is closed."""
+
+
+class ClientLink(Protocol):
+    """One client connection as the gateway drives it (a websockets connection, a Starlette
+    websocket in the Ray Serve app). `recv` and `send` raise `ClientGone` once it is closed."""
+
+    name: str
+
+    async def recv(self) -> str | bytes: ...
+    async def send(self, message: str | bytes) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketLink:
+    """A `ClientLink` over a `websockets` server connection."""
+
+    def __init__(self, ws: ServerConnection, name: str = "ws") -> None:
+        self.ws = ws
+        self.name = name
+
+    async def recv(self) -> str | bytes:
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed:
+            raise ClientGone from None
+
+    async def send(self, message: str | bytes) -> None:
+        try:
+            await self.ws.send(message)
+        except ConnectionClosed:
+            raise ClientGone from None
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, _close_reason(reason))
+
+
+_GONE = object()
+#: Messages read from a client and not yet handled, before the gateway stops reading it.
+INBOX_SIZE = 64
+
+
+class _Client:
+    """One connection: a ticket for the scheduler, its inbox and its send lock."""
+
+    _ids = 0
+
+    def __init__(self, link: ClientLink) -> None:
+        _Client._ids += 1
+        self.n = _Client._ids
+        self.link = link
+        # Bounded: a client that sends faster than its messages are handled waits (TCP backpressure).
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self.assigned: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.joined = False
+        self.closed = False
+        self._send_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<client {self.n} {self.link.name}>"
+
+    def __hash__(self) -> int:
+        return self.n
+
+    async def send(self, message: str | bytes) -> None:
+        async with self._send_lock:
+            await self.link.send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self.link.close(code, reason)
+
+
+class _OpenFailed(Exception):
+    """A session could not be opened; `requeued`: its worker died, its owner waits again."""
+
+    def __init__(self, reason: str, *, requeued: bool = False) -> None:
+        super().__init__(reason)
+        self.requeued = requeued
+
+
+class _Live:
+    """A session as the gateway runs it: where its worker serves it, and its clients."""
+
+    def __init__(self, session_id: str, worker: int) -> None:
+        self.id = session_id
+        self.worker = worker
+        self.secret = secrets.token_urlsafe(24)
+        self.address: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self.address.add_done_callback(_consume)
+        self.incarnation: str | None = None
+        self.clients: set[_Client] = set()
+        self.lost = asyncio.Event()
+        self.lost_reason = ""
+        self.check: asyncio.Task[bool] | None = None
+        self.opened_at = time.time()
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def session_param(path: str) -> str | None:
+    """The `session` query parameter of a request path (the last one wins), or None."""
+    values = parse_qs(urlsplit(path).query, keep_blank_values=True).get(SESSION_QUERY_PARAM)
+    return values[-1] if values else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The gateway
+# ----------------------------------------------------------------------------------------------
+class Gateway:
+    """Sessions on workers for every client (see the module docstring).
+
+    - `workers`: one `WorkerHandle` per worker (each runs one session at a time);
+    - `max_queue`: clients that may wait at once (`DEFAULT_MAX_QUEUE`; 0: no queue);
+    - `grace_period`: seconds an idle session is kept for clients to rejoin (None: for ever);
+    - `check_timeout`: seconds to wait for a worker's answer before counting it dead;
+    - `restart_delay`: seconds between tries to take a dead worker back;
+    - `session_ids`: makes session ids (tests).
+    """
+
+    def __init__(
+        self,
+        workers: Sequence[WorkerHandle],
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        grace_period: float | None = DEFAULT_GRACE_PERIOD,
+        check_timeout: float = 10.0,
+        restart_delay: float = 0.25,
+        connect_timeout: float = 10.0,
+        session_ids: Callable[[], str] = new_session_id,
+    ) -> None:
+        if grace_period is not None and grace_period < 0:
+            raise ValueError("grace_period must be >= 0 (or None)")
+        self.workers = list(workers)
+        self.scheduler = Scheduler(len(self.workers), max_queue=max_queue, session_ids=session_ids)
+        self.grace_period = grace_period
+        self.check_timeout = check_timeout
+        self.restart_delay = restart_delay
+        self.connect_timeout = connect_timeout
+        self.worker_info: list[dict[str, Any]] = [{} for _ in self.workers]
+        self.worker_errors: list[str | None] = [None for _ in self.workers]
+        self.worker_restarts = [0 for _ in self.workers]
+        self.failed = asyncio.Event()  # every worker failed for good
+        self.sessions_served = 0
+        self.workers_lost = 0
+        self._live: dict[str, _Live] = {}
+        self._clients: set[_Client] = set()
+        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._supervising: set[int] = set()
+        self._closing = False
+        self._started = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start watching the workers: each one is used as soon as it answers."""
+        if self._started:
+            return
+        self._started = True
+        for w in range(len(self.workers)):
+            self._supervise(w, first=True)
+
+    async def wait_ready(self, n: int | None = None, timeout: float | None = None) -> None:
+        """Wait until `n` workers (default: all) are up; TimeoutError after `timeout`."""
+        n = len(self.workers) if n is None else n
+
+        async def poll() -> None:
+            while self.scheduler.ready_workers < n:
+                if self.failed.is_set():
+                    raise RuntimeError(self.failure_reason())
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), timeout)
+
+    def failure_reason(self) -> str:
+        errors = {e for e in self.worker_errors if e}
+        return "every worker failed to start: " + "; ".join(sorted(errors))
+
+    async def close(self) -> None:
+        """Close every client (1001), end every session on its worker, stop watching workers."""
+        if self._closing:
+            return
+        self._closing = True
+        for handle in self._grace.values():
+            handle.cancel()
+        self._grace.clear()
+        await asyncio.gather(
+            *(c.close(CLOSE_GOING_AWAY, "the cluster is shutting down") for c in list(self._clients)),
+            return_exceptions=True,
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        ends = [self._close_on_worker(live) for live in self._live.values()]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*ends, return_exceptions=True), 10)
+        self._live.clear()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("gateway task %s failed", task.get_name(), exc_info=task.exception())
+
+    # --- views ----------------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) of `GET /health`: 200 once a worker is up."""
+        ready = self.scheduler.ready_workers
+        if ready:
+            status = "ok"
+        elif self.failed.is_set():
+            status = "failed"
+        else:
+            status = "starting"
+        body = {
+            "status": status,
+            "workers": len(self.workers),
+            "workers_ready": ready,
+            "workers_busy": self.scheduler.count(BUSY),
+            "sessions": len(self.scheduler.sessions),
+            "queue_length": self.scheduler.queue_length,
+        }
+        return (200 if ready else 503), body
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /info` shows: workers, sessions, the queue."""
+        s = self.scheduler
+        workers = []
+        for slot in s.workers:
+            meta = self.worker_info[slot.id]
+            workers.append(
+                {
+                    "id": slot.id,
+                    "state": slot.state,
+                    "session_id": slot.session,
+                    "restarts": self.worker_restarts[slot.id],
+                    "error": self.worker_errors[slot.id],
+                    **{k: meta.get(k) for k in ("pid", "hostname", "address", "device", "gpu", "preset")},
+                }
+            )
+        sessions = [
+            {"session_id": r.id, "worker": r.worker, "clients": len(r.clients), "idle": r.idle}
+            for r in s.sessions.values()
+        ]
+        preset = next((w["preset"] for w in workers if w.get("preset")), None)
+        return {
+            "cluster": True,
+            "preset": preset,
+            "workers": workers,
+            "workers_ready": s.ready_workers,
+            "sessions": sessions,
+            "queue_length": s.queue_length,
+            "max_queue": s.max_queue,
+            "grace_period": self.grace_period,
+            "clients": len(self._clients),
+            "sessions_served": self.sessions_served,
+            "workers_lost": self.workers_lost,
+        }
+
+    # --- one client -----------------------------------------------------------------------------
+    async def serve_client(self, link: ClientLink, session_id: str | None = None) -> None:
+        """The whole life of one client connection (returns when it is closed)."""
+        if self._closing:
+            await link.close(CLOSE_GOING_AWAY, "the cluster is shutting down")
+            return
+        client = _Client(link)
+        self._clients.add(client)
+        reader = asyncio.get_running_loop().create_task(self._read(client), name=f"read {client!r}")
+        try:
+            await self._serve(client, session_id)
+        except ClientGone:
+            pass
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._clients.discard(client)
+            self._leave(client)
+            await client.close(CLOSE_NORMAL, "")
+
+    async def _read(self, client: _Client) -> None:
+        """The client's messages into its inbox; `_GONE` once it is closed."""
+        try:
+            while True:
+                message = await client.link.recv()
+                await client.inbox.put(message)
+        except ClientGone:
+            pass
+        except Exception:  # pragma: no cover - a transport bug: treat as gone
+            logger.exception("%r: reading failed", client)
+        await client.inbox.put(_GONE)
+
+    async def _serve(self, client: _Client, session_id: str | None) -> None:
+        if session_id is not None:
+            client.joined = True
+            record = self.scheduler.join(client, session_id)
+            live = self._live.get(session_id)
+            if record is None or live is None:
+                await self._refuse(
+                    client,
+                    ErrorCode.NO_SUCH_SESSION,
+                    f"no session {session_id[:64]!r}: it ended, or never was (sessions end "
+                    f"{self.grace_period or 0:g} s after their last client left)",
+                    CLOSE_NO_SUCH_SESSION,
+                )
+                return
+            self._cancel_grace(session_id)
+            live.clients.add(client)
+        else:
+            outcome = self.scheduler.arrive(client)
+            if isinstance(outcome, Reject):
+                await self._refuse(
+                    client,
+                    ErrorCode.QUEUE_FULL,
+                    f"every worker is busy and the queue is full ({outcome.max_queue} waiting): "
+                    "try again later",
+                    CLOSE_QUEUE_FULL,
+                )
+                return
+            if isinstance(outcome, Assign):
+                self._dispatch([outcome])
+            else:
+                self._tell_queue()
+        while True:
+            if not client.joined:
+                sid = await self._wait_for_session(client)
+                if sid is None:
+                    return  # it left the queue
+                live = self._live[sid]
+            try:
+                address = await asyncio.shield(live.address)
+            except _OpenFailed as exc:
+                if exc.requeued and not client.joined and not self._closing:
+                    continue  # the worker died first: back at the head of the queue (`_open`)
+                code = ErrorCode.WORKER_LOST if exc.requeued else ErrorCode.INTERNAL
+                await self._refuse(client, code, str(exc), CLOSE_WORKER_LOST)
+                return
+            await self._proxy(client, live, address)
+            return
+
+    async def _wait_for_session(self, client: _Client) -> str | None:
+        """Wait in the queue (refusing commands) until a session is assigned; None if it left."""
+        while not client.assigned.done():
+            get = asyncio.ensure_future(client.inbox.get())
+            await asyncio.wait({get, client.assigned}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                get.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+                continue
+            message = get.result()
+            if message is _GONE:
+                client.inbox.put_nowait(_GONE)
+                return None
+            await self._refuse_command(client, message)
+        return client.assigned.result()
+
+    async def _refuse_command(self, client: _Client, message: str | bytes) -> None:
+        position = self.scheduler.position(client)
+        reason = f"waiting for a worker (position {position} in the queue): commands wait for hello"
+        command = msg_id = None
+        if isinstance(message, str):
+            try:
+                cmd = parse_command(message)
+                command, msg_id = cmd.type, cmd.id
+            except ProtocolError as exc:
+                command, msg_id = exc.command, exc.id
+        await client.send(encode_message(CommandErrorMessage(command, ErrorCode.QUEUED, reason, id=msg_id)))
+
+    async def _refuse(self, client: _Client, code: str, reason: str, close_code: int) -> None:
+        logger.info("%r refused: [%s] %s", client, code, reason)
+        with contextlib.suppress(ClientGone):
+            await client.send(encode_message(ErrorMessage(message=reason, code=code)))
+        await client.close(close_code, reason)
+
+    def _tell_queue(self) -> None:
+        for wait in self.scheduler.queue_updates():
+            client = wait.ticket
+            assert isinstance(client, _Client)
+            text = encode_message(Queued(position=wait.position, queue_length=wait.queue_length))
+            self._spawn(self._send_quietly(client, text), name=f"queued {client!r}")
+
+    @staticmethod
+    async def _send_quietly(client: _Client, text: str) -> None:
+        with contextlib.suppress(ClientGone):
+            await client.send(text)
+
+    def _leave(self, client: _Client) -> None:
+        was_queued = self.scheduler.position(client) is not None
+        record = self.scheduler.leave(client)
+        for live in self._live.values():
+            live.clients.discard(client)
+        if was_queued:
+            self._tell_queue()
+        if record is not None and not self._closing:  # its session is idle now
+            if self.grace_period is None:
+                return
+            loop = asyncio.get_running_loop()
+            self._cancel_grace(record.id)
+            self._grace[record.id] = loop.call_later(self.grace_period, self._expire, record.id)
+
+    def _cancel_grace(self, session_id: str) -> None:
+        handle = self._grace.pop(session_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _expire(self, session_id: str) -> None:
+        self._grace.pop(session_id, None)
+        assigns = self.scheduler.expire(session_id)
+        if session_id not in self.scheduler.sessions:
+            live = self._live.pop(session_id, None)
+            if live is not None:
+                logger.info("session %s ended (no client for %g s)", session_id, self.grace_period or 0)
+                self._spawn(self._close_on_worker(live), name=f"close {session_id}")
+        self._dispatch(assigns)
+        self._tell_queue()
+
+    async def _close_on_worker(self, live: _Live) -> None:
+        try:
+            await asyncio.wait_for(self.workers[live.worker].close_session(live.id), self.check_timeout)
+        except Exception as exc:  # it may be dead: the next open finds out
+            logger.info("closing session %s on worker %d: %r", live.id, live.worker, exc)
+
+    # --- sessions on workers --------------------------------------------------------------------
+    def _dispatch(self, assigns: list[Assign]) -> None:
+        """Open each assigned session on its worker and hand it to its client."""
+        for a in assigns:
+            live = _Live(a.session_id, a.worker)
+            client = a.ticket
+            assert isinstance(client, _Client)
+            live.clients.add(client)
+            self._live[a.session_id] = live
+            self.sessions_served += 1
+            if not client.assigned.done():
+                client.assigned.set_result(a.session_id)
+            self._spawn(self._open(live), name=f"open {a.session_id}")
+
+    async def _open(self, live: _Live) -> None:
+        worker = self.workers[live.worker]
+        try:
+            opened = await asyncio.wait_for(worker.open_session(live.id, live.secret), self.check_timeout)
+        except Exception as exc:
+            logger.warning("worker %d could not open session %s: %r", live.worker, live.id, exc)
+            if self._live.get(live.id) is live:
+                del self._live[live.id]
+            if await self._answers(live.worker):
+                # Alive, same process: the session itself failed (a bug, a resource error). Its
+                # client is told; the worker goes on to the next one (no retry loop).
+                live.address.set_exception(_OpenFailed(f"the worker could not open a session: {exc!r}"))
+                self._dispatch(self.scheduler.end_session(live.id))
+                self._tell_queue()
+                return
+            reason = f"worker {live.worker} stopped before the session opened"
+            live.address.set_exception(_OpenFailed(reason, requeued=True))
+            record = self.scheduler.worker_lost(live.worker)
+            if record is not None:
+                owners = [c for c in record.clients if isinstance(c, _Client) and not c.joined]
+                for c in owners:
+                    c.assigned = asyncio.get_running_loop().create_future()
+                self.scheduler.requeue(owners)
+                self._tell_queue()
+            self._supervise(live.worker)
+            return
+        live.incarnation = opened.get("incarnation")
+        logger.info("session %s on worker %d (%s:%s)", live.id, live.worker, opened["host"], opened["port"])
+        live.address.set_result((opened["host"], int(opened["port"])))
+
+    async def _answers(self, w: int) -> bool:
+        """Worker `w` answers, as the same process that said it was ready."""
+        try:
+            now = await asyncio.wait_for(self.workers[w].current_session(), self.check_timeout)
+        except Exception:
+            return False
+        return bool(now.get("incarnation")) and now.get("incarnation") == self.worker_info[w].get(
+            "incarnation"
+        )
+
+    async def _still_running(self, live: _Live) -> bool:
+        """Ask the worker whether it still runs `live` (False when dead, restarted or silent)."""
+        try:
+            now = await asyncio.wait_for(self.workers[live.worker].current_session(), self.check_timeout)
+        except Exception as exc:
+            logger.info("worker %d does not answer: %r", live.worker, exc)
+            return False
+        return now.get("session_id") == live.id and now.get("incarnation") == live.incarnation
+
+    async def _verdict(self, live: _Live) -> bool:
+        """One check per suspicion, shared by the session's clients; ends the session if lost."""
+        if live.lost.is_set():
+            return False
+        if live.check is None or live.check.done():
+            live.check = asyncio.get_running_loop().create_task(self._still_running(live))
+        alive = await asyncio.shield(live.check)
+        if not alive:
+            self._lose(live, f"the worker running session {live.id} stopped (process died or restarted)")
+        return alive
+
+    def _lose(self, live: _Live, reason: str) -> None:
+        if live.lost.is_set():
+            return
+        live.lost_reason = reason
+        live.lost.set()
+        self.workers_lost += 1
+        logger.warning("worker %d lost: %s", live.worker, reason)
+        if self._live.get(live.id) is live:
+            del self._live[live.id]
+        self._cancel_grace(live.id)
+        if self.scheduler.workers[live.worker].session == live.id:
+            self.scheduler.worker_lost(live.worker)
+            self._supervise(live.worker)
+
+    def _supervise(self, w: int, *, first: bool = False) -> None:
+        """Take worker `w` back once it answers `ready()` (first start, or after a restart)."""
+        if w in self._supervising or self._closing:
+            return
+        self._supervising.add(w)
+        self._spawn(self._watch(w, first), name=f"worker {w}")
+
+    async def _watch(self, w: int, first: bool) -> None:
+        try:
+            delay = self.restart_delay
+            while not self._closing:
+                try:
+                    info = await self.workers[w].ready()
+                except WorkerFailed as exc:
+                    self.worker_errors[w] = str(exc)
+                    logger.error("worker %d failed for good: %s", w, exc)
+                    self.scheduler.workers[w].state = DOWN
+                    if all(e is not None for e in self.worker_errors):
+                        self.failed.set()
+                    return
+                except Exception as exc:
+                    logger.info("worker %d not ready yet: %r", w, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                previous = self.worker_info[w].get("incarnation")
+                if previous is not None and previous != info.get("incarnation"):
+                    self.worker_restarts[w] += 1
+                self.worker_info[w] = info
+                self.worker_errors[w] = None
+                logger.info(
+                    "worker %d ready: pid %s on %s (%s)",
+                    w,
+                    info.get("pid"),
+                    info.get("address"),
+                    info.get("device"),
+                )
+                break
+        finally:
+            self._supervising.discard(w)
+        if self._closing:
+            return
+        self._dispatch(self.scheduler.worker_up(w))
+        self._tell_queue()
+
+    # --- the proxy ------------------------------------------------------------------------------
+    async def _proxy(self, client: _Client, live: _Live, address: tuple[str, int]) -> None:
+        from websockets.asyncio.client import connect
+
+        host, port = address
+        url = f"ws://{host}:{port}/" if ":" not in host else f"ws://[{host}]:{port}/"
+        try:
+            upstream = await connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {live.secret}"},
+                compression=None,
+                max_size=None,  # frames; the worker bounds what it sends
+                open_timeout=self.connect_timeout,
+                proxy=None,  # a direct connection inside the cluster, whatever HTTP(S)_PROXY says
+                user_agent_header="longlive-gateway",
+            )
+        except Exception as exc:
+            logger.warning("%r: cannot reach worker %d at %s: %r", client, live.worker, url, exc)
+            if not await self._verdict(live):
+                await self._tell_lost(client, live)
+            else:
+                await self._refuse(client, ErrorCode.INTERNAL, "cannot reach the session's worker", 1011)
+            return
+        down = asyncio.ensure_future(self._downstream(client, live, upstream))
+        up = asyncio.ensure_future(self._upstream(client, upstream))
+        lost = asyncio.ensure_future(live.lost.wait())
+        try:
+            await asyncio.wait({down, up, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (down, up, lost):
+                task.cancel()
+            await asyncio.gather(down, up, lost, return_exceptions=True)
+        if live.lost.is_set():
+            await upstream.close()
+            await self._tell_lost(client, live)
+            return
+        if up.done() and not up.cancelled() and up.exception() is None:  # the client left
+            await upstream.close(CLOSE_NORMAL, "the client left")
+            return
+        failure = down.exception() if down.done() and not down.cancelled() else None
+        if isinstance(failure, ClientGone):
+            await upstream.close(CLOSE_NORMAL, "the client left")
+            return
+        if failure is not None and not isinstance(failure, ConnectionClosed):  # pragma: no cover - a bug
+            logger.error("%r: proxying failed", client, exc_info=failure)
+            await upstream.close(1011, "gateway error")
+            await client.close(1011, "internal error of the gateway")
+            return
+        # The worker closed the connection (or it dropped).
+        await upstream.wait_closed()
+        code, reason = upstream.close_code or 1006, upstream.close_reason or ""
+        if code in _SUSPECT_CODES and not self._closing:
+            if not await self._verdict(live):
+                await self._tell_lost(client, live)
+                return
+            reason = reason or "the connection to the session's worker dropped"
+        if code in (1005, 1006, 1015) or not (1000 <= code <= 1014 or 3000 <= code <= 4999):
+            code = 1011  # reserved codes cannot be sent in a close frame
+        await client.close(code, reason)
+
+    async def _downstream(self, client: _Client, live: _Live, upstream: Any) -> None:
+        """Worker -> client: text as is (hello gains the session id), frames untouched."""
+        first = True
+        async for message in upstream:
+            if first and isinstance(message, str):
+                first = False
+                message = _with_session_id(message, live.id)
+            await client.send(message)
+
+    async def _upstream(self, client: _Client, upstream: Any) -> None:
+        """Client -> worker, until the client leaves (returns) or the worker closes (raises)."""
+        while True:
+            message = await client.inbox.get()
+            if message is _GONE:
+                return
+            await upstream.send(message)
+
+    async def _tell_lost(self, client: _Client, live: _Live) -> None:
+        reason = live.lost_reason or "the session's worker stopped"
+        with contextlib.suppress(ClientGone):
+            await client.send(
+                encode_message(
+                    ErrorMessage(
+                        message=f"{reason}; the session is over: connect again for a new one",
+                        code=ErrorCode.WORKER_LOST,
+                    )
+                )
+            )
+        await client.close(CLOSE_WORKER_LOST, "worker lost: the session is over")
+
+
+def _with_session_id(text: str, session_id: str) -> str:
+    """The worker's `hello` with `session_id` set (through the protocol module); any other
+    message comes back unchanged."""
+    try:
+        msg = parse_message(text)
+    except ProtocolError:
+        return text
+    if not isinstance(msg, Hello):
+        return text
+    return encode_message(dataclasses.replace(msg, session_id=session_id))
+
+
+# ----------------------------------------------------------------------------------------------
+# The websocket + HTTP front
+# ----------------------------------------------------------------------------------------------
+class _Front:
+    """What `RunnerServer` reads from its runner, for a gateway: limits, frame size, `/info`."""
+
+    def __init__(self, gateway: Gateway, height: int, width: int) -> None:
+        self.gateway = gateway
+        self.limits = DEFAULT_LIMITS
+        self.session = SimpleNamespace(height=height, width=width)
+
+    def info(self) -> dict[str, Any]:
+        return self.gateway.info()
+
+
+class GatewayServer(RunnerServer):
+    """`serve`'s websocket + HTTP front (access rules, live page, `/info`) in front of a
+    `Gateway`: each websocket is a gateway client; `/health` shows workers, sessions, queue.
+
+    `height`, `width`: the model's frame size (bounds of a client's unsent bytes).
+    Other keyword arguments are `RunnerServer`'s (`token`, `allowed_origins`, ...).
+    """
+
+    def __init__(self, gateway: Gateway, *, height: int = 480, width: int = 832, **options: Any) -> None:
+        super().__init__(_Front(gateway, height, width), **options)  # type: ignore[arg-type]
+        self.gateway = gateway
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        response = super()._process_request(connection, request)
+        if (
+            response is not None
+            and response.status_code == 200
+            and urlsplit(request.path).path == HEALTH_PATH
+        ):
+            status, body = self.gateway.health()
+            health = _json_response(connection, status, body)
+            if request.method == "HEAD":
+                health.body = b""
+            return health
+        return response
+
+    async def _serve_peer(self, ws: ServerConnection, name: str) -> None:
+        session = session_param(ws.request.path) if ws.request is not None else None
+        await self.gateway.serve_client(WebSocketLink(ws, name), session)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if hasattr(RunnerServer, "_serve_peer"):
+            await super()._handle(ws)  # the per-address limit, then _serve_peer
+            return
+        remote = ws.remote_address  # pragma: no cover - a RunnerServer without _serve_peer
+        name = f"ws {remote[0]}:{remote[1]}" if isinstance(remote, tuple) and len(remote) >= 2 else "ws"
+        await self._serve_peer(ws, name)
