@@ -1,6 +1,6 @@
-"""Run the six benchmarks one after the other and collect their `summary:` lines.
+"""Run the seven benchmarks one after the other and collect their `summary:` lines.
 
-    python benchmarks/run_all.py                    # all six
+    python benchmarks/run_all.py                    # all seven
     python benchmarks/run_all.py --log /tmp/bench.log
     python benchmarks/run_all.py --only transport commands
     nice -n 10 python benchmarks/run_all.py         # on a machine shared with more important work
@@ -52,12 +52,13 @@ def plan(cuda: bool) -> dict[str, list[str]]:
         "load": ["bench_load.py"],
         "gpu": ["bench_gpu.py"] if cuda else ["bench_gpu.py", *CPU_SMOKE_GPU_ARGS],
         "demo": ["bench_demo.py"],
+        "pacing": ["bench_pacing.py"],
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["blocks", "transport", "commands", "load", "gpu", "demo"])
+    ap.add_argument("--only", nargs="+", choices=["blocks", "transport", "commands", "load", "gpu", "demo", "pacing"])
     ap.add_argument("--log", default=None, help="also save the full output to this file")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a benchmark is stopped")
     args = ap.parse_args()

@@ -6,8 +6,10 @@
 The file holds latent-frame timestamps (blocks of 3; 16 fps video, 4 video frames per latent frame
 after the first), either as an object or as a list:
 
-    {"0": "a red fox in snow", "12": "the fox starts running", "24": "the fox jumps"}
-    [{"timestamp": 0, "prompt": "a red fox in snow"}, {"timestamp": 12, "prompt": "..."}]
+    {"0": "a red circle moving right on a black background",
+     "12": "a blue square moving right on a black background",
+     "24": "a blue square moving down on a gray background"}
+    [{"timestamp": 0, "prompt": "a red circle moving right on a black background"}, ...]
 
 Every prompt is scheduled before `start`; the runner says where each one takes effect (the next
 block boundary). `--frames` defaults to 4 blocks past the last prompt.

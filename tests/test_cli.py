@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -39,7 +40,15 @@ def test_generate_writes_an_mp4_with_every_frame(tmp_path):
 
 def test_user_errors_exit_2_with_one_clear_line(tmp_path):
     proc = run_cli("info", "--model", "nope")
-    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
+    assert proc.returncode == 2
+    assert "error: 'nope' is neither a model name nor a folder; models: demo" in proc.stderr
+    for args in (["generate", "--prompt", "0:a"], ["info"]):  # one wording, the quotes intact
+        proc = run_cli(*args, "--model", "/nonexistent")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (
+            "longlive-runner: error: '/nonexistent' is neither a model name nor a folder; "
+            "models: demo, longlive-1.3b, tiny\n"
+        ), proc.stderr
     bad = tmp_path / "s.json"
     bad.write_text('{"x": "a"}')
     proc = run_cli("generate", "--schedule", str(bad))
@@ -49,3 +58,44 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path):
     proc = run_cli("generate", "--model", "longlive-1.3b", "--prompt", "0:x")
     assert proc.returncode == 2 and "longlive-runner download" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_device_the_machine_lacks_is_one_line_not_a_traceback():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda works here")
+    proc = run_cli("generate", "--device", "cuda", "--prompt", "0:a red circle")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--device cuda: no CUDA device is available" in proc.stderr and "use --device cpu" in proc.stderr
+    proc = run_cli("generate", "--device", "gpu0", "--prompt", "0:a red circle")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a torch device" in proc.stderr
+
+
+def test_generate_notes_what_it_does_differently_and_warns_of_unknown_words(tmp_path):
+    R, B = "a red circle moving right on a black background", "a blue square moving right on a black background"
+    proc = run_cli("generate", "--prompt", "0:a purple elephant", "--prompt", f"7:{B}", "--prompt", f"0:{R}",
+                   "--prompt", f"8:{R}", "--prompt", "99:a red circle moving up on a gray background",
+                   "--prompt", "1:a purple elephant", "--frames", "12", "--out", str(tmp_path / "v.mp4"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert f"note: two prompts at frame 0: '{R}' (--prompt) replaces 'a purple elephant' (--prompt)" in err
+    assert "note: the prompt at frame 7 takes effect at frame 9, the next block boundary" in err
+    assert "note: the prompt at frame 8 replaces the one at frame 7: both take effect at frame 9" in err
+    assert "note: the prompt at frame 99 is past the end of the video (frame 12): it is not used" in err
+    # A prompt with words the demo cannot read: one warning naming them, and what it draws.
+    warning = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warning) == 1, err
+    assert "prompt at frame 1 ('a purple elephant')" in warning[0]
+    assert "the model does not know 'purple', 'elephant'" in warning[0]
+    assert "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'" in warning[0]
+
+
+def test_generate_help_shows_every_default():
+    proc = run_cli("generate", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for option in ("--seed SEED", "--out OUT", "--frames FRAMES"):
+        assert option in text
+    assert "(default 0)" in text and "(default longlive.mp4)" in text and "(default 24)" in text

@@ -374,7 +374,8 @@ def test_cli_downloads_with_progress_and_never_prints_the_token(serve, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_same_files(hub, tmp_path)
     assert "MB/s" in proc.stderr or "kB/s" in proc.stderr  # the progress bar: bytes and rate
-    assert "2.5 MB" in proc.stderr and "every file verified" in proc.stderr
+    assert "(2.50MB)" in proc.stderr and "every file verified" in proc.stderr
+    assert "\r" not in proc.stderr  # not a terminal: the bars are whole lines, not one redrawn line
     assert "--wan-dir" in proc.stderr and "hf_s3cret" not in proc.stderr + proc.stdout
     assert all(r.headers.get("authorization") == "Bearer hf_s3cret" for r in hub.requests)
 

@@ -1,8 +1,8 @@
-"""The examples/ scripts, run as real processes on the tiny model with tiny sizes.
+"""The examples/ scripts, run as real processes on the default model (the embedded demo), small sizes.
 
-The in-process examples run `Reactor.local(model="tiny")`; the websocket ones drive a
-`longlive-runner serve --model tiny` subprocess shared by this module (`runner_url`). The notebook is
-not executed: its JSON and code cells (top-level `await` allowed) are checked.
+The in-process examples run `Reactor.local()`; the websocket ones drive a `longlive-runner serve`
+subprocess of the default model shared by this module (`runner_url`; `--pace fast`, so the tests
+do not wait for real time). The notebook runs too, cell after cell, as a kernel would.
 """
 
 from __future__ import annotations
@@ -25,18 +25,28 @@ from longlive import latent_to_video_frame
 from longlive._video import read_video
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SIZE = (64, 112, 3)  # the tiny preset's frames (the websocket runner here): height, width, RGB
-DEMO_SIZE = (64, 64, 3)  # the embedded demo's frames (the default model, in-process examples)
+DEMO_SIZE = (64, 64, 3)  # the embedded demo's frames (the default model): height, width, RGB
+SIZE = DEMO_SIZE
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _runner_starting() -> Iterator[Future[RunnerProcess]]:
     """Start the module's runner in the background at once: it loads while the in-process
-    examples run (single-threaded, CPU, no grace period)."""
+    examples run (the default model, single-threaded, CPU, no grace period, no pacing)."""
+    from longlive_runner.cli import DEFAULT_MODEL
+
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(
-            start_runner, "--device", "cpu", "--grace-period", "off", env={"OMP_NUM_THREADS": "1"}
+            start_runner,
+            "--device",
+            "cpu",
+            "--grace-period",
+            "off",
+            "--pace",
+            "fast",
+            model=DEFAULT_MODEL,
+            env={"OMP_NUM_THREADS": "1"},
         )
         yield future
         with contextlib.suppress(Exception):
@@ -87,11 +97,11 @@ def test_quickstart_generates_two_prompts_in_process_into_an_mp4(tmp_path):
 
 def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
     proc = run_example(
-        "connect_to_runner.py", runner_url, "--blocks", "3", "--model", "tiny", "--out", "r.mp4", cwd=tmp_path
+        "connect_to_runner.py", runner_url, "--blocks", "3", "--model", "demo", "--out", "r.mp4", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"connected to {runner_url} (tiny): 112x64 at 16 fps, 3 latent frames per block" in out
+    assert f"connected to {runner_url} (demo): 64x64 at 16 fps, 3 latent frames per block" in out
     assert "prompt switched at latent frame 3: 'a red square moving up on a black background'" in out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("block ")] == [
         "block 0",
@@ -103,11 +113,11 @@ def test_connect_to_runner_over_the_websocket(runner_url, tmp_path):
     assert len(video_frames(tmp_path / "r.mp4")) == 33
 
     wrong = run_example("connect_to_runner.py", runner_url, "--model", "longlive-1.3b", cwd=tmp_path)
-    assert wrong.returncode != 0 and "the runner serves 'tiny', not 'longlive-1.3b'" in wrong.stderr
+    assert wrong.returncode != 0 and "the runner serves 'demo', not 'longlive-1.3b'" in wrong.stderr
 
 
 def test_live_prompts_schedules_each_typed_line_at_the_next_block(runner_url, tmp_path):
-    typed = "a blue square\n\na green triangle\n"
+    typed = "a blue square moving right on a black background\n\na green triangle moving up on a navy background\n"
     proc = run_example(
         "live_prompts.py",
         "--url",
@@ -123,10 +133,11 @@ def test_live_prompts_schedules_each_typed_line_at_the_next_block(runner_url, tm
     lines = proc.stdout.splitlines()
     scheduled = [line for line in lines if line.startswith("scheduled ")]
     switched = [line for line in lines if line.startswith("prompt switched")]
-    assert [s.split("'")[1] for s in scheduled] == ["a blue square", "a green triangle"]
+    typed_prompts = [line for line in typed.splitlines() if line]
+    assert [s.split("'")[1] for s in scheduled] == typed_prompts
     frames = [int(s.rsplit(" ", 1)[1]) for s in scheduled]
     assert frames[0] % 3 == 0 and frames[1] == frames[0] + 3  # block boundaries, one after the other
-    assert [s.split("'")[1] for s in switched] == ["a blue square", "a green triangle"]
+    assert [s.split("'")[1] for s in switched] == typed_prompts
     assert [int(s.split("frame ")[1].split(":")[0]) for s in switched] == frames
     assert "(end of input: no more prompts)" in proc.stdout
     n = latent_to_video_frame(15)
@@ -137,19 +148,20 @@ def test_record_schedule_renders_a_json_schedule_file(runner_url, tmp_path):
     (tmp_path / "story.json").write_text(
         json.dumps(
             [
-                {"timestamp": 0, "prompt": "a red circle"},
-                {"timestamp": 4, "prompt": "a blue square"},  # not on a boundary: takes effect at 6
+                {"timestamp": 0, "prompt": "a red circle moving right on a black background"},
+                # not on a boundary: takes effect at 6
+                {"timestamp": 4, "prompt": "a blue square moving right on a black background"},
             ]
         )
     )
     proc = run_example("record_schedule.py", "story.json", "--frames", "8", "--url", runner_url, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "   4 -> takes effect at latent frame    6: 'a blue square'" in proc.stdout
-    assert "switched at latent frame 6 (video frame 21): 'a blue square'" in proc.stdout
+    assert "   4 -> takes effect at latent frame    6: 'a blue square moving right" in proc.stdout
+    assert "switched at latent frame 6 (video frame 21): 'a blue square moving right" in proc.stdout
     assert "wrote 33 frames (expected 33) to story.mp4" in proc.stdout
     assert len(video_frames(tmp_path / "story.mp4")) == 33
 
-    (tmp_path / "bad.json").write_text('{"3": "no prompt at frame 0"}')
+    (tmp_path / "bad.json").write_text('{"3": "a red circle moving up on a black background"}')
     bad = run_example("record_schedule.py", "bad.json", "--url", runner_url, cwd=tmp_path)
     assert bad.returncode != 0 and "needs a prompt at latent frame 0" in bad.stderr
 
@@ -217,3 +229,43 @@ def test_live_prompts_in_process(tmp_path):
         f"wrote {n} frames to live.mp4" in proc.stdout
         and len(video_frames(tmp_path / "live.mp4", DEMO_SIZE)) == n
     )
+
+
+NOTEBOOK_RUNNER = """
+import ast, asyncio, json, sys
+cells = [c for c in json.load(open(sys.argv[1]))["cells"] if c["cell_type"] == "code"]
+
+async def main():
+    namespace = {"__name__": "__main__"}
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        code = compile(source, f"cell {i}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        result = eval(code, namespace)  # a coroutine when the cell awaits, as in IPython
+        if asyncio.iscoroutine(result):
+            await result
+        print(f"[cell {i} done]", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_the_notebook_runs_cell_after_cell_on_the_default_model(tmp_path):
+    """The notebook as a kernel runs it (top-level await, one event loop), without IPython's
+    display: the Viewer prints a line per block instead."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK_RUNNER, str(EXAMPLES / "notebook.ipynb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": ""},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    out = proc.stdout
+    assert "latent frame 12: now 'a blue square moving right on a black background'" in out
+    assert "now 'a blue square moving up on a navy background'" in out
+    assert "recorded " in out and "notebook.mp4" in out
+    written = int(out.split("recorded ")[1].split(" frames")[0])
+    assert written >= 7 * 12 and len(video_frames(tmp_path / "notebook.mp4", DEMO_SIZE)) == written

@@ -351,20 +351,75 @@ async def test_a_model_fault_is_broadcast_and_reset_recovers(tiny_pipe, referenc
         np.testing.assert_array_equal(np.stack([rgb for _, rgb in frames_of(items)]), reference[:9])
 
 
-async def test_the_session_pauses_when_no_client_is_left(tiny_pipe) -> None:
-    async with Runner(tiny_pipe, limits=Limits(max_frames=6), grace_period=0.0) as runner:
+async def test_the_session_pauses_at_once_when_the_last_client_leaves(tiny_pipe) -> None:
+    """No one watches: the block in flight completes, nothing more is generated; a client that
+    comes back within the grace period finds the video paused where it was and may resume."""
+    async with Runner(tiny_pipe, grace_period=60.0) as runner:
         conn = await greeted(runner.connect_local())
         await send(conn, "schedule_prompt", new_prompt=A, timestamp=0)
         await send(conn, "start", "go")
         await until(conn, lambda i: is_reply(i, "go"))
         await conn.close()
+        assert runner.session.phase == "paused"  # at once, not after the grace period
+        while runner.generating:  # the block in flight completes
+            await asyncio.sleep(0.01)
+        blocks = runner.blocks_generated
+        assert blocks <= 1
+        await asyncio.sleep(0.5)  # several tiny blocks' time: none is generated for no one
+        assert runner.blocks_generated == blocks and not runner.generating
 
-        async def paused() -> None:
-            while not runner.session.paused:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(paused(), 10)
         again = runner.connect_local()
         assert (await recv(again))["type"] == "hello"
         state = await recv(again)
         assert state["data"]["running"] and state["data"]["paused"]  # type: ignore[index]
+        await send(again, "start", "s")
+        refused = (await until(again, lambda i: is_reply(i, "s")))[-1]
+        assert refused["data"]["code"] == "already_running"  # type: ignore[index]
+        assert "call resume() to continue or reset() to start over" in refused["data"]["reason"]  # type: ignore[index]
+        await send(again, "resume", "r")
+        await until(again, lambda i: is_reply(i, "r"))
+        await until(again, lambda i: isinstance(i, tuple))  # frames again
+        await again.close()
+
+
+async def test_the_session_is_reset_after_the_grace_period(tiny_pipe) -> None:
+    async with Runner(tiny_pipe, grace_period=0.3) as runner:
+        conn = await greeted(runner.connect_local())
+        await send(conn, "schedule_prompt", new_prompt=A, timestamp=0)
+        await send(conn, "schedule_prompt", new_prompt=B, timestamp=9)
+        await send(conn, "start", "go")
+        await until(conn, lambda i: is_reply(i, "go"))
+        generation = runner.session.generation
+        await conn.close()
+        assert runner.session.phase == "paused"
+        await asyncio.sleep(0.6)
+        # A new client finds a fresh session: idle, no prompts, a new generation.
+        assert runner.session.phase == "idle" and runner.session.schedule == {}
+        assert runner.session.generation == generation + 1
+        fresh = runner.connect_local()
+        assert (await recv(fresh))["type"] == "hello"
+        state = (await recv(fresh))["data"]
+        assert not state["running"] and state["scheduled_prompts"] == {}  # type: ignore[index]
+        await send(fresh, "schedule_prompt", new_prompt=A, timestamp=0)
+        await send(fresh, "start", "go")
+        await until(fresh, lambda i: is_reply(i, "go") and i["type"] == "ack")  # type: ignore[index]
+        await until(fresh, lambda i: isinstance(i, tuple))
+        # A client that only scheduled (never started) leaves a schedule: reset after the period too.
+        await send(fresh, "reset")
+        await send(fresh, "schedule_prompt", new_prompt=A, timestamp=0)
+        await until(fresh, lambda i: is_type(i, "state") and i["data"]["scheduled_prompts"] != {})  # type: ignore[index]
+        await fresh.close()
+        await asyncio.sleep(0.6)
+        assert runner.session.schedule == {}
+
+
+async def test_without_a_grace_period_the_paused_session_waits_forever(tiny_pipe) -> None:
+    async with Runner(tiny_pipe, grace_period=None) as runner:
+        conn = await greeted(runner.connect_local())
+        await send(conn, "schedule_prompt", new_prompt=A, timestamp=0)
+        await send(conn, "start", "go")
+        await until(conn, lambda i: is_reply(i, "go"))
+        await conn.close()
+        assert runner.session.phase == "paused"
+        await asyncio.sleep(0.3)
+        assert runner.session.phase == "paused" and runner.session.schedule == {0: A}

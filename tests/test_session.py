@@ -175,8 +175,12 @@ def test_max_frames_finishes_the_video() -> None:
         Resume(id="1"),
         SchedulePrompt("b", 9, id="1"),
         RemovePrompt(0, id="1"),
+        SchedulePrompt("b", 12, id="1"),  # past max_frames: the video ended, not a bad timestamp
+        RemovePrompt(12, id="1"),
     ):
         assert refusal(s.handle(cmd)) == "finished"
+    error = reply(s.handle(SchedulePrompt("b", 12, id="1")))
+    assert "the video ended (max_frames) at frame 9; call reset() to start a new one" == error.reason  # type: ignore[attr-defined]
     assert ack(s.handle(GetState(id="g"))).result["finished"] == "max_frames"
     ack(s.handle(Reset(id="r")))
     assert s.phase == "idle" and s.schedule == {}

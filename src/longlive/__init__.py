@@ -4,7 +4,7 @@
 from longlive import Reactor
 
 async with Reactor("ws://127.0.0.1:8765") as reactor:      # or Reactor.local(model="tiny")
-    await reactor.schedule_prompt("a red fox in snow", timestamp=0)
+    await reactor.schedule_prompt("a red circle moving right on a black background", timestamp=0)
     await reactor.start()
     async for frame in reactor.frames():                     # frame.image: uint8 [H, W, 3]
         ...

@@ -33,13 +33,51 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
-def load_from_args(args: argparse.Namespace) -> Any:
+def error_text(exc: BaseException) -> str:
+    """An exception's message as written (a KeyError's str() adds quotes around it)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def unknown_model(name: object) -> CLIError:
+    """The one wording of "no such model" (`generate`, `serve`, `info`)."""
+    from .config import model_names
+
+    return CLIError(f"{str(name)!r} is neither a model name nor a folder; models: {', '.join(model_names())}")
+
+
+def resolve_device(name: str | None) -> str:
+    """`--device` checked against this machine: one line (`CLIError`) when it cannot be used."""
     import torch
 
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            )
+            raise CLIError(
+                f"--device {name}: no CUDA device is available (torch {torch.__version__}, {build}); "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return name
+
+
+def load_from_args(args: argparse.Namespace) -> Any:
     from .checkpoints import CheckpointError
     from .pipeline import load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     try:
         return load_pipeline(
             args.model or (None if args.wan_dir else DEFAULT_MODEL),
@@ -48,7 +86,7 @@ def load_from_args(args: argparse.Namespace) -> Any:
             device=device,
         )
     except (CheckpointError, KeyError, ValueError) as exc:
-        raise CLIError(str(exc).strip("'\"")) from exc
+        raise CLIError(error_text(exc)) from exc
 
 
 # --- info -------------------------------------------------------------------------------------
@@ -103,8 +141,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         try:
             config = get_preset(name)
-        except KeyError as exc:
-            raise CLIError(str(exc).strip("'\"")) from exc
+        except KeyError:
+            raise unknown_model(name) from None
     print(json.dumps(describe(config), indent=2))
     return 0
 
@@ -119,6 +157,11 @@ def parse_prompt_arg(value: str) -> tuple[int, str]:
 
 def read_schedule_file(path: Path) -> dict[int, str]:
     """A JSON object {"frame": "prompt"}, a JSON list, or JSONL of {"timestamp", "prompt"|"new_prompt"}."""
+    return dict(read_schedule_entries(path))
+
+
+def read_schedule_entries(path: Path) -> list[tuple[int, str]]:
+    """The (frame, prompt) entries of a schedule file, in file order (repeats kept)."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -137,7 +180,7 @@ def read_schedule_file(path: Path) -> dict[int, str]:
         items = [(e.get("timestamp"), e.get("new_prompt", e.get("prompt"))) for e in data]
     else:
         raise CLIError(f"{path}: expected an object {{frame: prompt}} or a list of {{timestamp, prompt}}")
-    schedule: dict[int, str] = {}
+    entries: list[tuple[int, str]] = []
     for frame, prompt in items:
         try:
             f = int(frame)
@@ -147,21 +190,89 @@ def read_schedule_file(path: Path) -> dict[int, str]:
             raise CLIError(
                 f"{path}: bad entry at timestamp {frame!r}: need frame >= 0 and a non-empty prompt"
             )
-        schedule[f] = prompt.strip()
+        entries.append((f, prompt.strip()))
+    return entries
+
+
+def note(text: str) -> None:
+    """A one-line note on stderr: the command did something other than the literal request."""
+    print(f"longlive-runner: note: {text}", file=sys.stderr)
+
+
+def warn(text: str) -> None:
+    print(f"longlive-runner: warning: {text}", file=sys.stderr)
+
+
+def build_schedule(args: argparse.Namespace) -> dict[int, str]:
+    """--schedule then every --prompt, in order; a later prompt at the same frame replaces an
+    earlier one (with a note)."""
+    entries: list[tuple[int, str, str]] = []
+    if args.schedule:
+        entries += [(f, t, str(args.schedule)) for f, t in read_schedule_entries(args.schedule)]
+    for value in args.prompt or []:
+        frame, text = parse_prompt_arg(value)
+        entries.append((frame, text, "--prompt"))
+    schedule: dict[int, str] = {}
+    source: dict[int, str] = {}
+    for frame, text, where in entries:
+        if frame in schedule and schedule[frame] != text:
+            note(
+                f"two prompts at frame {frame}: {text!r} ({where}) replaces {schedule[frame]!r} ({source[frame]})"
+            )
+        schedule[frame], source[frame] = text, where
     return schedule
+
+
+def schedule_notes(
+    schedule: dict[int, str], frames_per_block: int, num_frames: int, limit: int | None
+) -> None:
+    """Notes for prompts that take effect elsewhere than written, or never; a note for a cap."""
+    n = frames_per_block
+    end = -(-num_frames // n) * n  # generated: whole blocks
+    if limit is not None and end > limit:
+        capped = (limit // n) * n
+        note(
+            f"--frames {num_frames}: this model stops at latent frame {limit} (its max_latent_frames); "
+            f"the video ends at frame {capped}"
+        )
+        end = capped
+    effective: dict[int, int] = {}
+    for frame in sorted(schedule):
+        at = -(-frame // n) * n
+        if frame >= end:
+            note(f"the prompt at frame {frame} is past the end of the video (frame {end}): it is not used")
+            continue
+        if at != frame:
+            note(
+                f"the prompt at frame {frame} takes effect at frame {at}, the next block boundary "
+                f"(blocks are {n} latent frames)"
+            )
+        if at in effective:
+            note(
+                f"the prompt at frame {frame} replaces the one at frame {effective[at]}: both take effect at frame {at}"
+            )
+        effective[at] = frame
+
+
+def prompt_check(pipe: Any, schedule: dict[int, str]) -> None:
+    """Warn about prompts the model cannot read (unknown words, too many tokens)."""
+    from .tokenizer import model_hint, prompt_warnings
+
+    tokenizer = getattr(getattr(pipe, "text_encoder", None), "tokenizer", None)
+    if tokenizer is None:
+        return
+    hint = model_hint(pipe.config)
+    for frame, text in sorted(schedule.items()):
+        for _code, message in prompt_warnings(tokenizer, text, hint=hint):
+            warn(f"prompt at frame {frame} ({text!r}): {message}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from longlive._video import VideoWriter
 
-    from .progress import ProgressBar
+    from .progress import progress_bar, shorten
 
-    schedule: dict[int, str] = {}
-    if args.schedule:
-        schedule.update(read_schedule_file(args.schedule))
-    for value in args.prompt or []:
-        frame, text = parse_prompt_arg(value)
-        schedule[frame] = text
+    schedule = build_schedule(args)
     if not schedule:
         raise CLIError("give at least one prompt: --prompt '0:a red circle' or --schedule FILE")
     if 0 not in schedule:
@@ -171,16 +282,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = load_from_args(args)
     cfg = pipe.config
+    schedule_notes(schedule, cfg.frames_per_block, args.frames, cfg.stream.max_latent_frames)
+    prompt_check(pipe, schedule)
     n_blocks = -(-args.frames // cfg.frames_per_block)
     total_video = sum(cfg.video_frames_for_block(b * cfg.frames_per_block) for b in range(n_blocks))
     start = time.perf_counter()
     with (
         VideoWriter(args.out, fps=cfg.fps) as writer,
-        ProgressBar(total_video, "generating", unit="frames", enabled=not args.quiet) as bar,
+        progress_bar(total_video, "generating", unit="frames", enabled=not args.quiet) as bar,
     ):
         for block in pipe.stream(schedule, args.frames, seed=args.seed):
             writer.write(block.frames)
-            bar.update(block.num_frames, postfix=f"frame {block.start_frame}: {block.prompt[:40]}")
+            bar.set_postfix_str(f"frame {block.start_frame}: {shorten(str(block.prompt))}", refresh=False)
+            bar.update(block.num_frames)
     elapsed = time.perf_counter() - start
     if not args.quiet:
         print(
@@ -199,25 +313,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .lora import apply_lora_
     from .pipeline import read_wan_layout
-    from .progress import ProgressBar
+    from .progress import progress_bar
 
     base = get_preset(args.model or "longlive-1.3b")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
-    with ProgressBar(4, "converting", unit="steps", enabled=not args.quiet) as bar:
+    with progress_bar(4, "converting", unit="steps", enabled=not args.quiet) as bar:
         try:
             layout = read_wan_layout(base, args.wan_dir, args.longlive_dir)
         except ckpt.CheckpointError as exc:
             raise CLIError(str(exc)) from exc
-        bar.update(1, "read")
+        bar.set_postfix_str("read", refresh=False)
+        bar.update(1)
         states = {
             part: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
             for part, sd in layout.states.items()
         }
         # after the cast: merged at the output precision, as a load to that dtype would
         apply_lora_(states["dit"], layout.lora)
-        bar.update(1, "cast, LoRA merged")
+        bar.set_postfix_str("cast, LoRA merged", refresh=False)
+        bar.update(1)
         ckpt.save_converted(args.out, layout.config, states, layout.tokenizer_path.read_text())
-        bar.update(2, "written")
+        bar.set_postfix_str("written", refresh=False)
+        bar.update(2)
     print(f"converted to {args.out}", file=sys.stderr)
     return 0
 
@@ -248,9 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--schedule", type=Path, help="JSON {frame: prompt}, or JSON/JSONL list of {timestamp, prompt}"
     )
-    p.add_argument("--frames", type=int, default=24, help="latent frames to generate (rounded up to blocks)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("longlive.mp4"), help="output mp4 path")
+    p.add_argument(
+        "--frames", type=int, default=24, help="latent frames to generate, rounded up to blocks (default 24)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the video's noise: same schedule and seed, same video (default 0)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("longlive.mp4"), help="output mp4 path (default longlive.mp4)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 

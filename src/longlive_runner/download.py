@@ -54,7 +54,7 @@ from .layouts import (
     WAN_TOKENIZER_FILE,
     WAN_VAE_FILE,
 )
-from .progress import ProgressBar
+from .progress import format_bytes, progress_bar
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -260,45 +260,6 @@ class _Digests:
         return "the hub states no checksum for this file (no LFS sha256, no git blob id), so it cannot be verified"
 
 
-class _BytesBar(ProgressBar):
-    """ProgressBar drawing bytes (KB/MB/GB), the transfer rate and the time left."""
-
-    def __init__(self, total: float, label: str, initial: int, stream: TextIO | None, enabled: bool) -> None:
-        super().__init__(total, label, unit="B", stream=stream, enabled=enabled)
-        self.done = float(initial)
-        self._initial = initial
-        self._drawn_full = False
-
-    def close(self) -> None:
-        if self.enabled:
-            if not self._drawn_full:
-                self._draw("")
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self, postfix: str) -> None:
-        frac = min(self.done / self.total, 1.0)
-        width = 24
-        filled = int(frac * width)
-        elapsed = time.perf_counter() - self._start
-        rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
-        self._drawn_full = self.done >= self.total
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta = f", {left:4.0f}s left" if left == left and self.done < self.total else ""
-        self.stream.write(
-            f"\r{self.label} |{'#' * filled}{'.' * (width - filled)}| {format_bytes(self.done)}/"
-            f"{format_bytes(self.total)} [{format_bytes(rate)}/s{eta}]{' ' + postfix if postfix else ''}  "
-        )
-        self.stream.flush()
-
-
-def format_bytes(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n:.0f} B"
-
-
 def _hash_file(path: Path, digests: _Digests, limit: int | None = None) -> int:
     """Feed the first `limit` bytes of `path` (all when None) to `digests`; returns bytes read."""
     read = 0
@@ -412,7 +373,14 @@ def _transfer(
             written = offset
             with (
                 part.open(mode) as out,
-                _BytesBar(total or 0, label, offset, stream, progress and total is not None) as bar,
+                progress_bar(
+                    total,
+                    label,
+                    bytes=True,
+                    initial=offset,
+                    stream=stream,
+                    enabled=progress and total is not None,
+                ) as bar,
             ):
                 try:
                     for chunk in response.iter_bytes():  # as received: a break keeps every byte

@@ -1,65 +1,89 @@
-"""A dependency-free progress bar for long work, drawn on stderr."""
+"""Progress bars on stderr, drawn by tqdm: live on a terminal, whole lines in a log.
+
+On a terminal the bar redraws in place (tqdm's `\\r`). Where stderr is not a terminal (CI logs, a
+file, a pipe) a redrawn bar would make one endless line, so the bar is written as separate lines,
+at most one every `LOG_INTERVAL` seconds, plus the last one.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+import textwrap
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+__all__ = ["LOG_INTERVAL", "format_bytes", "progress_bar", "shorten"]
+
+#: Seconds between two lines of a bar written to a log (not a terminal).
+LOG_INTERVAL = 10.0
 
 
-class ProgressBar:
-    """`with ProgressBar(total, "generating", unit="frames") as bar: bar.update(n)`."""
+class _Lines:
+    """A stream for tqdm that writes each state of the bar as its own line (no `\\r`)."""
 
-    def __init__(
-        self, total: float, label: str, unit: str = "", stream: TextIO | None = None, enabled: bool = True
-    ) -> None:
-        self.total = max(float(total), 1e-9)
-        self.label = label
-        self.unit = unit
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.done = 0.0
-        self._start = time.perf_counter()
-        self._last_draw = 0.0
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._last = ""
 
-    def update(self, n: float = 1, postfix: str = "") -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last_draw > 0.1 or self.done >= self.total):
-            self._last_draw = now
-            self._draw(postfix)
+    def write(self, text: str) -> None:
+        for part in text.replace("\n", "\r").split("\r"):
+            part = part.rstrip()
+            if part and part != self._last:
+                self._stream.write(part + "\n")
+                self._last = part
 
-    def _draw(self, postfix: str) -> None:
-        frac = min(self.done / self.total, 1.0)
-        width = 24
-        filled = int(frac * width)
-        elapsed = time.perf_counter() - self._start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        done = _fmt(self.done)
-        total = _fmt(self.total)
-        line = (
-            f"\r{self.label} |{'#' * filled}{'.' * (width - filled)}| {done}/{total} {self.unit} "
-            f"[{elapsed:5.1f}s, {rate:.1f} {self.unit}/s]{' ' + postfix if postfix else ''}"
-        )
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw("")
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def flush(self) -> None:
+        self._stream.flush()
 
 
-def _fmt(x: float) -> str:
-    if x >= 1 << 30:
-        return f"{x / (1 << 30):.2f}G"
-    if x >= 1 << 20:
-        return f"{x / (1 << 20):.1f}M"
-    return f"{x:.0f}"
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress_bar(
+    total: float | None,
+    desc: str,
+    *,
+    unit: str = "it",
+    enabled: bool = True,
+    stream: TextIO | None = None,
+    initial: float = 0,
+    bytes: bool = False,
+) -> tqdm:
+    """A tqdm bar on `stream` (default stderr); `bytes`: sizes and rates in kB/MB/GB.
+
+    `with progress_bar(93, "generating", unit="frames") as bar: bar.update(9)`.
+    """
+    stream = stream if stream is not None else sys.stderr
+    terminal = _is_terminal(stream)
+    options: dict[str, Any] = {}
+    if bytes:
+        options.update(unit="B", unit_scale=True, unit_divisor=1000)
+    else:
+        options.update(unit=f" {unit}" if unit else "it")
+    return tqdm(
+        total=total,
+        desc=desc,
+        initial=initial,
+        disable=not enabled,
+        file=stream if terminal else _Lines(stream),
+        dynamic_ncols=terminal,
+        ascii=not terminal,
+        mininterval=0.1 if terminal else LOG_INTERVAL,
+        leave=True,
+        **options,
+    )
+
+
+def format_bytes(n: float) -> str:
+    """A size in bytes as the bars write it (tqdm's SI form: 2.50MB)."""
+    return tqdm.format_sizeof(n, suffix="B", divisor=1000)
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """`text` cut to `width` characters at a word boundary (a bar's postfix)."""
+    return textwrap.shorten(text, width=width, placeholder="…")

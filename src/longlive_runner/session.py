@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from longlive._errors import ErrorCode, ProtocolError
 from longlive._protocol import (
-    Ack,
     DEFAULT_LIMITS,
+    Ack,
     Command,
     CommandErrorMessage,
     ErrorMessage,

@@ -62,6 +62,66 @@ class TextTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._raw.decode(ids, skip_special_tokens=True)
 
+    @property
+    def unk_id(self) -> int | None:
+        """Id of the unknown token (`<unk>`, or the one the tokenizer's model names); None if none."""
+        unk = self._raw.token_to_id(UNK)
+        if unk is None:
+            name = getattr(self._raw.model, "unk_token", None)
+            unk = self._raw.token_to_id(name) if isinstance(name, str) else None
+        return unk
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` (as written, in order, once each) holding a token that maps to the
+        unknown token: words the model cannot read, which therefore do not steer the video."""
+        unk = self.unk_id
+        if unk is None:
+            return []
+        cleaned = clean_text(text)
+        encoding = self._raw.encode(cleaned, add_special_tokens=False)
+        words: list[str] = []
+        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+            if token_id != unk:
+                continue
+            # the whole whitespace-delimited word around the unknown piece
+            while start > 0 and not cleaned[start - 1].isspace():
+                start -= 1
+            while end < len(cleaned) and not cleaned[end].isspace():
+                end += 1
+            word = cleaned[start:end]
+            if word and word not in words:
+                words.append(word)
+        return words
+
+
+def prompt_warnings(
+    tokenizer: TextTokenizer, prompt: str, *, hint: str | None = None
+) -> list[tuple[str, str]]:
+    """Warnings for a prompt, as (code, message) pairs (docs/protocol.md, section 6.1):
+
+    - `prompt_truncated`: more tokens than the text encoder keeps;
+    - `unknown_words`: words that map to the unknown token (named), with `hint` (e.g. the demo
+      model's grammar) appended to the message.
+    """
+    out: list[tuple[str, str]] = []
+    n = tokenizer.count_tokens(prompt)
+    if n > tokenizer.text_len:
+        out.append(
+            (
+                "prompt_truncated",
+                f"the prompt is {n} tokens; the text encoder keeps {tokenizer.text_len}, the rest is ignored",
+            )
+        )
+    unknown = tokenizer.unknown_words(prompt)
+    if unknown:
+        named = ", ".join(repr(w) for w in unknown)
+        they = "it is" if len(unknown) == 1 else "they are"
+        message = (
+            f"the model does not know {named}: {they} read as the unknown token and will not steer the video"
+        )
+        out.append(("unknown_words", message + (f"; {hint}" if hint else "")))
+    return out
+
 
 def build_tiny_tokenizer() -> Tokenizer:
     """A small deterministic SentencePiece-like (Unigram + Metaspace) tokenizer for tests and the tiny preset.
@@ -89,3 +149,13 @@ def build_tiny_tokenizer() -> Tokenizer:
     )
     tok.add_special_tokens([PAD, EOS, UNK])
     return tok
+
+
+def model_hint(config: object) -> str | None:
+    """What a model can draw, for the `unknown_words` warning: the demo model's grammar; None
+    for others (their vocabulary is open)."""
+    if getattr(config, "name", None) == "demo":
+        from .demo.scenes import grammar
+
+        return grammar()
+    return None

@@ -97,6 +97,15 @@ def parse_prompt(text: str) -> Scene:
     return Scene(color=words[1], shape=words[2], direction=words[4], background=" ".join(words[7:-1]))
 
 
+def grammar() -> str:
+    """What the demo model draws, in one line (for warnings and help texts)."""
+    return (
+        "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background' "
+        f"(COLOR: {', '.join(COLORS)}; SHAPE: {', '.join(SHAPES)}; "
+        f"DIRECTION: {', '.join(DIRECTIONS)}; BACKGROUND: {', '.join(BACKGROUNDS)})"
+    )
+
+
 def vocabulary() -> list[str]:
     """Every word a demo prompt can contain (for a word-level tokenizer)."""
     words = {"a", "an", "moving", "on", "background", *COLORS, *SHAPES, *DIRECTIONS}

@@ -11,7 +11,12 @@
   const PIXEL_FORMAT_RGB24 = 1;
   const MAX_SEED = 9223372036854775807n; // 2**63 - 1
   const COMMAND_TIMEOUT_MS = 15000;
-  const MAX_QUEUED_FRAMES = 48; // frames waiting to be drawn; older ones are skipped
+  // Frames waiting to be drawn (the playback buffer): up to 30 s of video or 256 MB, whichever is
+  // less. A paced runner (`serve`'s default) keeps it within ~2 blocks; the oldest frames are only
+  // skipped when a runner without pacing, or a hidden tab, overfills it.
+  const MAX_BUFFER_SECONDS = 30;
+  const MAX_BUFFER_BYTES = 256 * 2 ** 20;
+  const DRAW_LOG = 2000; // draw times kept for tests and the console (window.longliveLiveView)
   const FPS_WINDOW_MS = 3000;
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 10000;
@@ -38,6 +43,7 @@
     secondsInput: $("seconds-input"),
     scheduleBtn: $("schedule-btn"),
     scheduleHint: $("schedule-hint"),
+    scheduleWarning: $("schedule-warning"),
     seedInput: $("seed-input"),
     startBtn: $("start-btn"),
     pauseBtn: $("pause-btn"),
@@ -71,7 +77,8 @@
     nextId: 1,
     errors: new Map(), // error key -> text (the error shown next to a control)
     queue: [], // frames waiting to be drawn
-    playClock: null,
+    playClock: null, // performance.now() when the next frame is due (null: play the next one at once)
+    drawLog: [], // {videoFrame, generation, t}: when each frame was drawn (performance.now())
     imageData: null,
     framesShown: 0,
     framesSkipped: 0,
@@ -440,13 +447,20 @@
     S.queue.push(f);
     if (!el.smoothInput.checked) {
       drainQueue();
-    } else if (S.queue.length > MAX_QUEUED_FRAMES) {
-      // The page fell behind (e.g. a hidden tab): skip the oldest frames to stay live.
-      const skip = S.queue.length - MAX_QUEUED_FRAMES;
+      return;
+    }
+    const limit = Math.max(
+      1,
+      Math.min(MAX_BUFFER_SECONDS * fps(), Math.floor(MAX_BUFFER_BYTES / Math.max(f.pixels.length, 1))),
+    );
+    if (S.queue.length > limit) {
+      // Overfilled (a runner without pacing, or a hidden tab): skip the oldest frames.
+      const skip = S.queue.length - limit;
       S.queue.splice(0, skip);
       S.framesSkipped += skip;
       el.skipped.textContent = String(S.framesSkipped);
     }
+    el.canvas.dataset.buffered = String(S.queue.length);
   }
 
   function badFrame(why) {
@@ -457,6 +471,7 @@
     S.generation = generation;
     S.queue = [];
     S.playClock = null;
+    S.drawLog = [];
     S.framesShown = 0;
     S.lastVideoFrame = -1;
     S.lastBlock = -1;
@@ -497,6 +512,8 @@
       dst[j + 2] = src[i + 2];
     }
     ctx.putImageData(S.imageData, 0, 0);
+    S.drawLog.push({ videoFrame: f.videoFrame, generation: f.generation, t: performance.now() });
+    if (S.drawLog.length > DRAW_LOG) S.drawLog.splice(0, S.drawLog.length - DRAW_LOG);
     S.framesShown += 1;
     S.lastVideoFrame = f.videoFrame;
     S.lastBlock = f.blockStart;
@@ -524,7 +541,11 @@
     if (last) draw(last);
   }
 
-  // Frames arrive a block at a time; "play at video speed" spreads them at the video's fps.
+  // Frames arrive a block at a time; "play at video speed" plays them from the buffer, every
+  // one, one per 1/fps s (62.5 ms at 16 fps). Frames are due on a clock that advances by exactly
+  // one interval per frame, so the rate holds on average whatever the display's refresh rate. A
+  // frame is never skipped to catch up: when the page falls behind (a busy or hidden tab) or the
+  // buffer runs dry, playback goes on from the next frame.
   function tick(now) {
     requestAnimationFrame(tick);
     if (!el.smoothInput.checked) {
@@ -532,23 +553,16 @@
       return;
     }
     if (!S.queue.length) {
-      S.playClock = null;
+      if (S.playClock !== null && now > S.playClock) S.playClock = null; // ran dry: restart on arrival
       return;
     }
     const interval = 1000 / fps();
-    if (S.playClock === null) S.playClock = now - interval;
-    let due = Math.floor((now - S.playClock) / interval);
-    if (due <= 0) return;
-    S.playClock += due * interval;
-    // When ticks come late (a busy or hidden page), frames that are already overdue are passed
-    // over so the picture stays live; the newest due frame is drawn.
-    let frame = null;
-    while (due-- > 0 && S.queue.length) {
-      if (frame) S.framesSkipped += 1;
-      frame = S.queue.shift();
-    }
-    if (S.framesSkipped) el.skipped.textContent = String(S.framesSkipped);
-    if (frame) draw(frame);
+    if (S.playClock === null) S.playClock = now;
+    if (now + 4 < S.playClock) return; // not due yet (4 ms: within a refresh of the due time)
+    draw(S.queue.shift());
+    el.canvas.dataset.buffered = String(S.queue.length);
+    S.playClock += interval;
+    if (S.playClock < now - interval) S.playClock = now; // fell behind: go on from now, skip nothing
   }
 
   // ------------------------------------------------------------------------------------------
@@ -653,6 +667,8 @@
   function onSchedule() {
     setError("schedule", "");
     el.scheduleHint.textContent = "";
+    el.scheduleWarning.textContent = "";
+    el.scheduleWarning.hidden = true;
     const prompt = el.promptInput.value;
     if (!prompt.trim()) {
       setError("schedule", "type a prompt first");
@@ -691,8 +707,17 @@
         const eff = data.effective_frame;
         let hint = `scheduled at frame ${data.timestamp}; takes effect at frame ${eff} (${seconds(firstVideoFrame(eff))} s)`;
         if (data.replaced_prompt != null) hint += `, replacing “${data.replaced_prompt}”`;
-        for (const w of data.warnings || []) hint += ` · ${w.code}: ${w.message}`;
+        const problems = [];
+        for (const w of data.warnings || []) {
+          // Where the prompt went is a hint; what the video will not show is a warning.
+          if (w.code === "rekeyed" || w.code === "superseded") hint += ` · ${w.code}: ${w.message}`;
+          else problems.push(`${w.code}: ${w.message}`);
+        }
         el.scheduleHint.textContent = hint;
+        el.scheduleWarning.textContent = problems.join("\n");
+        el.scheduleWarning.hidden = problems.length === 0;
+        for (const text of problems) addLog(`warning: “${prompt}”: ${text}`, "warn");
+
         el.promptInput.value = "";
         el.timestampInput.value = "";
         el.secondsInput.value = "";
