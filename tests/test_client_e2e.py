@@ -232,7 +232,7 @@ async def test_remove_prompt_and_refusals(open_client: OpenClient) -> None:
         await reactor.schedule_prompt("   ", 3)
     assert info.value.code == "empty_prompt"
     with pytest.raises(CommandError) as info:
-        await reactor.schedule_prompt("x", 10**6)
+        await reactor.schedule_prompt("x", reactor.hello.max_frames + 1)  # past the announced limit
     assert info.value.code == "bad_timestamp"
     with pytest.raises(CommandError) as info:
         await reactor.resume()
