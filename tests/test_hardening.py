@@ -45,7 +45,7 @@ from longlive import (
     Reactor,
     WebSocketTransport,
 )
-from longlive._protocol import Limits
+from longlive._protocol import DEFAULT_LIMITS, Limits
 from longlive_runner import CheckpointError, load_pipeline
 from longlive_runner.generator import Block
 from longlive_runner.hub import Runner
@@ -54,6 +54,7 @@ from longlive_runner.server import RunnerServer
 TIMEOUT = 60.0
 COMMANDS = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset", "get_state"})
 MAX_BYTES, MAX_CHARS, MAX_PROMPTS = 65536, 2000, 256  # the reference runner's defaults
+MAX_FRAMES = DEFAULT_LIMITS.max_frames  # no length cap by default: the largest timestamp
 A = "a red fox in the snow"
 SEED = 7
 #: Inputs thrown at the runner by the property-based test (raise it for a deeper search).
@@ -171,7 +172,7 @@ json_values = st.recursive(
 )
 not_objects = json_values.filter(lambda v: not isinstance(v, dict))
 not_int = json_values.filter(lambda v: isinstance(v, bool) or not isinstance(v, int))
-bad_timestamp = not_int | st.integers(max_value=-1) | st.integers(min_value=1025)
+bad_timestamp = not_int | st.integers(max_value=-1) | st.integers(min_value=MAX_FRAMES + 1)
 bad_prompt = (
     json_values.filter(lambda v: not isinstance(v, str))
     | st.text(" \t\n", max_size=20)  # empty or whitespace
@@ -215,7 +216,7 @@ def bad_commands(draw: st.DrawFn) -> Case:
     if kind == "schedule_prompt":
         data: Any = {}
         prompt = draw(st.one_of(st.just(A), bad_prompt, st.just(...)))
-        timestamp = draw(st.one_of(st.integers(0, 1024), bad_timestamp, st.just(...)))
+        timestamp = draw(st.one_of(st.integers(0, MAX_FRAMES), bad_timestamp, st.just(...)))
         if prompt is not ...:
             data["new_prompt"] = prompt
         if timestamp is not ...:
@@ -224,7 +225,7 @@ def bad_commands(draw: st.DrawFn) -> Case:
             prompt == A
             and isinstance(timestamp, int)
             and not isinstance(timestamp, bool)
-            and 0 <= timestamp <= 1024
+            and 0 <= timestamp <= MAX_FRAMES
         ):
             data["timestamp"] = -1 - timestamp  # keep it wrong
     elif kind == "remove_prompt":

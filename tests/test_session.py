@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
 import pytest
 
 from longlive._protocol import (
+    DEFAULT_LIMITS,
     Ack,
     CommandErrorMessage,
     ErrorMessage,
@@ -92,7 +94,9 @@ def test_for_config_reads_the_pipeline_config() -> None:
     from longlive_runner.config import get_preset
 
     s = Session.for_config(get_preset("tiny"), max_scheduled_prompts=4)
-    assert (s.height, s.width, s.max_frames, s.frames_per_block) == (64, 112, 1024, 3)
+    assert (s.height, s.width, s.max_frames, s.frames_per_block) == (64, 112, DEFAULT_LIMITS.max_frames, 3)
+    capped = dataclasses.replace(get_preset("tiny").stream, max_latent_frames=30)
+    assert Session.for_config(dataclasses.replace(get_preset("tiny"), stream=capped)).max_frames == 30
     assert s.limits.max_scheduled_prompts == 4
 
 
@@ -186,8 +190,20 @@ def test_max_frames_finishes_the_video() -> None:
     assert s.phase == "idle" and s.schedule == {}
 
 
-def test_default_max_frames_ends_at_1023() -> None:
+def test_by_default_the_video_does_not_end() -> None:
+    """No length cap: 2,000 blocks (6,000 latent frames, past LongLive's 1024 RoPE positions) and
+    the session still plans the next one; only a user limit ends a video."""
     s = started()
+    for _ in range(2000):
+        plan = s.next_block()
+        assert plan is not None
+        out = s.block_done(plan, plan.num_video_frames)
+        assert not any(isinstance(m, GenerationFinished) for m in out)
+    assert s.current_start_frame == 6000 and s.finish_reason is None and s.next_block() is not None
+
+
+def test_user_limit_of_1024_ends_at_1023() -> None:
+    s = started(max_frames=1024)
     n = 0
     while (plan := s.next_block()) is not None:
         out = s.block_done(plan, plan.num_video_frames)
