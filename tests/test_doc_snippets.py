@@ -19,14 +19,10 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from _runner_process import RunnerProcess, start_runner
+from _runner_process import start_runner
 from longlive_runner.demo.checker import measure_frames
 from longlive_runner.demo.scenes import parse_prompt
 
@@ -132,7 +128,10 @@ NOT_RUN_HERE = {
     ("docs/architecture.md", 2): "an API sketch: signatures and shapes, not a program",
     ("docs/architecture.md", 3): "needs a converted 1.3B folder, CUDA and another implementation's tensors",
     ("docs/weights.md", 0): "needs the real weights (weights/Wan2.1-T2V-1.3B, weights/LongLive)",
-    ("docs/cluster.md", 0): "needs a cluster and its token: tests/test_cluster.py makes the same calls on one",
+    (
+        "docs/cluster.md",
+        0,
+    ): "needs a cluster and its token: tests/test_cluster.py makes the same calls on one",
 }
 
 # Cells run before / after a snippet that is a fragment (as in a notebook: top-level await).
@@ -189,19 +188,47 @@ SNIPPETS: dict[tuple[str, int], tuple[str, str]] = {  # (before, after)
     ),
 }
 
-# Runs cells in one event loop, top-level await allowed (as a notebook kernel does); a snippet
-# that calls asyncio.run itself runs as a plain script.
+# All the snippets in ONE process (one torch import): first the plain scripts (their own
+# asyncio.run), each in a fresh namespace and folder; then the notebook-style ones in one event
+# loop, each with its cells (before, the snippet, after) in a fresh namespace, top-level await
+# allowed as in a notebook kernel. Each prints "[ok] NAME", or "[fail] NAME" and its traceback.
 HARNESS = """
-import ast, asyncio, sys
-cells = [open(p).read() for p in sys.argv[1:]]
+import ast, asyncio, json, os, sys, traceback
+snippets = json.load(open(sys.argv[1]))
+home = os.getcwd()
+
+def report(name, exc):
+    if exc is None:
+        print(f"[ok] {name}", flush=True)
+    else:
+        print(f"[fail] {name}", flush=True)
+        traceback.print_exception(exc)
+
+def fresh(name):
+    folder = os.path.join(home, name.replace("/", "_").replace("#", "_"))
+    os.makedirs(folder, exist_ok=True)
+    os.chdir(folder)
+    return {"__name__": "__main__"}
+
+for name, cells in snippets["scripts"]:
+    try:
+        exec(compile(cells[0], name, "exec"), fresh(name))
+        report(name, None)
+    except BaseException as exc:
+        report(name, exc)
 
 async def main():
-    namespace = {"__name__": "__main__", "RUNNER_URL": RUNNER_URL}
-    for i, source in enumerate(cells):
-        code = compile(source, f"cell {i}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)
-        if asyncio.iscoroutine(result):
-            await result
+    for name, cells in snippets["cells"]:
+        namespace = fresh(name)
+        try:
+            for i, source in enumerate(cells):
+                code = compile(source, f"{name} cell {i}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                result = eval(code, namespace)
+                if asyncio.iscoroutine(result):
+                    await result
+            report(name, None)
+        except BaseException as exc:
+            report(name, exc)
 
 asyncio.run(main())
 """
@@ -211,33 +238,36 @@ def test_every_python_block_of_the_docs_is_listed() -> None:
     assert set(python_blocks()) == set(SNIPPETS) | set(NOT_RUN_HERE)
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[RunnerProcess]:
-    with start_runner("--grace-period", "off", "--pace", "fast", model="demo") as proc:
-        yield proc
-
-
-@pytest.mark.parametrize("key", sorted(SNIPPETS), ids=lambda k: f"{k[0]}#{k[1]}")
-def test_the_docs_python_block_runs(key: tuple[str, int], served: RunnerProcess, tmp_path: Path) -> None:
-    code = python_blocks()[key].replace("ws://127.0.0.1:8765", served.url)
-    before, after = SNIPPETS[key]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if "asyncio.run(" in code:
-        assert not before and not after
-        command = [sys.executable, "-c", code]
-    else:
-        files = []
-        for i, cell in enumerate((before, code, after)):
-            if cell:
-                (tmp_path / f"cell{i}.py").write_text(cell)
-                files.append(str(tmp_path / f"cell{i}.py"))
-        harness = f"RUNNER_URL = {served.url!r}\n" + textwrap.dedent(HARNESS)
-        command = [sys.executable, "-c", harness, *files]
-    proc = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
-    )
-    assert proc.returncode == 0, f"{key}:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
+def test_the_docs_python_blocks_run(tmp_path: Path) -> None:
+    """Every block of SNIPPETS runs to its end on the default model: in-process, or against a
+    `serve` of it for the blocks that take its URL."""
+    blocks = python_blocks()
+    scripts: list[list] = []
+    notebook: list[list] = []
+    with start_runner("--grace-period", "off", "--pace", "fast", model="demo") as served:
+        for key, (before, after) in sorted(SNIPPETS.items()):
+            name = f"{key[0]}#{key[1]}"
+            cells = [c.replace("ws://127.0.0.1:8765", served.url).replace("RUNNER_URL", repr(served.url))
+                     for c in (before, blocks[key], after) if c]  # fmt: skip
+            if "asyncio.run(" in blocks[key] or not any("await " in c for c in cells):
+                assert len(cells) == 1, name  # a whole script: nothing around it
+                scripts.append([name, cells])
+            else:
+                notebook.append([name, cells])
+        (tmp_path / "snippets.json").write_text(json.dumps({"scripts": scripts, "cells": notebook}))
+        proc = subprocess.run(
+            [sys.executable, "-c", HARNESS, str(tmp_path / "snippets.json")],
+            cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+            capture_output=True,
+            text=True,
+            timeout=400,
+            stdin=subprocess.DEVNULL,
+        )
+    ran = [line for line in proc.stdout.splitlines() if line.startswith(("[ok] ", "[fail] "))]
+    failed = [line for line in ran if line.startswith("[fail] ")]
+    assert proc.returncode == 0 and not failed, f"{failed}\n{proc.stdout}\n{proc.stderr}"
+    assert sorted(line.removeprefix("[ok] ") for line in ran) == sorted(n for n, _ in scripts + notebook)
 
 
 def test_the_readme_generate_command_runs(tmp_path: Path) -> None:

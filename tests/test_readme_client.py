@@ -1,9 +1,9 @@
 """The README's "client in 10 lines", run as a new user runs it, against one `serve` process.
 
 `longlive-runner serve --model demo` with its defaults (real-time pace, 30 s grace period): the
-snippet, taken from README.md as it stands, runs twice in a row, then once more while another
-client holds a paused video; every run must succeed and get its 10 s of frames. And when the
-script ends, the runner stops generating: no block is made for no one.
+snippet, taken from README.md as it stands, runs twice in a row, the second time while another
+client watches the first run's paused video; both runs must succeed and get their 10 s of
+frames. And when the script ends, the runner stops generating: no block is made for no one.
 """
 
 from __future__ import annotations
@@ -108,24 +108,16 @@ def test_the_readme_client_runs_twice_in_a_row_and_the_runner_rests_between(serv
     assert still["blocks_generated"] == settled["blocks_generated"] and not still["generating"]
     assert still["phase"] == "paused" and still["generation"] == first
 
-    # The same script again, at once (within the grace period, the paused video still there).
-    second = check_frames(run_snippet(served))
-    assert second == first + 1
-
-
-def test_the_readme_client_runs_while_another_video_is_paused(served: RunnerProcess) -> None:
-    async def hold_a_paused_video() -> None:
+    # The same script again, at once, while another client watches that paused video (within the
+    # grace period): it starts its own, and the watcher is told the paused one was reset.
+    async def again_beside_a_paused_video() -> int:
         async with Reactor(served.url) as other:
-            await other.reset()
-            await other.schedule_prompt("a green triangle moving left on a navy background", 0)
-            await other.start()
-            await other.wait_for_frame(3, timeout=60)
-            await other.pause()
+            assert other.state.running and other.state.paused and other.generation == first
             ended = asyncio.get_running_loop().create_future()
             other.on_generation_finished(lambda msg: ended.done() or ended.set_result(msg.reason))
-            generation = check_frames(await asyncio.to_thread(run_snippet, served))
-            # The snippet started its own video; the paused one was reset, as its client is told.
+            second = check_frames(await asyncio.to_thread(run_snippet, served))
             assert await asyncio.wait_for(ended, 10) == "reset"
-            assert other.generation == generation
+            assert other.generation == second
+            return second
 
-    asyncio.run(hold_a_paused_video())
+    assert asyncio.run(again_beside_a_paused_video()) == first + 1
