@@ -717,7 +717,6 @@
         el.scheduleWarning.textContent = problems.join("\n");
         el.scheduleWarning.hidden = problems.length === 0;
         for (const text of problems) addLog(`warning: “${prompt}”: ${text}`, "warn");
-
         el.promptInput.value = "";
         el.timestampInput.value = "";
         el.secondsInput.value = "";
