@@ -46,7 +46,9 @@ def percentile(xs: list[float], q: float) -> float:
 def start_server(model: str, threads: int) -> RunnerProcess:
     """`python -m longlive_runner serve` on a free port, `threads` torch threads (0: torch's default)."""
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
-    return start_runner("--grace-period", "off", model=model, timeout=300, env=env)
+    # --pace fast: the round trips are measured while the runner generates flat out, as before
+    # serve paced to real time by default (bench_pacing.py measures the pacing itself).
+    return start_runner("--grace-period", "off", "--pace", "fast", model=model, timeout=300, env=env)
 
 
 async def first_frame_after_start(reactor, seed: int) -> float:

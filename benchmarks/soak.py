@@ -75,7 +75,10 @@ def mib(kib: int) -> float:
 # ----------------------------------------------------------------------------------------------
 def start_soak_runner(model: str, threads: int) -> RunnerProcess:
     env = {"OMP_NUM_THREADS": str(threads)}
-    return start_runner("--device", "cpu", "--grace-period", "off", model=model, timeout=300, env=env)
+    # --pace fast: the soak keeps the runner generating flat out (serve's default paces to real time).
+    return start_runner(
+        "--device", "cpu", "--grace-period", "off", "--pace", "fast", model=model, timeout=300, env=env
+    )
 
 
 # ----------------------------------------------------------------------------------------------
