@@ -180,7 +180,7 @@ async def role_bare(args: argparse.Namespace) -> None:
     """A plain websockets server: on "go", sends the burst's messages as fast as it can."""
     from websockets.asyncio.server import serve
 
-    from longlive._protocol import FrameHeader, encode_frame
+    from longlive.protocol import FrameHeader, encode_frame
 
     pixels = np.random.default_rng(0).integers(0, 256, (12, args.height, args.width, 3), dtype=np.uint8)
     messages = []

@@ -58,7 +58,9 @@ def plan(cuda: bool) -> dict[str, list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["blocks", "transport", "commands", "load", "gpu", "demo", "pacing"])
+    ap.add_argument(
+        "--only", nargs="+", choices=["blocks", "transport", "commands", "load", "gpu", "demo", "pacing"]
+    )
     ap.add_argument("--log", default=None, help="also save the full output to this file")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a benchmark is stopped")
     args = ap.parse_args()

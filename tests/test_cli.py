@@ -27,7 +27,7 @@ def test_info_of_the_real_model_needs_no_weights():
 
 
 def test_generate_writes_an_mp4_with_every_frame(tmp_path):
-    from longlive._video import read_video
+    from longlive.video import read_video
 
     out = tmp_path / "v.mp4"
     proc = run_cli("generate", "--model", "tiny", "--prompt", "0:a red circle", "--prompt", "6:a blue square",
@@ -74,7 +74,10 @@ def test_a_device_the_machine_lacks_is_one_line_not_a_traceback():
 
 
 def test_generate_notes_what_it_does_differently_and_warns_of_unknown_words(tmp_path):
-    R, B = "a red circle moving right on a black background", "a blue square moving right on a black background"
+    R, B = (
+        "a red circle moving right on a black background",
+        "a blue square moving right on a black background",
+    )
     proc = run_cli("generate", "--prompt", "0:a purple elephant", "--prompt", f"7:{B}", "--prompt", f"0:{R}",
                    "--prompt", f"8:{R}", "--prompt", "99:a red circle moving up on a gray background",
                    "--prompt", "1:a purple elephant", "--frames", "12", "--out", str(tmp_path / "v.mp4"))  # fmt: skip

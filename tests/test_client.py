@@ -28,7 +28,7 @@ from longlive import (
     State,
     UnknownMessage,
 )
-from longlive._protocol import FrameHeader, encode_frame, encode_message, hello_for
+from longlive.protocol import FrameHeader, encode_frame, encode_message, hello_for
 
 H, W = 4, 6
 
@@ -616,7 +616,7 @@ async def test_reconnect_resyncs_state_and_keeps_frames() -> None:
 
 
 async def test_record_writes_mp4(tmp_path: Any) -> None:
-    from longlive._video import read_video
+    from longlive.video import read_video
 
     reactor, t = await connected()
     async with reactor.record(tmp_path / "out.mp4", until=3) as rec:

@@ -273,7 +273,7 @@ async def test_two_clients_share_one_session(open_client: OpenClient) -> None:
 
 
 async def test_record_mp4(open_client: OpenClient, tmp_path: Path) -> None:
-    from longlive._video import read_video
+    from longlive.video import read_video
 
     reactor = await open_client()
     await reactor.schedule_prompt("a red circle", 0)

@@ -30,7 +30,7 @@ from longlive import (
     Reactor,
 )
 from longlive._client import _with_session
-from longlive._protocol import encode_message, hello_for, parse_message
+from longlive.protocol import encode_message, hello_for, parse_message
 from longlive_runner.cluster.gateway import (
     CLOSE_NO_SUCH_SESSION,
     Gateway,

@@ -116,7 +116,7 @@ def test_the_readme_main_job_follows_its_prompts(tmp_path):
     import sys
     from pathlib import Path
 
-    from longlive._video import read_video
+    from longlive.video import read_video
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if ln.startswith('pip install -e ".[all]" && '))

@@ -22,7 +22,7 @@ import pytest
 
 from _runner_process import RunnerProcess, start_runner
 from longlive import latent_to_video_frame
-from longlive._video import read_video
+from longlive.video import read_video
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_SIZE = (64, 64, 3)  # the embedded demo's frames (the default model): height, width, RGB

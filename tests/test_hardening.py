@@ -45,7 +45,7 @@ from longlive import (
     Reactor,
     WebSocketTransport,
 )
-from longlive._protocol import DEFAULT_LIMITS, Limits
+from longlive.protocol import DEFAULT_LIMITS, Limits
 from longlive_runner import CheckpointError, load_pipeline
 from longlive_runner.generator import Block
 from longlive_runner.hub import Runner

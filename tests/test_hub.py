@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from longlive._errors import ConnectionClosedError
-from longlive._protocol import FrameHeader, Limits
+from longlive.errors import ConnectionClosedError
+from longlive.protocol import FrameHeader, Limits
 from longlive_runner.hub import LocalConnection, Runner
 
 A, B = "a red fox in the snow", "a blue whale in the sea"

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from longlive._errors import (
+from longlive.errors import (
     CommandError,
     CommandTimeoutError,
     ConnectionClosedError,
@@ -18,7 +18,7 @@ from longlive._errors import (
     LongliveError,
     ProtocolError,
 )
-from longlive._protocol import (
+from longlive.protocol import (
     COMMAND_TYPES,
     DEFAULT_LIMITS,
     FRAME_HEADER_SIZE,
@@ -56,7 +56,7 @@ from longlive._protocol import (
     parse_message,
     validate_command,
 )
-from longlive._units import (
+from longlive.units import (
     block_start,
     block_video_frames,
     latent_to_video_frame,
@@ -530,7 +530,7 @@ def test_units_reject_bad_values() -> None:
 
 
 def test_encode_frame_into_writes_the_same_bytes_into_a_reused_buffer() -> None:
-    from longlive._protocol import encode_frame_into
+    from longlive.protocol import encode_frame_into
 
     rng = np.random.default_rng(0)
     buffer = bytearray()

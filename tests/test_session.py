@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from longlive._protocol import (
+from longlive.protocol import (
     DEFAULT_LIMITS,
     Ack,
     CommandErrorMessage,

@@ -18,7 +18,9 @@ docs/protocol.md. This package never imports torch: `Reactor.local()` imports th
 from __future__ import annotations
 
 from ._client import MessageStream, Reactor, Recording
-from ._errors import (
+from ._transport import Transport, WebSocketTransport
+from ._types import Frame, FramePolicy, PromptWarning, ScheduledPrompt, Status
+from .errors import (
     CallbackError,
     CommandError,
     CommandTimeoutError,
@@ -29,7 +31,7 @@ from ._errors import (
     ProtocolError,
     QueueTimeoutError,
 )
-from ._protocol import (
+from .protocol import (
     PROTOCOL_VERSION,
     Ack,
     CommandErrorMessage,
@@ -45,9 +47,7 @@ from ._protocol import (
     State,
     UnknownMessage,
 )
-from ._transport import Transport, WebSocketTransport
-from ._types import Frame, FramePolicy, PromptWarning, ScheduledPrompt, Status
-from ._units import (
+from .units import (
     block_start,
     block_video_frames,
     latent_to_video_frame,

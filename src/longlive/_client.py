@@ -33,7 +33,10 @@ from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 
-from ._errors import (
+from ._local import LocalConnector
+from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
+from ._types import Frame, FramePolicy, ScheduledPrompt, Status
+from .errors import (
     CallbackError,
     CommandTimeoutError,
     ConnectionClosedError,
@@ -43,7 +46,7 @@ from ._errors import (
     ProtocolError,
     QueueTimeoutError,
 )
-from ._protocol import (
+from .protocol import (
     PROTOCOL_VERSION,
     Ack,
     CommandErrorMessage,
@@ -58,9 +61,7 @@ from ._protocol import (
     encode_envelope,
     parse_message,
 )
-from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
-from ._types import Frame, FramePolicy, ScheduledPrompt, Status
-from ._units import DEFAULT_FPS
+from .units import DEFAULT_FPS
 
 __all__ = ["MessageStream", "Reactor", "Recording"]
 
@@ -248,7 +249,7 @@ class Recording:
         self._queue.put(frame.image)
 
     def _run(self) -> None:
-        from ._video import VideoWriter
+        from .video import VideoWriter
 
         writer: VideoWriter | None = None
         try:
@@ -371,66 +372,6 @@ class _Job:
         self.event = event
         self.awaitable = awaitable
         self.is_error_handler = is_error_handler
-
-
-# ----------------------------------------------------------------------------------------------
-# In-process runner
-# ----------------------------------------------------------------------------------------------
-class _LocalConnector:
-    """Loads a pipeline and runs a `longlive_runner.hub.Runner` in this process, lazily."""
-
-    def __init__(
-        self,
-        model: str | Path | None,
-        *,
-        pipeline: Any,
-        runner: Any,
-        load_options: dict[str, Any],
-        runner_options: dict[str, Any],
-    ) -> None:
-        self.model = model
-        self.pipeline = pipeline
-        self.runner = runner
-        self.owned = False
-        self.load_options = load_options
-        self.runner_options = runner_options
-
-    def _load(self) -> Any:
-        from longlive_runner import load_pipeline
-
-        options = dict(self.load_options)
-        if options.get("device") is None:
-            import torch
-
-            options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        return load_pipeline(self.model, **options)
-
-    async def open(self) -> Transport:
-        if self.runner is None:
-            try:
-                from longlive_runner.hub import Runner
-            except ImportError as exc:
-                raise ImportError(
-                    f"Reactor.local() needs the runner (torch): pip install 'longlive[runner]' ({exc})"
-                ) from exc
-
-            if self.pipeline is None:
-                self.pipeline = await asyncio.to_thread(self._load)
-            runner = Runner(self.pipeline, **self.runner_options)
-            await runner.start()
-            self.runner, self.owned = runner, True
-        try:
-            conn = self.runner.connect_local()
-        except RuntimeError as exc:  # the runner was closed under us
-            raise ConnectionClosedError(None, f"cannot connect to the in-process runner: {exc}") from exc
-        if inspect.isawaitable(conn):
-            conn = await conn
-        return conn  # type: ignore[no-any-return]
-
-    async def shutdown(self) -> None:
-        if self.owned and self.runner is not None:
-            runner, self.runner, self.owned = self.runner, None, False
-            await runner.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -565,7 +506,7 @@ class Reactor:
         self._session_id: str | None = None
         self._queue_position: int | None = None
         self._queue_length: int | None = None
-        self._local: _LocalConnector | None = None
+        self._local: LocalConnector | None = None
 
         self._status: Status = "disconnected"
         self._conn: _Connection | None = None
@@ -632,7 +573,7 @@ class Reactor:
             load_options["wan_dir"] = wan_dir
         if longlive_dir is not None:
             load_options["longlive_dir"] = longlive_dir
-        connector = _LocalConnector(
+        connector = LocalConnector(
             model,
             pipeline=pipeline,
             runner=runner,

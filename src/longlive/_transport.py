@@ -5,7 +5,7 @@ else: it does not parse JSON, match replies or buffer frames; `Reactor` does tha
 task. Two implementations exist:
 
 - `WebSocketTransport` (here): a `websockets` client connection; binary messages are decoded with
-  `longlive._protocol.decode_frame`.
+  `longlive.protocol.decode_frame`.
 - the runner's in-process `LocalConnection` (`longlive_runner.hub`), used by `Reactor.local()`:
   frames are handed over as header + numpy array, without encoding.
 """
@@ -18,9 +18,9 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
-from ._errors import ConnectionClosedError
-from ._protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
-from ._token import TOKEN_ENV, clean_token, hide_token, token_from_env
+from .auth import TOKEN_ENV, clean_token, hide_token, token_from_env
+from .errors import ConnectionClosedError
+from .protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -46,7 +46,7 @@ def auth_headers(
     """`headers` plus `Authorization: Bearer <token>`; the token defaults to `$LONGLIVE_TOKEN`
     (when `use_env`). An `Authorization` header already in `headers` wins. The token is stripped
     (a trailing newline from a file is fine); an empty one, or one with a line break inside, raises
-    ValueError (`longlive._token`)."""
+    ValueError (`longlive.auth`)."""
     out = dict(headers or {})
     token = clean_token(token) if token is not None else token_from_env() if use_env else None
     if token and not any(k.lower() == "authorization" for k in out):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._protocol import FrameHeader
+from .protocol import FrameHeader
 
 __all__ = ["FramePolicy", "Frame", "PromptWarning", "ScheduledPrompt", "Status"]
 

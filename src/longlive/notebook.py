@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import InvalidStateError
-from ._units import latent_to_video_frame
+from .errors import InvalidStateError
+from .units import latent_to_video_frame
 
 if TYPE_CHECKING:
     from ._client import Reactor

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from longlive._token import TOKEN_QUERY_PARAM
+from longlive.auth import TOKEN_QUERY_PARAM
 
 __all__ = [
     "DEFAULT_MAX_AUTH_FAILURES",

@@ -44,7 +44,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .cli import CLIError
+from .arguments import CLIError
 from .layouts import (
     LONGLIVE_BASE_FILE,
     LONGLIVE_LORA_FILE,

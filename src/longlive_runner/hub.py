@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from longlive._errors import ConnectionClosedError, ErrorCode
-from longlive._protocol import (
+from longlive.errors import ConnectionClosedError, ErrorCode
+from longlive.protocol import (
     DEFAULT_LIMITS,
     ErrorMessage,
     FrameHeader,
@@ -54,7 +54,7 @@ from longlive._protocol import (
     encode_message,
     is_reply,
 )
-from longlive._units import block_video_frames
+from longlive.units import block_video_frames
 
 from .generator import GenerationFinished
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer

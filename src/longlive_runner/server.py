@@ -48,9 +48,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from longlive._errors import ConnectionClosedError
-from longlive._protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
-from longlive._token import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
+from longlive.auth import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
+from longlive.errors import ConnectionClosedError
+from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
 
 from .access import (
     AccessConfig,
@@ -64,7 +64,7 @@ from .access import (
     normalize_origin,
     split_target,
 )
-from .cli import CLIError, add_model_args, load_from_args
+from .arguments import CLIError, add_model_args, load_from_args
 from .pacing import PACES
 
 if TYPE_CHECKING:
@@ -465,7 +465,7 @@ def is_loopback_host(host: str) -> bool:
 
 def resolve_token(cli_token: str | None, environ: Any = None) -> str | None:
     """The token from `--token`, else from `LONGLIVE_TOKEN` (unset or set to "": no token),
-    stripped (`longlive._token`). CLIError for a `--token` that is empty or only whitespace, or a
+    stripped (`longlive.auth`). CLIError for a `--token` that is empty or only whitespace, or a
     variable holding only whitespace."""
     try:
         if cli_token is not None:
@@ -664,7 +664,9 @@ async def _serve(pipe: Pipeline, sock: socket.socket, args: argparse.Namespace) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
-    limits = DEFAULT_LIMITS if args.max_frames is None else replace(DEFAULT_LIMITS, max_frames=args.max_frames)
+    limits = (
+        DEFAULT_LIMITS if args.max_frames is None else replace(DEFAULT_LIMITS, max_frames=args.max_frames)
+    )
     runner = Runner(
         pipe,
         limits=limits,

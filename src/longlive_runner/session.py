@@ -1,7 +1,7 @@
 """The session state machine: prompt schedule, start/pause/resume/reset rules, progress.
 
 Synchronous, no threads, no I/O, no torch. A runner drives it from two sides and sends out
-whatever messages it returns (replies, see `longlive._protocol.is_reply`, to the sender;
+whatever messages it returns (replies, see `longlive.protocol.is_reply`, to the sender;
 everything else to every client):
 
 - commands: `handle_text(text)` (or `handle(command)`) -> messages;
@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from longlive._errors import ErrorCode, ProtocolError
-from longlive._protocol import (
+from longlive.errors import ErrorCode, ProtocolError
+from longlive.protocol import (
     DEFAULT_LIMITS,
     Ack,
     Command,
@@ -50,7 +50,7 @@ from longlive._protocol import (
     parse_command,
     validate_command,
 )
-from longlive._units import block_video_frames, latent_to_video_frame, next_block_boundary
+from longlive.units import block_video_frames, latent_to_video_frame, next_block_boundary
 
 if TYPE_CHECKING:
     from .config import PipelineConfig

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from longlive._token import clean_token, token_from_env
+from longlive.auth import clean_token, token_from_env
 
 from ..access import AccessConfig, AccessPolicy, Refusal, RequestFacts, normalize_origin
 from ..pacing import PACES

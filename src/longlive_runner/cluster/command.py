@@ -20,10 +20,10 @@ import socket
 import sys
 from typing import Any
 
-from longlive._protocol import MAX_SEED
+from longlive.protocol import MAX_SEED
 
 from ..access import BadRequest, check_token_strength, normalize_origin
-from ..cli import CLIError, add_model_args
+from ..arguments import CLIError, add_model_args
 from ..pacing import PACES
 from ..server import (
     DEFAULT_GRACE_PERIOD,

@@ -42,8 +42,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from longlive._errors import ErrorCode, ProtocolError
-from longlive._protocol import (
+from longlive.errors import ErrorCode, ProtocolError
+from longlive.protocol import (
     DEFAULT_LIMITS,
     CommandErrorMessage,
     ErrorMessage,

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
 
-from ._errors import CommandError, ErrorCode, ProtocolError
-from ._units import DEFAULT_FPS, DEFAULT_FRAMES_PER_BLOCK, DEFAULT_TEMPORAL_COMPRESSION, block_video_frames
+from .errors import CommandError, ErrorCode, ProtocolError
+from .units import DEFAULT_FPS, DEFAULT_FRAMES_PER_BLOCK, DEFAULT_TEMPORAL_COMPRESSION, block_video_frames
 
 __all__ = [
     "DEFAULT_LIMITS",
