@@ -303,7 +303,11 @@ class _Worker:
 
     def stop(self) -> asyncio.Future[None]:
         """Ask the thread to end after the jobs already submitted; the future is its end."""
-        return self.submit(lambda: self._STOP)  # type: ignore[return-value]
+        end: asyncio.Future[Any] = self.submit(self._stop_marker)
+        return end
+
+    def _stop_marker(self) -> object:
+        return self._STOP
 
     def _run(self) -> None:
         while True:

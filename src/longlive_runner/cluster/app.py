@@ -239,4 +239,4 @@ class LongliveGateway:
 
 def build_app(args: dict[str, Any] | None = None) -> Any:
     """The Serve application (`serve run longlive_runner.cluster.app:build_app key=value ...`)."""
-    return LongliveGateway.bind(parse_args(args or {}))
+    return LongliveGateway.bind(parse_args(args or {}))  # type: ignore[attr-defined]  # a Serve deployment

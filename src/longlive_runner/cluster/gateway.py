@@ -474,6 +474,7 @@ class Gateway:
                 if sid is None:
                     return  # it left the queue
                 live = self._live[sid]
+            assert live is not None  # joined: checked in _serve; queued: just assigned
             try:
                 address = await asyncio.shield(live.address)
             except _OpenFailed as exc:
