@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # serve_process.py: a real serve process, shared with the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS = (
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from _machine import cpu_model
 
-    from longlive_runner.serve_process import start_cluster, start_runner
+    from serve_process import start_cluster, start_runner
 
     env = {"OMP_NUM_THREADS": "1"}
     common = ["--device", args.device, "--pace", "fast"]

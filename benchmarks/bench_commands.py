@@ -28,8 +28,11 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
-from longlive_runner.serve_process import RunnerProcess, start_runner
+# serve_process.py (a real serve process on a free port) lives with the tests, not in the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serve_process import RunnerProcess, start_runner  # noqa: E402
 
 PROMPTS = [
     "a red circle moving left on a black background",

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # serve_process.py: a real serve process, shared with the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import cpu_model  # noqa: E402
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from longlive_runner.serve_process import start_runner
+    from serve_process import start_runner
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; model {args.model}; torch threads: runner default")
     phases: list[Phase] = []

@@ -27,12 +27,16 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from longlive import CommandError, ConnectionClosedError, LongliveError, Reactor
-from longlive_runner.serve_process import RunnerProcess, start_runner
+
+# serve_process.py (a real serve process on a free port) lives with the tests, not in the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serve_process import RunnerProcess, start_runner  # noqa: E402
 
 PROMPTS = [
     "a red fox in the snow",

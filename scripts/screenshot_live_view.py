@@ -23,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # serve_process.py: a real serve process, shared with the tests
 
 FIRST = "a red circle moving right on a black background"
 SECOND = "a blue square moving right on a black background"
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from longlive_runner.demo.checker import measure_frame
-    from longlive_runner.serve_process import start_runner
+    from serve_process import start_runner
 
     with start_runner("--grace-period", "off", model="demo") as runner, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), headless=True)

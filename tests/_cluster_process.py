@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from longlive_runner import serve_process
-from longlive_runner.serve_process import RunnerProcess
+import serve_process
+from serve_process import RunnerProcess
 
 CLUSTER_WORKERS = 2
 #: Seconds a session outlives its last client (clients of a test rejoin within it: reconnect).

@@ -1,4 +1,4 @@
-"""Pytest fixtures around a real `longlive-runner serve` process (longlive_runner.serve_process).
+"""Pytest fixtures around a real `longlive-runner serve` process (tests/serve_process.py).
 
 Fixtures (make them visible with one line in tests/conftest.py:
 `from _runner_process import runner_process, runner_url  # noqa: F401`):
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from longlive_runner.serve_process import RunnerProcess, runner_command, start_runner
+from serve_process import RunnerProcess, runner_command, start_runner
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 from _cluster_process import health, info, wait_idle
 from _frames import take
 from longlive import ConnectionClosedError, ErrorMessage, Queued, Reactor
-from longlive_runner.serve_process import RunnerProcess
+from serve_process import RunnerProcess
 
 pytestmark = pytest.mark.slow
 
