@@ -57,6 +57,8 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path):
     assert proc.returncode == 2 and "frame 0" in proc.stderr
     proc = run_cli("generate", "--model", "longlive-1.3b", "--prompt", "0:x")
     assert proc.returncode == 2 and "longlive-runner download" in proc.stderr
+    proc = run_cli("serve", "--max-frames", "2")  # the user limit must hold one block
+    assert proc.returncode == 2 and "--max-frames must be in 3.." in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
