@@ -615,6 +615,30 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def check_access_args(args: argparse.Namespace, what: str = "the model") -> None:
+    """The access options of `serve` and `cluster`, checked before anything starts: `--allow-origin`
+    normalised, the token resolved (`--token` or `LONGLIVE_TOKEN`) into `args.token`, and a
+    non-loopback `--host` refused without a token strong enough (CLIError)."""
+    try:
+        args.allow_origin = [normalize_origin(o) for o in args.allow_origin]
+    except BadRequest as exc:
+        raise CLIError(f"--allow-origin: {exc}") from None
+    token = resolve_token(getattr(args, "token", None))
+    public = not is_loopback_host(args.host)
+    where = args.host or "every interface"
+    if token is None and public:
+        raise CLIError(
+            f"refusing to listen on {where} without a token: anyone who can reach it could drive "
+            f"{what}. Set {TOKEN_ENV} (or --token) to require one, or listen on {DEFAULT_HOST}"
+        )
+    if token is not None:
+        try:
+            check_token_strength(token, public=public)
+        except ValueError as exc:
+            raise CLIError(f"refusing to listen on {where}: {exc}") from None
+    args.token = token
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
@@ -628,25 +652,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--seed must be in 0..{MAX_SEED}")
     if args.max_clients_per_address < 1:
         raise CLIError("--max-clients-per-address must be >= 1")
-    try:
-        args.allow_origin = [normalize_origin(o) for o in args.allow_origin]
-    except BadRequest as exc:
-        raise CLIError(f"--allow-origin: {exc}") from None
-    token = resolve_token(getattr(args, "token", None))
-    public = not is_loopback_host(args.host)
-    if token is None and public:
-        raise CLIError(
-            f"refusing to listen on {args.host or 'every interface'} without a token: anyone who can "
-            f"reach it could drive the model. Set {TOKEN_ENV} (or --token) to require one, or listen "
-            f"on {DEFAULT_HOST}"
-        )
-    if token is not None:
-        try:
-            check_token_strength(token, public=public)
-        except ValueError as exc:
-            raise CLIError(f"refusing to listen on {args.host or 'every interface'}: {exc}") from None
-    args.token = token
-    _setup_logging(args.log_level, token)
+    check_access_args(args)
+    _setup_logging(args.log_level, args.token)
     # Bind first: a port in use fails at once, before seconds of model loading.
     sock = bind_socket(args.host, args.port)
     try:

@@ -22,7 +22,6 @@ from typing import Any
 
 from longlive.protocol import MAX_SEED
 
-from ..access import BadRequest, check_token_strength, normalize_origin
 from ..arguments import CLIError, add_model_args
 from ..pacing import PACES
 from ..server import (
@@ -35,8 +34,7 @@ from ..server import (
     _grace_period,
     _setup_logging,
     bind_socket,
-    is_loopback_host,
-    resolve_token,
+    check_access_args,
 )
 from .gateway import DEFAULT_MAX_QUEUE
 
@@ -153,24 +151,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("--gpus-per-worker must be >= 0")
     if args.cpus_per_worker < 0:
         raise CLIError("--cpus-per-worker must be >= 0")
-    try:
-        args.allow_origin = [normalize_origin(o) for o in args.allow_origin]
-    except BadRequest as exc:
-        raise CLIError(f"--allow-origin: {exc}") from None
-    token = resolve_token(args.token)
-    public = not is_loopback_host(args.host)
-    if token is None and public:
-        raise CLIError(
-            f"refusing to listen on {args.host or 'every interface'} without a token: anyone who can "
-            f"reach it could drive the models. Set {TOKEN_ENV} (or --token) to require one, or "
-            f"listen on {DEFAULT_HOST}"
-        )
-    if token is not None:
-        try:
-            check_token_strength(token, public=public)
-        except ValueError as exc:
-            raise CLIError(f"refusing to listen on {args.host or 'every interface'}: {exc}") from None
-    args.token = token
+    check_access_args(args, "the models")
 
 
 def model_frame_size(args: argparse.Namespace) -> tuple[str, int, int]:
