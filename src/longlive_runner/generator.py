@@ -38,6 +38,7 @@ class Models(Protocol):
     device: torch.device
     dtype: torch.dtype
 
+
 # A noise source: called with the shape [1, C, n, h, w] of a block, returns standard Gaussian noise
 # of that shape (any float dtype, any device: it is moved to the model's). A block asks for the
 # initial noise, then one re-noise draw after each denoising step but the last (3 with 4 steps).
@@ -115,6 +116,7 @@ class VideoGenerator:
             self._noise = torch.Generator(device=pipe.device)
             self._custom_noise = noise
         self._seeded = not isinstance(noise, torch.Generator)
+        self._embedded: tuple[PromptEmbedding, torch.Tensor] | None = None  # the last one, padded
         self.reset(seed)
 
     # ------------------------------------------------------------------------------------------
@@ -153,6 +155,8 @@ class VideoGenerator:
         """Text features [1, text_len, text_dim] of a prompt (cached per text) or an embedding."""
         if isinstance(prompt, str):
             return self.pipe.text_encoder.encode(prompt)
+        if self._embedded is not None and self._embedded[0] is prompt:
+            return self._embedded[1]
         dit = self.pipe.config.dit
         feats = prompt.features
         if feats.ndim == 2:
@@ -169,6 +173,7 @@ class VideoGenerator:
             )
         padded = torch.zeros(1, dit.text_len, dit.text_dim, device=self.pipe.device, dtype=self.pipe.dtype)
         padded[:, : feats.shape[1]] = feats.to(device=self.pipe.device, dtype=self.pipe.dtype)
+        self._embedded = (prompt, padded)  # padded once per embedding, not once per block
         return padded
 
     @torch.inference_mode()
