@@ -10,7 +10,8 @@ One reader task per connection feeds everything, in the order the runner sent it
 Sync callbacks run inline in the reader (keep them short); async callbacks are awaited, in order,
 by one dispatcher task, so a slow async callback never delays replies or frames. A callback that
 raises never kills the reader: the error goes to the `on_error` handlers, or, when there are
-none, is logged (logger "longlive") and raised as `CallbackError` by the next API call.
+none, is logged (logger "longlive", with its traceback) and the first one is kept in
+`Reactor.callback_error`; it is never raised by an unrelated call.
 """
 
 from __future__ import annotations
@@ -184,7 +185,6 @@ class MessageStream:
         return self
 
     async def __anext__(self) -> Message:
-        self._reactor._raise_pending_error()
         try:
             return await self._buffer.get()
         except _Ended:
@@ -535,7 +535,7 @@ class Reactor:
         self._frame_handlers: list[Callable[[Frame], Any]] = []
         self._status_handlers: list[Callable[[Status], Any]] = []
         self._error_handlers: list[ErrorHandler] = [on_error] if on_error is not None else []
-        self._pending_error: BaseException | None = None
+        self._callback_error: CallbackError | None = None
         self._dispatcher: _Dispatcher | None = None
 
     # --- construction -------------------------------------------------------------------------
@@ -560,7 +560,7 @@ class Reactor:
         model, the embedded `demo`, or
         `longlive-1.3b` when `wan_dir` is given; `device`, `dtype`, `wan_dir`, `longlive_dir` as for
         `longlive_runner.load_pipeline`; device defaults to cuda when available), a
-        `longlive_runner.hub.Runner` is started on the current event loop and this client talks
+        `longlive_runner.serving.hub.Runner` is started on the current event loop and this client talks
         to it in-process (frames are handed over as arrays, not encoded). `close()` stops that
         runner. Pass `pipeline=` to reuse a loaded pipeline, or `runner=` (e.g. `other.runner`) to
         attach to a running runner, which `close()` then leaves running. Other keyword arguments
@@ -1025,7 +1025,8 @@ class Reactor:
         await dispatcher.stop()
 
     def _report(self, error: BaseException, *, store: bool, level: int = logging.ERROR) -> None:
-        """Hand an asynchronous error to the on_error handlers, or log it (and keep it to raise)."""
+        """Hand an asynchronous error to the on_error handlers, or log it (and keep the first
+        callback error in `callback_error`)."""
         if self._error_handlers:
             for handler in tuple(self._error_handlers):
                 try:
@@ -1037,13 +1038,8 @@ class Reactor:
                     self._dispatch(_Job(handler, error, "on_error", result, is_error_handler=True))
             return
         logger.log(level, "%s", error, exc_info=error if isinstance(error, CallbackError) else None)
-        if store and self._pending_error is None:
-            self._pending_error = error
-
-    def _raise_pending_error(self) -> None:
-        error, self._pending_error = self._pending_error, None
-        if error is not None:
-            raise error
+        if store and isinstance(error, CallbackError) and self._callback_error is None:
+            self._callback_error = error
 
     # --- registering callbacks ----------------------------------------------------------------
     @overload
@@ -1122,8 +1118,9 @@ class Reactor:
     def on_error(self, fn: F) -> F:
         """Call `fn(exception)` for errors no API call can raise: a callback that raised
         (`CallbackError`), a dropped connection (`ConnectionClosedError`), a malformed message
-        (`ProtocolError`). Without handlers they are logged, and callback errors are raised by
-        the next API call. (The runner's `error` messages go to `on("error")`.)"""
+        (`ProtocolError`). Without handlers they are logged (logger "longlive") and the first
+        callback error is kept in `callback_error`; no other call raises them. (The runner's
+        `error` messages go to `on("error")`.)"""
         self._error_handlers.append(fn)
         return fn
 
@@ -1181,6 +1178,13 @@ class Reactor:
         return self._queue_length
 
     @property
+    def callback_error(self) -> CallbackError | None:
+        """The first error raised by one of your callbacks while no `on_error` handler was
+        registered (it was logged, with its traceback); None if there was none. Such errors are
+        never raised by another call: check this, or register `on_error`, to act on them."""
+        return self._callback_error
+
+    @property
     def frames_received(self) -> int:
         """Frames received from the runner (current generations only)."""
         return self._frames_received
@@ -1203,7 +1207,7 @@ class Reactor:
 
     @property
     def runner(self) -> Any:
-        """The in-process `longlive_runner.hub.Runner` of a `Reactor.local()` client (once
+        """The in-process `longlive_runner.serving.hub.Runner` of a `Reactor.local()` client (once
         connected); pass it to `Reactor.local(runner=...)` to connect another client."""
         if self._local is None:
             raise InvalidStateError("only a Reactor.local() client has an in-process runner")
@@ -1256,7 +1260,6 @@ class Reactor:
         None waits forever), `ConnectionClosedError` if the connection drops first. A command
         sent while connecting waits for the connection to be ready (within the same timeout).
         """
-        self._raise_pending_error()
         limit = self.command_timeout if isinstance(timeout, _Unset) else timeout
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit
@@ -1357,7 +1360,6 @@ class Reactor:
             )
         buffer = self._frames
         while True:
-            self._raise_pending_error()
             try:
                 frame = await buffer.get()
             except _Ended:
@@ -1377,7 +1379,6 @@ class Reactor:
         timeout: float | None = None,
     ) -> Message:
         """Wait for the next message of `type` (for which `predicate` is true) and return it."""
-        self._raise_pending_error()
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._message_waiters.append((type, predicate, fut))
         try:
@@ -1392,7 +1393,6 @@ class Reactor:
 
         Raises `InvalidStateError` if the video ends, or the session is reset, first.
         """
-        self._raise_pending_error()
         if self._current_start_frame >= frame and self._state is not None:
             return self._current_start_frame
         if self._state is not None and self._state.finished is not None:
