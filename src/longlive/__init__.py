@@ -17,7 +17,9 @@ docs/protocol.md. This package never imports torch: `Reactor.local()` imports th
 
 from __future__ import annotations
 
-from ._client import MessageStream, Reactor, Recording
+from ._buffers import MessageStream
+from ._client import Reactor
+from ._recording import Recording
 from ._transport import Transport, WebSocketTransport
 from ._types import Frame, FramePolicy, PromptWarning, ScheduledPrompt, Status
 from .errors import (

@@ -1,4 +1,5 @@
-"""`Reactor`: the async client of a LongLive runner (websocket or in-process).
+"""`Reactor`: the async client of a LongLive runner (websocket or in-process), and the
+bookkeeping of its connections.
 
 One reader task per connection feeds everything, in the order the runner sent it:
 
@@ -7,11 +8,10 @@ One reader task per connection feeds everything, in the order the runner sent it
 - frames go to `on_frame` callbacks, to active recordings and to the frame buffer read by
   `frames()`.
 
-Sync callbacks run inline in the reader (keep them short); async callbacks are awaited, in order,
-by one dispatcher task, so a slow async callback never delays replies or frames. A callback that
-raises never kills the reader: the error goes to the `on_error` handlers, or, when there are
-none, is logged (logger "longlive", with its traceback) and the first one is kept in
-`Reactor.callback_error`; it is never raised by an unrelated call.
+The other concerns live beside this module: `_buffers` (the frame buffer and `MessageStream`),
+`_callbacks` (how callbacks run and where their errors go), `_recording` (the mp4 writer thread),
+`_local` (the in-process connector, the only client module that names `longlive_runner`) and
+`_transport` (the websocket).
 """
 
 from __future__ import annotations
@@ -20,21 +20,20 @@ import asyncio
 import contextlib
 import enum
 import importlib.util
-import inspect
 import itertools
 import logging
-import queue
-import threading
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
+from ._buffers import MessageStream, _Buffer, _Ended
+from ._callbacks import ALL, ErrorHandler, _Callbacks
 from ._local import LocalConnector
+from ._recording import Recording
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
 from ._types import Frame, FramePolicy, ScheduledPrompt, Status
 from .errors import (
@@ -64,19 +63,16 @@ from .protocol import (
 )
 from .units import DEFAULT_FPS
 
-__all__ = ["MessageStream", "Reactor", "Recording"]
+__all__ = ["Reactor"]
 
 logger = logging.getLogger("longlive")
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 TransportFactory = Callable[[], Awaitable[Transport]]
-ErrorHandler = Callable[[BaseException], Any]
 
 #: Commands after whose `ack` the runner broadcasts a `state`: the client waits for that state
 #: before returning, so `Reactor.state` already shows the command's effect.
 _STATE_CHANGING = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset"})
-_ALL = "*"
 
 
 class _Unset(enum.Enum):
@@ -84,294 +80,6 @@ class _Unset(enum.Enum):
 
 
 _UNSET = _Unset.UNSET
-
-
-# ----------------------------------------------------------------------------------------------
-# Buffers
-# ----------------------------------------------------------------------------------------------
-class _Ended(Exception):
-    """A buffer ended normally (the client closed)."""
-
-
-class _Buffer(Generic[T]):
-    """A bounded FIFO for one event loop, with an end marker (normal or an error)."""
-
-    def __init__(self, maxsize: int, policy: FramePolicy = "drop_oldest") -> None:
-        if maxsize < 0:
-            raise ValueError("maxsize must be >= 0")
-        if policy not in ("drop_oldest", "block"):
-            raise ValueError(f"policy must be 'drop_oldest' or 'block', got {policy!r}")
-        self.maxsize = maxsize
-        self.policy = policy
-        self.dropped = 0
-        self._items: deque[T] = deque()
-        self._end: ConnectionClosedError | bool | None = None  # None: open; True: ended normally
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put_nowait(self, item: T) -> None:
-        """Append; when full, drop the oldest item (counted in `dropped`)."""
-        if self.maxsize == 0:
-            return
-        while len(self._items) >= self.maxsize:
-            self._items.popleft()
-            self.dropped += 1
-        self._items.append(item)
-        self._readable.set()
-
-    async def put(self, item: T) -> None:
-        """Append, by the policy: wait for room ("block") or drop the oldest ("drop_oldest")."""
-        if self.policy == "block":
-            while len(self._items) >= self.maxsize > 0 and self._end is None:
-                self._writable.clear()
-                await self._writable.wait()
-        self.put_nowait(item)
-
-    async def get(self) -> T:
-        """The next item; raises `_Ended` or a `ConnectionClosedError` once drained and ended."""
-        while not self._items:
-            if self._end is True:
-                raise _Ended
-            if isinstance(self._end, ConnectionClosedError):
-                raise ConnectionClosedError(self._end.code, self._end.reason)
-            self._readable.clear()
-            await self._readable.wait()
-        item = self._items.popleft()
-        self._writable.set()
-        return item
-
-    def purge(self, drop: Callable[[T], bool]) -> int:
-        """Remove the items for which `drop` is true; returns how many."""
-        kept = [x for x in self._items if not drop(x)]
-        removed = len(self._items) - len(kept)
-        if removed:
-            self._items = deque(kept)
-            self._writable.set()
-        return removed
-
-    def end(self, error: ConnectionClosedError | None = None) -> None:
-        self._end = error if error is not None else True
-        self._readable.set()
-        self._writable.set()
-
-    def reopen(self) -> None:
-        self._end = None
-
-
-class MessageStream:
-    """An async iterator over the runner's text messages (see `Reactor.messages`)."""
-
-    def __init__(self, reactor: Reactor, types: tuple[str, ...], max_buffered: int) -> None:
-        self._reactor = reactor
-        self._types = frozenset(types)
-        self._buffer: _Buffer[Message] = _Buffer(max_buffered)
-        if reactor._closed_for_streams:
-            self._buffer.end(reactor._last_drop)
-        reactor._streams.add(self)
-
-    @property
-    def dropped(self) -> int:
-        """Messages discarded because this stream's buffer was full (oldest first)."""
-        return self._buffer.dropped
-
-    def _feed(self, msg: Message) -> None:
-        if not self._types or msg.type in self._types:
-            self._buffer.put_nowait(msg)
-
-    def __aiter__(self) -> MessageStream:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self._buffer.get()
-        except _Ended:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop receiving messages; iteration ends after what is buffered."""
-        self._reactor._streams.discard(self)
-        self._buffer.end()
-
-    async def __aenter__(self) -> MessageStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-# ----------------------------------------------------------------------------------------------
-# Recording
-# ----------------------------------------------------------------------------------------------
-class Recording:
-    """Frames being written to a video file, from a writer thread (see `Reactor.record`).
-
-    Frames are queued without limit, so a slow disk or encoder costs memory, never frames.
-    """
-
-    def __init__(
-        self, path: str | Path, *, fps: float, until: int | None, on_stop: Callable[[Recording], None]
-    ) -> None:
-        self.path = Path(path)
-        self.until = until
-        self.fps = fps
-        self._on_stop = on_stop
-        self._queue: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
-        self._accepted = 0
-        self._written = 0
-        self._error: BaseException | None = None
-        self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"longlive-record-{self.path.name}", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def frames_written(self) -> int:
-        """Frames written so far (all accepted frames once `stop()` returned)."""
-        return self._written
-
-    @property
-    def frames_accepted(self) -> int:
-        """Frames handed to the writer thread so far."""
-        return self._accepted
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    def _feed(self, frame: Frame) -> None:
-        if self._stopped or (self.until is not None and frame.start_frame >= self.until):
-            return
-        self._accepted += 1
-        self._queue.put(frame.image)
-
-    def _run(self) -> None:
-        from .video import VideoWriter
-
-        writer: VideoWriter | None = None
-        try:
-            while True:
-                image = self._queue.get()
-                if image is None:
-                    break
-                if self._error is not None:
-                    continue
-                try:
-                    if writer is None:
-                        writer = VideoWriter(self.path, fps=self.fps)
-                    writer.write(image)
-                    self._written += 1
-                except BaseException as exc:  # kept for stop() to raise
-                    self._error = exc
-        finally:
-            if writer is not None:
-                try:
-                    writer.close()
-                except BaseException as exc:
-                    self._error = self._error or exc
-
-    async def stop(self) -> Recording:
-        """Stop recording and finish the file; raises what the writer failed with, if anything.
-
-        With no frame received, no file is written (`frames_written` is 0).
-        """
-        if not self._stopped:
-            self._stopped = True
-            self._on_stop(self)
-            self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    async def __aenter__(self) -> Recording:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def __repr__(self) -> str:
-        return f"Recording({str(self.path)!r}, frames_written={self._written}, stopped={self._stopped})"
-
-
-# ----------------------------------------------------------------------------------------------
-# Async callbacks
-# ----------------------------------------------------------------------------------------------
-class _Dispatcher:
-    """Runs callbacks off the reader, one at a time, in the order they were triggered.
-
-    It awaits async callbacks; while it has work, sync callbacks are queued behind it too, so that
-    every callback sees messages in the order the runner sent them.
-    """
-
-    def __init__(self, on_failure: Callable[[Exception, str, Callable[..., Any], bool], None]) -> None:
-        self._on_failure = on_failure
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._active = False
-        self._stopping = False
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="longlive-callbacks")
-
-    @property
-    def busy(self) -> bool:
-        return self._active or not self._queue.empty()
-
-    def submit(self, job: _Job) -> None:
-        self._queue.put_nowait(job)
-
-    async def _run(self) -> None:
-        while True:
-            job = await self._queue.get()
-            self._active = True
-            try:
-                aw = job.awaitable
-                if aw is None:  # a sync callback queued behind async ones
-                    result = job.fn(job.arg)
-                    aw = result if inspect.isawaitable(result) else None
-                if aw is not None:
-                    await aw
-            except asyncio.CancelledError:
-                if self._stopping:
-                    raise
-                logger.debug("callback %r for %r was cancelled", job.fn, job.event)
-            except Exception as exc:
-                self._on_failure(exc, job.event, job.fn, job.is_error_handler)
-            finally:
-                self._active = False
-                self._queue.task_done()
-
-    async def stop(self, drain_timeout: float = 2.0) -> None:
-        """Let queued callbacks finish (up to `drain_timeout` s), then stop."""
-        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-            await asyncio.wait_for(self._queue.join(), drain_timeout)
-        self._stopping = True
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        while not self._queue.empty():
-            aw = self._queue.get_nowait().awaitable
-            if inspect.iscoroutine(aw):
-                aw.close()
-
-
-class _Job:
-    __slots__ = ("arg", "awaitable", "event", "fn", "is_error_handler")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        arg: Any,
-        event: str,
-        awaitable: Awaitable[Any] | None = None,
-        is_error_handler: bool = False,
-    ) -> None:
-        self.fn = fn
-        self.arg = arg
-        self.event = event
-        self.awaitable = awaitable
-        self.is_error_handler = is_error_handler
 
 
 # ----------------------------------------------------------------------------------------------
@@ -531,12 +239,7 @@ class Reactor:
         self._frame_waiters: list[tuple[int, asyncio.Future[int]]] = []
         self._message_waiters: list[tuple[str, Callable[[Any], bool] | None, asyncio.Future[Any]]] = []
 
-        self._handlers: dict[str, list[Callable[[Any], Any]]] = {}
-        self._frame_handlers: list[Callable[[Frame], Any]] = []
-        self._status_handlers: list[Callable[[Status], Any]] = []
-        self._error_handlers: list[ErrorHandler] = [on_error] if on_error is not None else []
-        self._callback_error: CallbackError | None = None
-        self._dispatcher: _Dispatcher | None = None
+        self._callbacks = _Callbacks(on_error)
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -658,8 +361,8 @@ class Reactor:
                 try:
                     await rec.stop()
                 except Exception as exc:
-                    self._report(exc, store=False)
-            await self._stop_dispatcher()
+                    self._callbacks.report(exc)
+            await self._callbacks.stop()
             if self._local is not None:
                 await self._local.shutdown()
             self._set_status("disconnected")
@@ -785,7 +488,7 @@ class Reactor:
         self._fail_waiters(error)
         self._end_streams(error)
         self._set_status("disconnected")
-        self._report(error, store=False, level=logging.WARNING)
+        self._callbacks.report(error, level=logging.WARNING)
 
     def _end_streams(self, error: ConnectionClosedError | None) -> None:
         self._closed_for_streams = True
@@ -808,8 +511,8 @@ class Reactor:
         if status == self._status:
             return
         self._status = status
-        for fn in tuple(self._status_handlers):
-            self._call(fn, status, "status")
+        for fn in tuple(self._callbacks.status):
+            self._callbacks.call(fn, status, "status")
 
     # --- the reader -----------------------------------------------------------------------------
     async def _read_loop(self, conn: _Connection) -> None:
@@ -818,7 +521,7 @@ class Reactor:
                 try:
                     item = await conn.transport.recv()
                 except ProtocolError as exc:  # a corrupt frame: report it, keep reading
-                    self._report(exc, store=False)
+                    self._callbacks.report(exc)
                     continue
                 if isinstance(item, str):
                     self._handle_text(conn, item)
@@ -828,13 +531,12 @@ class Reactor:
                     try:
                         header, pixels = decode_frame(item)
                     except ProtocolError as exc:
-                        self._report(exc, store=False)
+                        self._callbacks.report(exc)
                         continue
                     await self._handle_frame(header, pixels)
                 else:
-                    self._report(
-                        ProtocolError(ErrorCode.BAD_FRAME, f"transport returned {type(item).__name__}"),
-                        store=False,
+                    self._callbacks.report(
+                        ProtocolError(ErrorCode.BAD_FRAME, f"transport returned {type(item).__name__}")
                     )
         except ConnectionClosedError as exc:
             self._connection_lost(conn, exc)
@@ -850,7 +552,7 @@ class Reactor:
         try:
             msg = parse_message(text)
         except ProtocolError as exc:
-            self._report(exc, store=False)
+            self._callbacks.report(exc)
             return
         if isinstance(msg, Hello):
             self._hello = msg
@@ -961,14 +663,13 @@ class Reactor:
         self._frames_received += 1
         for rec in tuple(self._recordings):
             rec._feed(frame)
-        for fn in tuple(self._frame_handlers):
-            self._call(fn, frame, "frame")
+        for fn in tuple(self._callbacks.frames):
+            self._callbacks.call(fn, frame, "frame")
         if self._frames is not None and self._max_buffered_frames:
             await self._frames.put(frame)
 
     def _emit(self, msg: Message) -> None:
-        for fn in (*self._handlers.get(msg.type, ()), *self._handlers.get(_ALL, ())):
-            self._call(fn, msg, msg.type)
+        self._callbacks.emit(msg)
         for stream in list(self._streams):
             stream._feed(msg)
         if self._message_waiters:
@@ -977,7 +678,7 @@ class Reactor:
                 msg_type, predicate, fut = entry
                 if fut.done():
                     continue
-                if msg_type not in (msg.type, _ALL):
+                if msg_type not in (msg.type, ALL):
                     waiting.append(entry)
                     continue
                 try:
@@ -990,56 +691,6 @@ class Reactor:
                 else:
                     waiting.append(entry)
             self._message_waiters = waiting
-
-    # --- callbacks and errors -----------------------------------------------------------------
-    def _call(self, fn: Callable[[Any], Any], arg: Any, event: str) -> None:
-        if self._dispatcher is not None and self._dispatcher.busy:
-            self._dispatcher.submit(_Job(fn, arg, event))  # keep the order behind async callbacks
-            return
-        try:
-            result = fn(arg)
-        except Exception as exc:
-            self._report(CallbackError(event, fn, exc), store=True)
-            return
-        if inspect.isawaitable(result):
-            self._dispatch(_Job(fn, arg, event, result))
-
-    def _dispatch(self, job: _Job) -> None:
-        if self._dispatcher is None:
-            self._dispatcher = _Dispatcher(self._async_callback_failed)
-        self._dispatcher.submit(job)
-
-    def _async_callback_failed(
-        self, exc: Exception, event: str, fn: Callable[..., Any], is_error_handler: bool
-    ) -> None:
-        if is_error_handler:
-            logger.error("longlive on_error handler %r failed", fn, exc_info=exc)
-        else:
-            self._report(CallbackError(event, fn, exc), store=True)
-
-    async def _stop_dispatcher(self) -> None:
-        dispatcher = self._dispatcher
-        if dispatcher is None or dispatcher.task is asyncio.current_task():
-            return
-        self._dispatcher = None
-        await dispatcher.stop()
-
-    def _report(self, error: BaseException, *, store: bool, level: int = logging.ERROR) -> None:
-        """Hand an asynchronous error to the on_error handlers, or log it (and keep the first
-        callback error in `callback_error`)."""
-        if self._error_handlers:
-            for handler in tuple(self._error_handlers):
-                try:
-                    result = handler(error)
-                except Exception:
-                    logger.exception("longlive on_error handler %r failed", handler)
-                    continue
-                if inspect.isawaitable(result):
-                    self._dispatch(_Job(handler, error, "on_error", result, is_error_handler=True))
-            return
-        logger.log(level, "%s", error, exc_info=error if isinstance(error, CallbackError) else None)
-        if store and isinstance(error, CallbackError) and self._callback_error is None:
-            self._callback_error = error
 
     # --- registering callbacks ----------------------------------------------------------------
     @overload
@@ -1056,7 +707,7 @@ class Reactor:
         """
         if fn is None:
             return lambda f: self.on(type, f)
-        self._handlers.setdefault(type, []).append(fn)
+        self._callbacks.messages.setdefault(type, []).append(fn)
         return fn
 
     @overload
@@ -1068,21 +719,13 @@ class Reactor:
         wherever it is registered (message types, `on_frame`, `on_status`, `on_error`)."""
         if isinstance(type_or_fn, str):
             if fn is None:
-                self._handlers.pop(type_or_fn, None)
+                self._callbacks.messages.pop(type_or_fn, None)
             else:
-                handlers = self._handlers.get(type_or_fn, [])
+                handlers = self._callbacks.messages.get(type_or_fn, [])
                 if fn in handlers:
                     handlers.remove(fn)
             return
-        target = type_or_fn
-        for handlers in (
-            *self._handlers.values(),
-            self._frame_handlers,
-            self._status_handlers,
-            self._error_handlers,
-        ):
-            while target in handlers:
-                handlers.remove(target)
+        self._callbacks.remove(type_or_fn)
 
     def on_progress(self, fn: F) -> F:
         """Call `fn(Progress)` after each block (and at start); usable as a decorator."""
@@ -1102,7 +745,7 @@ class Reactor:
 
     def on_frame(self, fn: F) -> F:
         """Call `fn(Frame)` for every frame, in the reader (keep it short, or make it async)."""
-        self._frame_handlers.append(fn)
+        self._callbacks.frames.append(fn)
         return fn
 
     def on_queue(self, fn: F) -> F:
@@ -1112,7 +755,7 @@ class Reactor:
 
     def on_status(self, fn: F) -> F:
         """Call `fn(status)` when the connection status changes ("connecting", "ready", ...)."""
-        self._status_handlers.append(fn)
+        self._callbacks.status.append(fn)
         return fn
 
     def on_error(self, fn: F) -> F:
@@ -1121,7 +764,7 @@ class Reactor:
         (`ProtocolError`). Without handlers they are logged (logger "longlive") and the first
         callback error is kept in `callback_error`; no other call raises them. (The runner's
         `error` messages go to `on("error")`.)"""
-        self._error_handlers.append(fn)
+        self._callbacks.errors.append(fn)
         return fn
 
     # --- state ----------------------------------------------------------------------------------
@@ -1182,7 +825,7 @@ class Reactor:
         """The first error raised by one of your callbacks while no `on_error` handler was
         registered (it was logged, with its traceback); None if there was none. Such errors are
         never raised by another call: check this, or register `on_error`, to act on them."""
-        return self._callback_error
+        return self._callbacks.first_unhandled
 
     @property
     def frames_received(self) -> int:
@@ -1369,7 +1012,11 @@ class Reactor:
     def messages(self, *types: str, max_buffered: int = 1024) -> MessageStream:
         """An async iterator over the runner's text messages of `types` (all when none given),
         from now on. Ends like `frames()`; keeps at most `max_buffered` (drop-oldest)."""
-        return MessageStream(self, types, max_buffered)
+        stream = MessageStream(types, max_buffered, self._streams.discard)
+        if self._closed_for_streams:
+            stream._buffer.end(self._last_drop)
+        self._streams.add(stream)
+        return stream
 
     async def wait_for(
         self,
