@@ -37,7 +37,7 @@ async def run(
             if served != model:
                 raise SystemExit(f"the runner serves {served!r}, not {model!r}")
 
-        generation = await reactor.reset()  # the session is shared: start a fresh video
+        await reactor.reset()  # the session is shared: start a fresh video
         per_block = hello.frames_per_block
         end = blocks * per_block
 
@@ -56,8 +56,8 @@ async def run(
         if later_prompt:
             await reactor.schedule_prompt(later_prompt, timestamp=max(blocks // 2, 1) * per_block)
         recording = reactor.record(out, until=end) if out is not None else None
-        seed = await reactor.start()
-        print(f"generation {generation} started with seed {seed}")
+        started = await reactor.start()
+        print(f"generation {started.generation} started with seed {started.seed}")
 
         received = 0
         async for frame in reactor.frames():

@@ -121,7 +121,13 @@ def auto_ack(t: FakeTransport, msg: dict[str, Any]) -> None:
         t.push("ack", {**result, "generation": 1}, msg["id"])
         t.push_msg(state(generation=1))
     else:
-        t.push("ack", result, msg["id"])
+        fields = {
+            "start": {"generation": 0, "seed": msg["data"].get("seed", 0)},
+            "pause": {"effective_frame": 3},
+            "resume": {"current_start_frame": 3},
+            "remove_prompt": {"timestamp": msg["data"].get("timestamp"), "removed_prompt": "a fox"},
+        }
+        t.push("ack", {**result, **fields.get(msg["type"], {})}, msg["id"])
         t.push_msg(state(running=True))
 
 
@@ -250,14 +256,14 @@ async def test_typed_commands_and_results() -> None:
     assert (scheduled.timestamp, scheduled.effective_frame, scheduled.rekeyed) == (4, 6, False)
     # the state broadcast that follows the ack is applied before the command returns
     assert reactor.state.scheduled_prompts == {4: "a fox"}
-    await reactor.start(seed=7)
+    assert await reactor.start(seed=7) == longlive.StartResult(generation=0, seed=7)
     assert t.commands("start")[0]["data"] == {"seed": 7}
     assert reactor.state.running
-    await reactor.pause()
-    await reactor.resume()
+    assert (await reactor.pause()).effective_frame == 3
+    assert (await reactor.resume()).current_start_frame == 3
     assert (await reactor.get_state()).current_start_frame == 42
     assert reactor.current_start_frame == 42
-    assert await reactor.reset() == 1
+    assert (await reactor.reset()).generation == 1
     assert reactor.generation == 1 and reactor.state.generation == 1
     assert [m["type"] for m in t.sent] == [
         "schedule_prompt",
@@ -308,7 +314,7 @@ async def test_ack_is_returned_even_if_the_following_state_is_late() -> None:
         t.push("ack", {"command": msg["type"], "effective_frame": 9}, msg["id"])
 
     reactor, _ = await connected(FakeTransport(ack_only), command_timeout=0.05)
-    assert await reactor.pause() == 9
+    assert (await reactor.pause()).effective_frame == 9
     await reactor.close()
 
 
@@ -567,7 +573,7 @@ async def test_reset_discards_frames_of_the_old_generation() -> None:
         t.push_frame(i, generation=0)
     await settle()
     assert reactor.frames_buffered == 5
-    assert await reactor.reset() == 1
+    assert (await reactor.reset()).generation == 1
     assert reactor.frames_buffered == 0, "the backlog is flushed when reset returns"
     t.push_frame(5, generation=0)  # stale: must never be yielded
     t.push_frame(0, generation=1)
@@ -668,7 +674,8 @@ async def test_websocket_transport_round_trip() -> None:
         await ws.send(encode_message(hello_for(height=480, width=832)))
         await ws.send(encode_message(state()))
         received.append(await ws.recv())
-        await ws.send(json.dumps({"type": "ack", "data": {"command": "start", "seed": 0}, "id": "c1"}))
+        ack = {"command": "start", "generation": 0, "seed": 0}
+        await ws.send(json.dumps({"type": "ack", "data": ack, "id": "c1"}))
         await ws.send(encode_frame(FrameHeader(0, 0, 0, 9, 480, 832), big))
         await ws.close(1001, "bye")
 
@@ -676,7 +683,7 @@ async def test_websocket_transport_round_trip() -> None:
         port = server.sockets[0].getsockname()[1]
         async with Reactor(f"ws://127.0.0.1:{port}") as reactor:
             assert reactor.hello.width == 832
-            assert await reactor.start() == 0
+            assert (await reactor.start()).seed == 0
             frames = reactor.frames()
             frame = await frames.__anext__()
             assert np.array_equal(frame.image, big)

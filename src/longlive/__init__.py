@@ -21,7 +21,7 @@ from ._buffers import MessageStream
 from ._client import Reactor
 from ._recording import Recording
 from ._transport import Transport, WebSocketTransport
-from ._types import Frame, FramePolicy, PromptWarning, ScheduledPrompt, Status
+from ._types import Frame, FramePolicy, Status
 from .errors import (
     CallbackError,
     CommandError,
@@ -37,15 +37,23 @@ from .protocol import (
     PROTOCOL_VERSION,
     Ack,
     CommandErrorMessage,
+    CommandResult,
     ErrorMessage,
     FrameHeader,
     FramesDropped,
     GenerationFinished,
     Hello,
     Message,
+    PauseResult,
     Progress,
     PromptSwitched,
+    PromptWarning,
     Queued,
+    RemovePromptResult,
+    ResetResult,
+    ResumeResult,
+    ScheduledPrompt,
+    StartResult,
     State,
     UnknownMessage,
 )
@@ -68,6 +76,7 @@ __all__ = [
     "CallbackError",
     "CommandError",
     "CommandErrorMessage",
+    "CommandResult",
     "CommandTimeoutError",
     "ConnectionClosedError",
     "ErrorCode",
@@ -82,6 +91,7 @@ __all__ = [
     "LongliveError",
     "Message",
     "MessageStream",
+    "PauseResult",
     "Progress",
     "PromptSwitched",
     "PromptWarning",
@@ -90,7 +100,11 @@ __all__ = [
     "Queued",
     "Reactor",
     "Recording",
+    "RemovePromptResult",
+    "ResetResult",
+    "ResumeResult",
     "ScheduledPrompt",
+    "StartResult",
     "State",
     "Status",
     "Transport",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import importlib.util
 import itertools
@@ -35,7 +36,7 @@ from ._callbacks import ALL, ErrorHandler, _Callbacks
 from ._local import LocalConnector
 from ._recording import Recording
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
-from ._types import Frame, FramePolicy, ScheduledPrompt, Status
+from ._types import Frame, FramePolicy, Status
 from .errors import (
     CallbackError,
     CommandTimeoutError,
@@ -49,16 +50,31 @@ from .errors import (
 from .protocol import (
     PROTOCOL_VERSION,
     Ack,
+    Command,
     CommandErrorMessage,
     FrameHeader,
     FramesDropped,
+    GetState,
     Hello,
     Message,
+    Pause,
+    PauseResult,
     Progress,
     Queued,
+    RemovePrompt,
+    RemovePromptResult,
+    Reset,
+    ResetResult,
+    Resume,
+    ResumeResult,
+    ScheduledPrompt,
+    SchedulePrompt,
+    Start,
+    StartResult,
     State,
     decode_frame,
     encode_envelope,
+    encode_message,
     parse_message,
 )
 from .units import DEFAULT_FPS
@@ -594,8 +610,11 @@ class Reactor:
             pending.future.set_exception(msg.to_exception())
             return
         result = dict(msg.result)
-        if msg.command == "reset" and isinstance(result.get("generation"), int):
-            self._see_generation(result["generation"])
+        if msg.command == ResetResult.command:
+            try:
+                self._see_generation(ResetResult.from_ack(msg).generation)
+            except ProtocolError:
+                pass  # reset() raises it
         pending.ack = result
         if msg.command in _STATE_CHANGING:
             conn.awaiting_state.append(pending)  # resolved by the state broadcast that follows
@@ -896,19 +915,32 @@ class Reactor:
         *,
         timeout: float | None | _Unset = _UNSET,
     ) -> dict[str, Any]:
-        """Send a command and return its `ack` result (the ack's data without `command`).
+        """Send a command and return its `ack` result (the ack's data without `command`), as
+        a dict: for commands of a newer runner; the typed methods (`start`, ...) return typed
+        results.
 
         Raises `CommandError` (with `code`, `reason`, `id`) if the runner refuses it,
         `CommandTimeoutError` if no reply comes within `timeout` (default `command_timeout`;
         None waits forever), `ConnectionClosedError` if the connection drops first. A command
         sent while connecting waits for the connection to be ready (within the same timeout).
         """
+        return await self._request(type, lambda id: encode_envelope(type, data or {}, id), timeout)
+
+    async def _command(self, command: Command, timeout: float | None | _Unset) -> dict[str, Any]:
+        """Send a typed command (encoded by `longlive.protocol`); returns its `ack` result."""
+        return await self._request(
+            command.type, lambda id: encode_message(dataclasses.replace(command, id=id)), timeout
+        )
+
+    async def _request(
+        self, type: str, encode: Callable[[str], str], timeout: float | None | _Unset
+    ) -> dict[str, Any]:
         limit = self.command_timeout if isinstance(timeout, _Unset) else timeout
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit
         conn = await self._ready_connection(type, limit)
         msg_id = f"c{next(self._ids)}"
-        text = encode_envelope(type, data or {}, msg_id)
+        text = encode(msg_id)
         pending = _Pending(type, loop.create_future())
         conn.pending[msg_id] = pending
         try:
@@ -934,10 +966,8 @@ class Reactor:
         decided is re-keyed to the next free block (warning `rekeyed`). To switch at the next
         block while generating, schedule at `current_start_frame + 3`.
         """
-        result = await self.send_message(
-            "schedule_prompt", {"new_prompt": prompt, "timestamp": timestamp}, timeout=timeout
-        )
-        scheduled = ScheduledPrompt.from_result(result)
+        result = await self._command(SchedulePrompt(prompt, timestamp), timeout)
+        scheduled = ScheduledPrompt.from_data(result)
         for warning in scheduled.warnings:
             # What the video will not show is a warning (printed by Python's default logging);
             # where the prompt went (rekeyed, superseded) is in the result: info.
@@ -945,43 +975,41 @@ class Reactor:
             logger.log(level, "schedule_prompt at %d: [%s] %s", timestamp, warning.code, warning.message)
         return scheduled
 
-    async def remove_prompt(self, timestamp: int, *, timeout: float | None | _Unset = _UNSET) -> str:
-        """Remove the prompt stored at latent frame `timestamp`; returns its text.
+    async def remove_prompt(
+        self, timestamp: int, *, timeout: float | None | _Unset = _UNSET
+    ) -> RemovePromptResult:
+        """Remove the prompt stored at latent frame `timestamp`; returns it (`removed_prompt`).
 
         Refused with `no_such_prompt`, or `already_applied` once it is or was in force.
         """
-        result = await self.send_message("remove_prompt", {"timestamp": timestamp}, timeout=timeout)
-        return str(result.get("removed_prompt", ""))
+        return RemovePromptResult.from_data(await self._command(RemovePrompt(timestamp), timeout))
 
-    async def start(self, seed: int | None = None, *, timeout: float | None | _Unset = _UNSET) -> int:
-        """Start generating; returns the seed in use. Needs a prompt at timestamp 0
-        (`no_initial_prompt`); refused with `already_running` while running or paused (the
-        runner holds one shared video: `resume()` continues a paused one, `reset()` starts over)."""
-        data = {} if seed is None else {"seed": seed}
-        result = await self.send_message("start", data, timeout=timeout)
-        return int(result.get("seed", seed or 0))
+    async def start(self, seed: int | None = None, *, timeout: float | None | _Unset = _UNSET) -> StartResult:
+        """Start generating; returns the video's `generation` and the `seed` in use. Needs a
+        prompt at timestamp 0 (`no_initial_prompt`); refused with `already_running` while running
+        or paused (the runner holds one shared video: `resume()` continues a paused one, `reset()`
+        starts over)."""
+        return StartResult.from_data(await self._command(Start(seed), timeout))
 
-    async def pause(self, *, timeout: float | None | _Unset = _UNSET) -> int:
-        """Pause after the block being generated; returns the first latent frame not started."""
-        result = await self.send_message("pause", timeout=timeout)
-        return int(result.get("effective_frame", self._current_start_frame))
+    async def pause(self, *, timeout: float | None | _Unset = _UNSET) -> PauseResult:
+        """Pause after the block being generated; returns its `effective_frame`: the first
+        latent frame that will not start until `resume`."""
+        return PauseResult.from_data(await self._command(Pause(), timeout))
 
-    async def resume(self, *, timeout: float | None | _Unset = _UNSET) -> int:
-        """Resume after `pause`; returns the current start frame."""
-        result = await self.send_message("resume", timeout=timeout)
-        return int(result.get("current_start_frame", self._current_start_frame))
+    async def resume(self, *, timeout: float | None | _Unset = _UNSET) -> ResumeResult:
+        """Resume after `pause`; returns the `current_start_frame` it continues from."""
+        return ResumeResult.from_data(await self._command(Resume(), timeout))
 
-    async def reset(self, *, timeout: float | None | _Unset = _UNSET) -> int:
-        """Stop, clear every prompt and the frame counter; returns the new generation.
+    async def reset(self, *, timeout: float | None | _Unset = _UNSET) -> ResetResult:
+        """Stop, clear every prompt and the frame counter; returns the new `generation`.
 
         When it returns, no frame of the previous generation is buffered or will be yielded.
         """
-        result = await self.send_message("reset", timeout=timeout)
-        return int(result.get("generation", self._generation))
+        return ResetResult.from_data(await self._command(Reset(), timeout))
 
     async def get_state(self, *, timeout: float | None | _Unset = _UNSET) -> State:
         """Ask the runner for its state (also updates `state`)."""
-        result = await self.send_message("get_state", timeout=timeout)
+        result = await self._command(GetState(), timeout)
         state = State.from_data(result)
         if state.generation >= self._generation:
             self._apply_state(state, first=False)

@@ -1,14 +1,14 @@
-"""Typed values the client hands out: frames, command results, connection status."""
+"""Typed values the client hands out: frames, connection status. (The command results are in
+`longlive.protocol`: `ScheduledPrompt`, `StartResult`, ...; re-exported here for earlier callers.)"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from .protocol import FrameHeader
+from .protocol import FrameHeader, PromptWarning, ScheduledPrompt
 
 __all__ = ["FramePolicy", "Frame", "PromptWarning", "ScheduledPrompt", "Status"]
 
@@ -71,54 +71,4 @@ class Frame:
         return (
             f"Frame(index={self.index}, start_frame={self.start_frame}, "
             f"size={self.width}x{self.height}, generation={self.generation})"
-        )
-
-
-@dataclass(frozen=True)
-class PromptWarning:
-    """A warning attached to a scheduled prompt (docs/protocol.md, section 6.1)."""
-
-    code: str
-    """`rekeyed`, `superseded`, `beyond_max_frames`, `prompt_truncated` (or a newer code)."""
-    message: str
-
-
-@dataclass(frozen=True)
-class ScheduledPrompt:
-    """What the runner did with a `schedule_prompt`: where it is stored and when it takes effect."""
-
-    timestamp: int
-    """Latent frame where the prompt is stored (use it for `remove_prompt`)."""
-    requested_timestamp: int
-    """The timestamp that was sent."""
-    effective_frame: int
-    """First latent frame generated under this prompt (a block boundary)."""
-    effective_video_frame: int
-    """The same position in video frames."""
-    replaced_prompt: str | None = None
-    """The prompt this one overwrote at `timestamp`, if any."""
-    warnings: tuple[PromptWarning, ...] = ()
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    """The whole `ack` result, including fields a newer runner may add."""
-
-    @property
-    def rekeyed(self) -> bool:
-        """The timestamp was in the decided past, so the prompt was stored at the next block."""
-        return any(w.code == "rekeyed" for w in self.warnings)
-
-    @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> ScheduledPrompt:
-        warnings = tuple(
-            PromptWarning(str(w.get("code", "")), str(w.get("message", "")))
-            for w in result.get("warnings") or ()
-            if isinstance(w, Mapping)
-        )
-        return cls(
-            timestamp=int(result["timestamp"]),
-            requested_timestamp=int(result.get("requested_timestamp", result["timestamp"])),
-            effective_frame=int(result["effective_frame"]),
-            effective_video_frame=int(result.get("effective_video_frame", 0)),
-            replaced_prompt=result.get("replaced_prompt"),
-            warnings=warnings,
-            raw=dict(result),
         )

@@ -9,6 +9,9 @@ its reference implementation.
 - `parse_command(text, limits=...)`: what a runner uses on client text. Every bad input raises a
   `ProtocolError` with a precise code, carrying the command's `id` whenever it could be read.
 - `encode_frame(header, rgb)` / `decode_frame(data)`: the binary frame message.
+- `ScheduledPrompt`, `RemovePromptResult`, `StartResult`, `PauseResult`, `ResumeResult`,
+  `ResetResult`: the typed result each command's `ack` carries (`get_state`'s is a `State`):
+  `from_ack(ack)` reads one, `to_ack(id)` writes one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .errors import CommandError, ErrorCode, ProtocolError
 from .units import DEFAULT_FPS, DEFAULT_FRAMES_PER_BLOCK, DEFAULT_TEMPORAL_COMPRESSION, block_video_frames
 
 __all__ = [
+    "COMMAND_RESULTS",
     "DEFAULT_LIMITS",
     "FRAME_HEADER_SIZE",
     "FRAME_MAGIC",
@@ -38,6 +42,7 @@ __all__ = [
     "Ack",
     "Command",
     "CommandErrorMessage",
+    "CommandResult",
     "ErrorMessage",
     "FrameHeader",
     "GenerationFinished",
@@ -46,14 +51,21 @@ __all__ = [
     "Limits",
     "Message",
     "Pause",
+    "PauseResult",
     "Progress",
     "PromptSwitched",
+    "PromptWarning",
     "Queued",
     "RemovePrompt",
+    "RemovePromptResult",
     "Reset",
+    "ResetResult",
     "Resume",
+    "ResumeResult",
     "SchedulePrompt",
+    "ScheduledPrompt",
     "Start",
+    "StartResult",
     "State",
     "UnknownMessage",
     "decode_frame",
@@ -413,6 +425,202 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 def is_reply(msg: Message) -> bool:
     """True for a reply addressed to one client (an `ack` or `command_error` with an id)."""
     return isinstance(msg, (Ack, CommandErrorMessage)) and msg.id is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# Command results: the typed data of each command's `ack` (docs/protocol.md, section 6.1)
+# ----------------------------------------------------------------------------------------------
+R = TypeVar("R", bound="CommandResult")
+
+
+class CommandResult:
+    """Base of the result of a command: its `ack`'s data without `command`.
+
+    `to_data()` gives the wire fields in the documented order; `from_data(data)` reads them,
+    ignoring fields it does not know (a newer runner may add some) and raising `ProtocolError`
+    (`missing_field` / `bad_field`) for a missing or wrongly typed one. `to_ack(id)` and
+    `from_ack(ack)` go to and from the whole `Ack`.
+    """
+
+    command: ClassVar[str]
+
+    def to_data(self) -> dict[str, Any]:
+        """The ack's result fields, JSON-ready."""
+        return {name: getattr(self, name) for name, _, _ in _wire_fields(builtins.type(self))}
+
+    @classmethod
+    def from_data(cls: builtins.type[R], data: Mapping[str, Any], id: str | None = None) -> R:
+        """Read the result from an ack's data (with or without its `command`)."""
+        kwargs: dict[str, Any] = {}
+        for name, kind, required in _wire_fields(cls):
+            if name not in data:
+                if required:
+                    raise ProtocolError(
+                        ErrorCode.MISSING_FIELD,
+                        f"ack of {cls.command}: missing field data.{name}",
+                        command=cls.command,
+                        id=id,
+                    )
+                continue
+            kwargs[name] = _read_field(data[name], kind, name, cls.command, id)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_ack(cls: builtins.type[R], ack: Ack) -> R:
+        """The result carried by `ack`, which must answer this result's command."""
+        if ack.command != cls.command:
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"an ack of {ack.command!r} does not carry the result of {cls.command!r}",
+                command=ack.command,
+                id=ack.id,
+            )
+        return cls.from_data(ack.result, ack.id)
+
+    def to_ack(self, id: str | None = None) -> Ack:
+        """The `ack` carrying this result, answering the command with `id`."""
+        return Ack(self.command, self.to_data(), id)
+
+
+@dataclass(frozen=True)
+class PromptWarning:
+    """A warning attached to a scheduled prompt (docs/protocol.md, section 6.1)."""
+
+    code: str
+    """`rekeyed`, `superseded`, `beyond_max_frames`, `prompt_truncated`, `unknown_words` (or a
+    newer code)."""
+    message: str
+
+
+@dataclass(frozen=True)
+class ScheduledPrompt(CommandResult):
+    """What the runner did with a `schedule_prompt`: where it is stored and when it takes effect."""
+
+    command: ClassVar[str] = "schedule_prompt"
+    timestamp: int
+    """Latent frame where the prompt is stored (use it for `remove_prompt`)."""
+    requested_timestamp: int
+    """The timestamp that was sent."""
+    effective_frame: int
+    """First latent frame generated under this prompt (a block boundary)."""
+    effective_video_frame: int
+    """The same position in video frames."""
+    replaced_prompt: str | None = None
+    """The prompt this one overwrote at `timestamp`, if any."""
+    warnings: tuple[PromptWarning, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The whole `ack` result as received, including fields a newer runner may add (empty for a
+    result built in code)."""
+
+    @property
+    def rekeyed(self) -> bool:
+        """The timestamp was in the decided past, so the prompt was stored at the next block."""
+        return any(w.code == "rekeyed" for w in self.warnings)
+
+    _SCALARS: ClassVar[tuple[tuple[str, str, bool], ...]] = (
+        ("timestamp", "int", True),
+        ("requested_timestamp", "int", True),
+        ("effective_frame", "int", True),
+        ("effective_video_frame", "int", True),
+        ("replaced_prompt", "str | None", False),
+    )
+
+    def to_data(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name, _, _ in self._SCALARS}
+        out["warnings"] = [{"code": w.code, "message": w.message} for w in self.warnings]
+        return out
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], id: str | None = None) -> ScheduledPrompt:
+        kwargs: dict[str, Any] = {}
+        for name, kind, required in cls._SCALARS:
+            if name in data:
+                kwargs[name] = _read_field(data[name], kind, name, cls.command, id)
+            elif required:
+                raise ProtocolError(
+                    ErrorCode.MISSING_FIELD,
+                    f"ack of {cls.command}: missing field data.{name}",
+                    command=cls.command,
+                    id=id,
+                )
+        warnings = data.get("warnings")
+        if warnings is None:
+            warnings = []
+        if not isinstance(warnings, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("code"), str) and isinstance(w.get("message"), str)
+            for w in warnings
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD,
+                f"{cls.command}: data.warnings must be a list of {{code, message}} strings",
+                command=cls.command,
+                id=id,
+            )
+        kwargs["warnings"] = tuple(PromptWarning(w["code"], w["message"]) for w in warnings)
+        kwargs["raw"] = {k: v for k, v in data.items() if k != "command"}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> ScheduledPrompt:
+        """The same as `from_data` (kept for earlier callers)."""
+        return cls.from_data(result)
+
+
+@dataclass(frozen=True)
+class RemovePromptResult(CommandResult):
+    """What `remove_prompt` removed."""
+
+    command: ClassVar[str] = "remove_prompt"
+    timestamp: int
+    """The latent frame the prompt was stored at."""
+    removed_prompt: str
+    """The text of the removed prompt."""
+
+
+@dataclass(frozen=True)
+class StartResult(CommandResult):
+    """The video `start` began."""
+
+    command: ClassVar[str] = "start"
+    generation: int
+    """The session generation of the video (its frames carry it)."""
+    seed: int
+    """The seed in use (the runner's default when none was sent)."""
+
+
+@dataclass(frozen=True)
+class PauseResult(CommandResult):
+    """Where `pause` stops the video."""
+
+    command: ClassVar[str] = "pause"
+    effective_frame: int
+    """The first latent frame that will not start until `resume`: the block being generated
+    when `pause` arrived still completes."""
+
+
+@dataclass(frozen=True)
+class ResumeResult(CommandResult):
+    """Where `resume` continues the video."""
+
+    command: ClassVar[str] = "resume"
+    current_start_frame: int
+    """The latent frame of the next block to generate."""
+
+
+@dataclass(frozen=True)
+class ResetResult(CommandResult):
+    """The fresh session `reset` made."""
+
+    command: ClassVar[str] = "reset"
+    generation: int
+    """The new session generation (frames of older generations are stale)."""
+
+
+#: The result type of each command's `ack` (`get_state`'s is a `State`).
+COMMAND_RESULTS: dict[str, type[CommandResult]] = {
+    c.command: c
+    for c in (ScheduledPrompt, RemovePromptResult, StartResult, PauseResult, ResumeResult, ResetResult)
+}
 
 
 # ----------------------------------------------------------------------------------------------
