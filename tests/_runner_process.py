@@ -7,6 +7,10 @@ Fixtures (make them visible with one line in tests/conftest.py:
 - `runner_url`: its WebSocket URL.
 
 The runner is shared by the tests of a module: send `reset` first when a test needs a fresh session.
+A module chooses the runner's options with a module-level `RUNNER_OPTIONS`, built from
+`start_runner`'s arguments (serve's arguments, then `model=`, `env=`, ...):
+
+    RUNNER_OPTIONS = runner_options("--grace-period", "off", env={"OMP_NUM_THREADS": "1"})
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from serve_process import RunnerProcess, runner_command, start_runner
 
+RunnerOptions = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def runner_options(*args: str, **options: Any) -> RunnerOptions:
+    """A module's `RUNNER_OPTIONS` for `runner_process`: the arguments of `start_runner`."""
+    return args, options
+
 
 @pytest.fixture(scope="module")
-def runner_process() -> Iterator[RunnerProcess]:
-    """A `longlive-runner serve --model tiny` process shared by one test module."""
-    with start_runner() as runner:
+def runner_process(request: pytest.FixtureRequest) -> Iterator[RunnerProcess]:
+    """A `longlive-runner serve --model tiny` process shared by one test module, started with the
+    module's `RUNNER_OPTIONS` (`runner_options(...)`), if it sets them."""
+    args, options = getattr(request.module, "RUNNER_OPTIONS", runner_options())
+    with start_runner(*args, **options) as runner:
         yield runner
 
 
@@ -44,9 +58,11 @@ def run_serve(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
 
 
 __all__: Sequence[str] = [
+    "RunnerOptions",
     "RunnerProcess",
     "run_serve",
     "runner_command",
+    "runner_options",
     "runner_process",
     "runner_url",
     "start_runner",

@@ -1,7 +1,7 @@
 """The client end to end against the tiny model, over both transports with ONE test suite.
 
-- "websocket": `longlive-runner serve --model tiny` as a real subprocess (shared by this module;
-  every test starts with a `reset`);
+- "websocket": `longlive-runner serve --model tiny` as a real subprocess (the shared
+  `runner_url` fixture, one runner for this module; every test starts with a `reset`);
 - "local": `Reactor.local(...)`, the runner in this process (a second client attaches to the
   same `Runner`);
 - "cluster": `longlive-runner cluster --workers 2 --model demo` on a local Ray cluster
@@ -12,14 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +21,7 @@ import httpx
 import pytest
 
 from _frames import take
+from _runner_process import runner_options
 from longlive import (
     CommandError,
     ConnectionClosedError,
@@ -45,52 +40,8 @@ FIRST, LATER = 9, 12  # video frames of the first block and of every later one
 # ----------------------------------------------------------------------------------------------
 # Fixtures
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def runner_url() -> Iterator[str]:
-    """`longlive-runner serve --model tiny` on a free port, once GET /health answers."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "longlive_runner", "serve", "--model", "tiny", "--device", "cpu"]
-    cmd += ["--host", "127.0.0.1", "--port", "0", "--grace-period", "off"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stderr is not None
-    found: list[str] = []
-    log: list[str] = []
-    announced = threading.Event()
-
-    def drain() -> None:  # read stderr to the end so the server never blocks on a full pipe
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.append(line)
-            m = re.search(r"on (ws://\S+)", line)
-            if m and not found:
-                found.append(m.group(1))
-                announced.set()
-        announced.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not announced.wait(120) or not found:
-            raise RuntimeError(f"the runner did not start:\n{''.join(log)}")
-        url = found[0]
-        health = url.replace("ws://", "http://") + "/health"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(health, timeout=2).json() == {"status": "ok"}:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"GET {health} never answered:\n{''.join(log)}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+#: The "websocket" transport's runner: `runner_process` / `runner_url` (tests/_runner_process.py).
+RUNNER_OPTIONS = runner_options("--device", "cpu", "--grace-period", "off", env={"OMP_NUM_THREADS": "1"})
 
 
 #: The model each transport's runner serves.
@@ -179,20 +130,33 @@ async def test_two_prompts_frames_progress_and_switch(open_client: OpenClient) -
 
 async def test_pause_and_resume(open_client: OpenClient) -> None:
     reactor = await open_client()
+    # Frames and replies in the order the runner sent them (sync callbacks run in the reader).
+    log: list[tuple[str, Any]] = []
+    reactor.on_frame(lambda f: log.append(("frame", f.start_frame)))
+    reactor.on("ack", lambda a: log.append(("ack", a.command)))
     await reactor.schedule_prompt("a red circle", 0)
     await reactor.start()
     await reactor.wait_for_frame(3, timeout=30)
-    stop_at = await reactor.pause()
+    stop_at = (await reactor.pause()).effective_frame
     assert reactor.state.paused and reactor.state.running
-    await reactor.wait_for_frame(stop_at, timeout=30)
-    await asyncio.sleep(0.8)  # several blocks' time: nothing may be generated
-    assert reactor.current_start_frame == stop_at
+    await reactor.wait_for_frame(stop_at, timeout=30)  # the block in flight completed
     with pytest.raises(CommandError) as info:
         await reactor.pause()
     assert info.value.code == "already_paused"
-    assert await reactor.resume() == stop_at
+    # Nothing may be generated while paused. The runner plans its next block as soon as it sent
+    # a block's progress, so by now it has decided; had it started block `stop_at`, that block
+    # would be decided and a prompt at `stop_at` re-keyed past it.
+    probe = await reactor.schedule_prompt("a red circle", stop_at)
+    assert (probe.timestamp, probe.effective_frame, probe.rekeyed) == (stop_at, stop_at, False)
+    assert (await reactor.resume()).current_start_frame == stop_at  # no block completed either
     assert not reactor.state.paused
     assert await reactor.wait_for_frame(stop_at + 6, timeout=30) >= stop_at + 6
+    # And none was sent: every frame before resume's reply is from before the pause point; the
+    # first after it starts the block at `stop_at`.
+    resumed = log.index(("ack", "resume"))
+    before = [s for kind, s in log[:resumed] if kind == "frame"]
+    after = [s for kind, s in log[resumed:] if kind == "frame"]
+    assert max(before) < stop_at and after[0] == stop_at
 
 
 async def test_reset_leaves_no_old_frames(open_client: OpenClient) -> None:
@@ -202,15 +166,15 @@ async def test_reset_leaves_no_old_frames(open_client: OpenClient) -> None:
     await reactor.wait_for_frame(9, timeout=30)  # frames are buffered, unread
     assert reactor.frames_buffered > 0
     old = reactor.generation
-    new = await reactor.reset()
+    new = (await reactor.reset()).generation
     assert new == old + 1 == reactor.generation
     assert reactor.frames_buffered == 0
     state = reactor.state
     assert (state.running, state.current_start_frame, state.scheduled_prompts) == (False, 0, {})
-    await asyncio.sleep(0.5)  # a block that was in flight must not show up
-    assert reactor.frames_buffered == 0
     await reactor.schedule_prompt("a blue square", 0)
     await reactor.start()
+    # A block of the old video that was in flight must not show up. The runner finishes it before
+    # it starts the new video, so any of its frames that got through would be read here first.
     frames = await take(reactor, FIRST)
     assert [f.index for f in frames] == list(range(FIRST))
     assert {f.generation for f in frames} == {new}
@@ -223,7 +187,8 @@ async def test_remove_prompt_and_refusals(open_client: OpenClient) -> None:
     assert info.value.code == "no_initial_prompt" and info.value.command == "start"
     await reactor.schedule_prompt("a red circle", 0)
     await reactor.schedule_prompt("a blue square", 300)
-    assert await reactor.remove_prompt(300) == "a blue square"
+    removed = await reactor.remove_prompt(300)
+    assert (removed.timestamp, removed.removed_prompt) == (300, "a blue square")
     assert reactor.state.scheduled_prompts == {0: "a red circle"}
     with pytest.raises(CommandError) as info:
         await reactor.remove_prompt(300)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from longlive import Reactor
+from _frames import eventually
+from longlive import Reactor, latent_to_video_frame
 from longlive.notebook import LiveView, encode_png, show
 
 
@@ -154,7 +155,16 @@ async def test_show_updates_one_image_as_frames_arrive(fake_display: FakeDisplay
         await reactor.schedule_prompt("a red fox in snow", timestamp=0)
         await reactor.start(seed=3)
         await reactor.wait_for_frame(9, timeout=60)  # 3 blocks: 33 video frames
-        await asyncio.sleep(0.2)  # the throttled update runs
+        # The status area: position, phase and the prompt timeline, with the prompt in force.
+        await eventually(
+            lambda: "running" in _html(status_area.current) and "in force" in _html(status_area.current),
+            "the status area shows the video running, with a prompt in force",
+        )
+        assert "a red fox in snow" in _html(status_area.current)
+        # Paused, the last frames arrive and no more: the throttled update then shows the newest one.
+        stop_at = (await reactor.pause()).effective_frame
+        await reactor.wait_for_frame(stop_at, timeout=60)
+        await eventually(lambda: view.shown_index == max(received), "the newest frame is shown")
 
         assert len(fake_display.handles) == 2  # updated in place, never a new output
         images = [obj for obj in image_area.history if isinstance(obj, FakeImage)]
@@ -165,7 +175,6 @@ async def test_show_updates_one_image_as_frames_arrive(fake_display: FakeDisplay
         distinct = {d.tobytes() for d in decoded}
         assert len(distinct) >= 3
         # ... and what is on screen is the newest frame, exactly.
-        assert view.shown_index == max(received)
         np.testing.assert_array_equal(decoded[-1], received[view.shown_index])
         assert images[-1].width >= 112
 
@@ -173,25 +182,31 @@ async def test_show_updates_one_image_as_frames_arrive(fake_display: FakeDisplay
         assert view.frames_received == len(received) >= 33
         assert view.images_shown <= view.frames_received
 
-        # The status area: position, phase and the prompt timeline, with the prompt in force.
-        html = _html(status_area.current)
-        assert "a red fox in snow" in html and "in force" in html and "running" in html
         await reactor.schedule_prompt("the fox runs", timestamp=reactor.current_start_frame + 3)
-        await asyncio.sleep(0.2)
-        assert "the fox runs" in _html(status_area.current)
+        await eventually(lambda: "the fox runs" in _html(status_area.current), "the new prompt is listed")
         assert "frame" in repr(status_area.current)  # a one-line text form for terminals
 
         # A reset puts the placeholder back; close() stops every update.
         await reactor.reset()
-        await asyncio.sleep(0.2)
-        assert "waiting for frames" in image_area.current.data
+        await eventually(
+            lambda: (
+                isinstance(image_area.current, FakeHTML) and "waiting for frames" in image_area.current.data
+            ),
+            "the placeholder is back after the reset",
+        )
         view.close()
         count = len(image_area.history) + len(status_area.history)
+        # A second view, opened after close(), is the witness: the closed view would have updated
+        # before it (its callbacks come first and its last update is older), so once the witness
+        # shows the newest frame of the new video, the closed view has had every chance to.
+        witness = show(reactor, max_fps=25)
         await reactor.schedule_prompt("a blue boat", timestamp=0)
         await reactor.start()
         await reactor.wait_for_frame(3, timeout=60)
-        await asyncio.sleep(0.2)
+        newest = latent_to_video_frame(3) - 1  # the last frame of block 0
+        await eventually(lambda: witness.shown_index >= newest, "the witness view shows the new video")
         assert len(image_area.history) + len(status_area.history) == count
+        witness.close()
 
 
 async def test_show_is_throttled(fake_display: FakeDisplay) -> None:
@@ -202,14 +217,13 @@ async def test_show_is_throttled(fake_display: FakeDisplay) -> None:
         t0 = loop.time()
         await reactor.start()
         await reactor.wait_for_frame(9, timeout=60)
-        await reactor.pause()
-        # Wait until no frame has arrived for longer than 1/max_fps: the last pending update is then shown.
-        seen = -1
-        while seen != reactor.frames_received:
-            seen = reactor.frames_received
-            await asyncio.sleep(0.8)
+        stop_at = (await reactor.pause()).effective_frame
+        await reactor.wait_for_frame(stop_at, timeout=60)  # the block in flight: the last frames
+        # No frame comes after these: the last pending update (at most 1/max_fps later) shows the newest.
+        await eventually(
+            lambda: view.shown_index == reactor.frames_received - 1, "the newest frame ends up shown"
+        )
         elapsed = loop.time() - t0
         assert view.images_shown <= 2 * elapsed + 2
         assert view.images_shown < view.frames_received
-        assert view.shown_index == reactor.frames_received - 1  # the newest frame ends up shown
         view.close()
