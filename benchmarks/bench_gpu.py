@@ -50,8 +50,8 @@ def main() -> int:
 
     import torch
 
-    from longlive_runner.config import get_preset
-    from longlive_runner.pipeline import random_pipeline
+    from longlive_runner.model.config import get_preset
+    from longlive_runner.model.pipeline import random_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)

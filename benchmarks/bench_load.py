@@ -64,7 +64,7 @@ def peak_rss_bytes() -> int:
 
 
 def bench_config() -> Any:
-    from longlive_runner.config import get_preset
+    from longlive_runner.model.config import get_preset
 
     base = get_preset("longlive-1.3b")
     return dataclasses.replace(
@@ -80,7 +80,7 @@ def random_states(config: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any
     import torch
     from torch import nn
 
-    from longlive_runner.pipeline import build_modules
+    from longlive_runner.model.pipeline import build_modules
 
     pool = torch.randn(1 << 24, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
 
@@ -114,8 +114,8 @@ def write_layouts(root: Path, config: Any) -> dict[str, list[Path]]:
     """Write both layouts under `root`; returns the files each loader reads."""
     import torch
 
-    from longlive_runner import checkpoints as ckpt
-    from longlive_runner.tokenizer import build_tiny_tokenizer
+    from longlive_runner.model import checkpoints as ckpt
+    from longlive_runner.model.tokenizer import build_tiny_tokenizer
 
     states, lora = random_states(config)
     tok_json = build_tiny_tokenizer().to_str()
@@ -186,9 +186,9 @@ def child(kind: str, root: Path, files: list[str]) -> dict[str, Any]:
 
     import torch
 
-    from longlive_runner import config as config_mod
     from longlive_runner import load_pipeline
-    from longlive_runner.pipeline import build_modules
+    from longlive_runner.model import config as config_mod
+    from longlive_runner.model.pipeline import build_modules
 
     # Building the modules on the meta device once per process (imports, first-use costs): timed
     # apart, not in the load. It used to take seconds (random init on meta imported torch._dynamo).

@@ -81,15 +81,15 @@ def make_synthetic_pipeline(height: int, width: int, blocks: int, interval: floa
     `Runner` reads `config` (sizes, fps, block layout: the tiny preset's layout at the requested
     resolution), `device`, `dtype`, `text_encoder` (None: no token-count warnings) and calls
     `generator(seed)`; the generator's `generate_block(prompt)` returns a real
-    `longlive_runner.generator.Block` holding precomputed uint8 frames [9 or 12, H, W, 3]. After
+    `longlive_runner.model.generator.Block` holding precomputed uint8 frames [9 or 12, H, W, 3]. After
     `blocks` blocks it raises `GenerationFinished("max_frames")`, as the real generator does at
     the end of the video. `decoded` records (seed, start_frame) -> the monotonic time (ns) each
     block was handed back.
     """
     import torch
 
-    from longlive_runner.config import get_preset
-    from longlive_runner.generator import Block, GenerationFinished
+    from longlive_runner.model.config import get_preset
+    from longlive_runner.model.generator import Block, GenerationFinished
 
     base = get_preset("tiny")
     config = dataclasses.replace(
@@ -154,12 +154,12 @@ def _stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
 
 async def role_runner(args: argparse.Namespace) -> None:
     """The real `Runner` + `RunnerServer` over the stand-in pipeline, on a free loopback port."""
-    from longlive_runner.hub import Runner
-    from longlive_runner.server import RunnerServer
+    from longlive_runner.serving.hub import Runner
+    from longlive_runner.serving.server import RunnerServer
 
     if args.fresh_alloc:
         # The server before the fix of this benchmark's finding: one new `bytes` per frame sent.
-        from longlive_runner.hub import OutFrame
+        from longlive_runner.serving.hub import OutFrame
 
         OutFrame.encode_into = lambda self, buffer: memoryview(self.encoded())  # type: ignore[method-assign]
     pipe = make_synthetic_pipeline(args.height, args.width, args.blocks, args.block_interval)

@@ -49,7 +49,7 @@ def real_layout(tmp_path_factory, tiny_pipe) -> dict[str, Path]:
 
     from safetensors.torch import save_file
 
-    from longlive_runner.tokenizer import build_tiny_tokenizer
+    from longlive_runner.model.tokenizer import build_tiny_tokenizer
 
     root = tmp_path_factory.mktemp("weights")
     wan, ll = root / "Wan2.1-T2V-1.3B", root / "LongLive"

@@ -16,10 +16,10 @@ from websockets.exceptions import InvalidStatus
 
 from _runner_process import RunnerProcess, start_runner
 from longlive import ConnectionClosedError, Reactor
-from longlive_runner import access as access_mod
-from longlive_runner.access import AccessConfig, AccessPolicy, RequestFacts
 from longlive_runner.cli import main
-from longlive_runner.server import RedactingFormatter, is_loopback_host, resolve_token
+from longlive_runner.serving import access as access_mod
+from longlive_runner.serving.access import AccessConfig, AccessPolicy, RequestFacts
+from longlive_runner.serving.server import RedactingFormatter, is_loopback_host, resolve_token
 
 TOKEN = "ll-" + secrets.token_urlsafe(24)
 WRONG = "ll-" + secrets.token_urlsafe(24)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from longlive_runner import CheckpointError, load_pipeline
-from longlive_runner import checkpoints as ckpt
+from longlive_runner.model import checkpoints as ckpt
 
 
 def _first_frames(pipe, prompt: str = "a red circle") -> np.ndarray:

@@ -31,7 +31,7 @@ from longlive import (
 )
 from longlive._client import _with_session
 from longlive.protocol import encode_message, hello_for, parse_message
-from longlive_runner.cluster.gateway import (
+from longlive_runner.serving.cluster.gateway import (
     CLOSE_NO_SUCH_SESSION,
     Gateway,
     GatewayServer,
@@ -39,8 +39,8 @@ from longlive_runner.cluster.gateway import (
     _with_session_id,
     session_param,
 )
-from longlive_runner.cluster.scheduler import BUSY, DOWN, FREE, Assign, Reject, Scheduler, Wait
-from longlive_runner.cluster.worker import SessionWorker
+from longlive_runner.serving.cluster.scheduler import BUSY, DOWN, FREE, Assign, Reject, Scheduler, Wait
+from longlive_runner.serving.cluster.worker import SessionWorker
 
 PROMPT = "a red circle moving right on a black background"
 
@@ -411,7 +411,7 @@ def test_the_serve_application_arguments() -> None:
     require_ray()
     with warnings.catch_warnings():  # Ray Serve's own pydantic deprecations, not ours
         warnings.simplefilter("ignore", DeprecationWarning)
-        from longlive_runner.cluster.app import build_app, parse_args
+        from longlive_runner.serving.cluster.app import build_app, parse_args
 
     options = parse_args(
         {"workers": "2", "grace_period": "off", "allow_origin": "HTTP://a.example:80/,https://b"}

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 
 from longlive import Reactor  # noqa: E402
 from longlive_runner import load_pipeline  # noqa: E402
-from longlive_runner.config import DEFAULT_MODEL, PACKAGED_MODELS  # noqa: E402
 from longlive_runner.demo import checker  # noqa: E402
 from longlive_runner.demo.scenes import BACKGROUNDS, COLORS, parse_prompt  # noqa: E402
+from longlive_runner.model.config import DEFAULT_MODEL, PACKAGED_MODELS  # noqa: E402
 
 DEMO = PACKAGED_MODELS["demo"]
 RED = "a red circle moving right on a black background"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.dit import CausalWanDiT
+from longlive_runner.model.config import DiTConfig, StreamConfig
+from longlive_runner.model.dit import CausalWanDiT
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16, freq_dim=32)
 STREAM = StreamConfig(height=64, width=112)
@@ -126,7 +126,7 @@ def test_frame_mask_and_start_frame(models):
 
 def test_forward_with_attention_is_forward_with_any_pattern_and_positions(models):
     """The training entry point: per-sample RoPE positions and a caller's attention callable."""
-    from longlive_runner.models.dit import attention
+    from longlive_runner.model.dit import attention
 
     model, _ = models
     g = torch.Generator().manual_seed(2)

@@ -32,7 +32,7 @@ PROMPT_SOURCES = [
     *DOCS,
     *sorted((ROOT / "examples").glob("*.py")),
     ROOT / "examples" / "notebook.ipynb",
-    ROOT / "src" / "longlive_runner" / "static" / "index.html",
+    ROOT / "src" / "longlive_runner" / "serving" / "static" / "index.html",
     ROOT / "src" / "longlive" / "__init__.py",
     ROOT / "src" / "longlive" / "notebook.py",
 ]

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from longlive_runner.download import (
+from longlive_runner.weights.download import (
     LONGLIVE_REPO,
     MANIFEST_NAME,
     WAN_REPO,

@@ -47,9 +47,9 @@ from longlive import (
 )
 from longlive.protocol import DEFAULT_LIMITS, Limits
 from longlive_runner import CheckpointError, load_pipeline
-from longlive_runner.generator import Block
-from longlive_runner.hub import Runner
-from longlive_runner.server import RunnerServer
+from longlive_runner.model.generator import Block
+from longlive_runner.serving.hub import Runner
+from longlive_runner.serving.server import RunnerServer
 
 TIMEOUT = 60.0
 COMMANDS = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset", "get_state"})
@@ -525,7 +525,7 @@ async def test_a_client_vanishing_mid_block_is_no_error_for_the_others(served, m
     await keeper.start()
     assert len(await take(keeper, 9)) == 9
     await asyncio.to_thread(model.entered.wait, TIMEOUT)  # block 3 is being generated
-    assert await keeper.pause() == 6  # block 3 completes, nothing starts after it
+    assert (await keeper.pause()).effective_frame == 6  # block 3 completes, nothing starts after it
 
     aborted.transport.abort()  # gone without a close frame
     await leaver.close()  # gone politely
@@ -706,7 +706,7 @@ async def test_frames_end_with_a_typed_error_and_reconnect_resyncs(hardened: Run
         await reactor.get_state()
 
     # Meanwhile another client changes the session.
-    generation = await other.reset()
+    generation = (await other.reset()).generation
     await other.schedule_prompt("a blue whale", 0)
     await other.schedule_prompt("a green forest", 9)
 

@@ -13,7 +13,7 @@ import pytest
 
 from longlive.errors import ConnectionClosedError
 from longlive.protocol import FrameHeader, Limits
-from longlive_runner.hub import LocalConnection, Runner
+from longlive_runner.serving.hub import LocalConnection, Runner
 
 A, B = "a red fox in the snow", "a blue whale in the sea"
 SEED = 5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.dit import CausalWanDiT, apply_rope
+from longlive_runner.model.config import DiTConfig, StreamConfig
+from longlive_runner.model.dit import CausalWanDiT, apply_rope
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16, freq_dim=32)
 STREAM = StreamConfig(height=32, width=48)  # latent 4x6 -> T = 2*3 = 6 tokens per frame

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_runner.config import DiTConfig
-from longlive_runner.lora import merge_lora
-from longlive_runner.models.dit import CausalWanDiT
+from longlive_runner.model.config import DiTConfig
+from longlive_runner.model.dit import CausalWanDiT
+from longlive_runner.model.lora import merge_lora
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16, freq_dim=32)
 MODULES = [f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"] + ["ffn.0", "ffn.2"]

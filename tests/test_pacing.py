@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from longlive_runner.hub import Runner
-from longlive_runner.pacing import Pacer
+from longlive_runner.serving.hub import Runner
+from longlive_runner.serving.pacing import Pacer
 
 FPS = 16
 

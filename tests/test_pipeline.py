@@ -9,8 +9,8 @@ import pytest
 
 from _fresh_python import fresh_python
 from longlive_runner import GenerationFinished, load_pipeline
-from longlive_runner.config import get_preset
-from longlive_runner.scheduler import denoising_sigmas, denoising_timesteps
+from longlive_runner.model.config import get_preset
+from longlive_runner.model.scheduler import denoising_sigmas, denoising_timesteps
 
 
 def test_warped_timesteps_match_the_published_schedule():
@@ -78,7 +78,7 @@ def test_reset_gives_the_same_video_as_a_fresh_generator(tiny_pipe):
 def test_generation_ends_cleanly_at_the_user_limit():
     base = get_preset("tiny")
     cfg = dataclasses.replace(base, stream=dataclasses.replace(base.stream, max_latent_frames=9))
-    from longlive_runner import pipeline as pl
+    from longlive_runner.model import pipeline as pl
 
     pipe = pl.random_pipeline(cfg, pl.torch.device("cpu"), pl.torch.float32, init_seed=0)
     gen = pipe.generator()
@@ -93,7 +93,7 @@ def test_generation_ends_cleanly_at_the_user_limit():
 
 def tiny_with(**fields):
     """The tiny preset with other DiT / stream numbers (random weights from the same seed)."""
-    from longlive_runner import pipeline as pl
+    from longlive_runner.model import pipeline as pl
 
     base = get_preset("tiny")
     dit = {k: v for k, v in fields.items() if k in {f.name for f in dataclasses.fields(base.dit)}}
@@ -214,8 +214,8 @@ def test_building_on_meta_runs_no_random_init() -> None:
     process), so the models must not init on meta. Checked in a fresh interpreter."""
     code = (
         "import sys, torch\n"
-        "from longlive_runner.config import get_preset\n"
-        "from longlive_runner.pipeline import build_modules\n"
+        "from longlive_runner.model.config import get_preset\n"
+        "from longlive_runner.model.pipeline import build_modules\n"
         "for name in ('longlive-1.3b', 'tiny'):\n"
         "    dit, vae, t5 = build_modules(get_preset(name))\n"
         "    assert next(dit.parameters()).is_meta and next(t5.parameters()).is_meta\n"

@@ -14,8 +14,8 @@ import pytest
 
 from longlive import Reactor
 from longlive_runner import load_pipeline
-from longlive_runner.hub import Runner
-from longlive_runner.tokenizer import prompt_warnings
+from longlive_runner.model.tokenizer import prompt_warnings
+from longlive_runner.serving.hub import Runner
 
 GOOD = "a red circle moving right on a black background"
 

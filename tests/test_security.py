@@ -31,7 +31,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from _runner_process import RunnerProcess, start_runner
 from longlive import Reactor
-from longlive_runner.access import (
+from longlive_runner.cli import main
+from longlive_runner.serving.access import (
     AccessConfig,
     AccessPolicy,
     ConnectionCounter,
@@ -44,7 +45,6 @@ from longlive_runner.access import (
     query_tokens,
     split_target,
 )
-from longlive_runner.cli import main
 
 TIMEOUT = 30.0
 TOKEN = "sec-" + base64.urlsafe_b64encode(os.urandom(18)).decode()

@@ -29,8 +29,9 @@ from longlive.protocol import (
     encode_message,
     is_reply,
     parse_message,
+    prompt_in_force,
 )
-from longlive_runner.session import BlockPlan, Session
+from longlive_runner.serving.session import BlockPlan, Session
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def test_on_connect_sends_hello_then_state() -> None:
 
 
 def test_for_config_reads_the_pipeline_config() -> None:
-    from longlive_runner.config import get_preset
+    from longlive_runner.model.config import get_preset
 
     s = Session.for_config(get_preset("tiny"), max_scheduled_prompts=4)
     assert (s.height, s.width, s.max_frames, s.frames_per_block) == (64, 112, DEFAULT_LIMITS.max_frames, 3)
@@ -257,6 +258,29 @@ def test_superseded_warning() -> None:
     warnings = schedule(s, "four", 4).result["warnings"]
     assert [w["code"] for w in warnings] == ["superseded"]
     assert "frame 5" in warnings[0]["message"]
+
+
+def test_state_says_which_prompt_is_in_force() -> None:
+    s = Session()
+    for prompt, t in (("a", 0), ("b", 4), ("c", 7)):
+        schedule(s, prompt, t)
+    assert s.state().in_force is None  # idle: nothing is in force
+    ack(s.handle(Start(id="go")))
+    assert s.state().in_force == 0  # from start on, block 0's prompt
+    seen = []
+    for _ in range(4):
+        plan, out = run_block(s)
+        state = out[-1]
+        assert isinstance(state, State)
+        # the prompt that generated the block just done, as the protocol's rule says
+        assert state.in_force == prompt_in_force(state.scheduled_prompts, plan.start_frame)
+        assert state.scheduled_prompts[state.in_force] == plan.prompt == state.current_prompt
+        assert parse_message(encode_message(state)) == state
+        seen.append(state.in_force)
+    assert seen == [0, 0, 4, 7]
+    assert s.finished("max_frames")[-1].in_force == 7  # type: ignore[attr-defined]  # still, once ended
+    assert reply(s.handle(GetState(id="g"))).result["in_force"] == 7  # type: ignore[attr-defined]
+    assert s.handle(Reset())[-1].in_force is None  # type: ignore[attr-defined]
 
 
 def test_live_schedule_in_the_future_is_kept_and_past_is_rekeyed() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import transformers  # noqa: E402  (test-only oracle, a dev dependency)
 
-from longlive_runner.config import T5Config, get_preset
-from longlive_runner.models.t5 import UMT5Encoder, relative_position_buckets
-from longlive_runner.text_encoder import TextEncoder
-from longlive_runner.tokenizer import TextTokenizer, build_tiny_tokenizer
+from longlive_runner.model.config import T5Config, get_preset
+from longlive_runner.model.t5 import UMT5Encoder, relative_position_buckets
+from longlive_runner.model.text_encoder import TextEncoder
+from longlive_runner.model.tokenizer import TextTokenizer, build_tiny_tokenizer
 
 CFG = T5Config(vocab_size=384, dim=64, ffn_dim=96, num_heads=4, num_layers=2, text_len=48)
 

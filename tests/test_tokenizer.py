@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_runner.config import get_preset
-from longlive_runner.tokenizer import TextTokenizer, build_tiny_tokenizer, clean_text
+from longlive_runner.model.config import get_preset
+from longlive_runner.model.tokenizer import TextTokenizer, build_tiny_tokenizer, clean_text
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 

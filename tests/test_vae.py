@@ -10,8 +10,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from longlive_runner.config import PRESETS, VAEConfig
-from longlive_runner.models.vae import WanVAE, to_uint8
+from longlive_runner.model.config import PRESETS, VAEConfig
+from longlive_runner.model.vae import WanVAE, to_uint8
 
 TINY = PRESETS["tiny"].vae  # base_dim 8, dim_mult (1, 2, 2, 2)
 STANDARD_SMALL = VAEConfig(base_dim=8, dim_mult=(1, 2, 4, 4))  # the real layout, narrow

@@ -1,6 +1,6 @@
 """The in-process connector behind `Reactor.local()`: the one client module that names the runner.
 
-It loads a pipeline and starts a `longlive_runner.hub.Runner` on the caller's event loop, lazily
+It loads a pipeline and starts a `longlive_runner.serving.hub.Runner` on the caller's event loop, lazily
 (importing torch only then), and hands the client the runner's `LocalConnection` as its transport.
 """
 
@@ -18,7 +18,7 @@ __all__ = ["LocalConnector"]
 
 
 class LocalConnector:
-    """Loads a pipeline and runs a `longlive_runner.hub.Runner` in this process, lazily."""
+    """Loads a pipeline and runs a `longlive_runner.serving.hub.Runner` in this process, lazily."""
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class LocalConnector:
     async def open(self) -> Transport:
         if self.runner is None:
             try:
-                from longlive_runner.hub import Runner
+                from longlive_runner.serving.hub import Runner
             except ImportError as exc:
                 raise ImportError(
                     f"Reactor.local() needs the runner (torch): pip install 'longlive[runner]' ({exc})"

@@ -6,7 +6,7 @@ task. Two implementations exist:
 
 - `WebSocketTransport` (here): a `websockets` client connection; binary messages are decoded with
   `longlive.protocol.decode_frame`.
-- the runner's in-process `LocalConnection` (`longlive_runner.hub`), used by `Reactor.local()`:
+- the runner's in-process `LocalConnection` (`longlive_runner.serving.hub`), used by `Reactor.local()`:
   frames are handed over as header + numpy array, without encoding.
 """
 

@@ -9,23 +9,23 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .checkpoints import CheckpointError
-    from .config import PRESETS, PipelineConfig, get_preset
-    from .generator import Block, GenerationFinished, NoiseSource, PromptEmbedding, VideoGenerator
-    from .pipeline import Pipeline, load_pipeline
+    from .model.checkpoints import CheckpointError
+    from .model.config import PRESETS, PipelineConfig, get_preset
+    from .model.generator import Block, GenerationFinished, NoiseSource, PromptEmbedding, VideoGenerator
+    from .model.pipeline import Pipeline, load_pipeline
 
 _EXPORTS = {
-    "PRESETS": "config",
-    "PipelineConfig": "config",
-    "get_preset": "config",
-    "CheckpointError": "checkpoints",
-    "Block": "generator",
-    "GenerationFinished": "generator",
-    "VideoGenerator": "generator",
-    "PromptEmbedding": "generator",
-    "NoiseSource": "generator",
-    "Pipeline": "pipeline",
-    "load_pipeline": "pipeline",
+    "PRESETS": "model.config",
+    "PipelineConfig": "model.config",
+    "get_preset": "model.config",
+    "CheckpointError": "model.checkpoints",
+    "Block": "model.generator",
+    "GenerationFinished": "model.generator",
+    "VideoGenerator": "model.generator",
+    "PromptEmbedding": "model.generator",
+    "NoiseSource": "model.generator",
+    "Pipeline": "model.pipeline",
+    "load_pipeline": "model.pipeline",
 }
 
 __all__ = [

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_MODEL
+from .model.config import DEFAULT_MODEL
 
 __all__ = ["CLIError", "add_model_args", "error_text", "load_from_args", "resolve_device", "unknown_model"]
 
@@ -45,7 +45,7 @@ def error_text(exc: BaseException) -> str:
 
 def unknown_model(name: object) -> CLIError:
     """The one wording of "no such model" (`generate`, `serve`, `info`)."""
-    from .config import model_names
+    from .model.config import model_names
 
     return CLIError(f"{str(name)!r} is neither a model name nor a folder; models: {', '.join(model_names())}")
 
@@ -77,8 +77,8 @@ def resolve_device(name: str | None) -> str:
 
 
 def load_from_args(args: argparse.Namespace) -> Any:
-    from .checkpoints import CheckpointError
-    from .pipeline import load_pipeline
+    from .model.checkpoints import CheckpointError
+    from .model.pipeline import load_pipeline
 
     device = resolve_device(args.device)
     try:

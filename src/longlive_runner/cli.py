@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import CLIError, add_model_args, load_from_args, unknown_model
-from .config import DEFAULT_MODEL
+from .model.config import DEFAULT_MODEL
 
 
 def count_parameters(module: Any) -> int:
@@ -20,7 +20,7 @@ def count_parameters(module: Any) -> int:
 
 def describe(config: Any) -> dict[str, Any]:
     """Sizes and memory needs of a preset, computed on the meta device (no weights needed)."""
-    from .pipeline import build_modules
+    from .model.pipeline import build_modules
 
     dit, vae, t5 = build_modules(config)
     n_dit, n_vae, n_t5 = count_parameters(dit), count_parameters(vae), count_parameters(t5)
@@ -52,8 +52,8 @@ def describe(config: Any) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoints import CheckpointError, read_converted_config
-    from .config import get_preset, resolve_model
+    from .model.checkpoints import CheckpointError, read_converted_config
+    from .model.config import get_preset, resolve_model
 
     name = args.model or DEFAULT_MODEL
     folder = resolve_model(name)
@@ -180,7 +180,7 @@ def schedule_notes(
 
 def prompt_check(pipe: Any, schedule: dict[int, str]) -> None:
     """Warn about prompts the model cannot read (unknown words, too many tokens)."""
-    from .tokenizer import model_hint, prompt_warnings
+    from .model.tokenizer import model_hint, prompt_warnings
 
     tokenizer = getattr(getattr(pipe, "text_encoder", None), "tokenizer", None)
     if tokenizer is None:
@@ -229,40 +229,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- convert ----------------------------------------------------------------------------------
-def cmd_convert(args: argparse.Namespace) -> int:
-    import torch
-
-    from . import checkpoints as ckpt
-    from .config import get_preset
-    from .lora import apply_lora_
-    from .pipeline import read_wan_layout
-    from .progress import progress_bar
-
-    base = get_preset(args.model or "longlive-1.3b")
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
-    with progress_bar(4, "converting", unit="steps", enabled=not args.quiet) as bar:
-        try:
-            layout = read_wan_layout(base, args.wan_dir, args.longlive_dir)
-        except ckpt.CheckpointError as exc:
-            raise CLIError(str(exc)) from exc
-        bar.set_postfix_str("read", refresh=False)
-        bar.update(1)
-        states = {
-            part: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-            for part, sd in layout.states.items()
-        }
-        # after the cast: merged at the output precision, as a load to that dtype would
-        apply_lora_(states["dit"], layout.lora)
-        bar.set_postfix_str("cast, LoRA merged", refresh=False)
-        bar.update(1)
-        ckpt.save_converted(args.out, layout.config, states, layout.tokenizer_path.read_text())
-        bar.set_postfix_str("written", refresh=False)
-        bar.update(2)
-    print(f"converted to {args.out}", file=sys.stderr)
-    return 0
-
-
 # --- entry point ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -304,32 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser(
-        "convert", help="merge Wan + LongLive folders into one fast-loading safetensors folder"
-    )
-    p.add_argument("--wan-dir", type=Path, required=True)
-    p.add_argument("--longlive-dir", type=Path, required=True)
-    p.add_argument(
-        "--model", default=None, help="preset whose architecture the folders hold (default longlive-1.3b)"
-    )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_convert)
-
     for register in _extra_commands():
         register(sub)
     return parser
 
 
 def _extra_commands() -> list[Any]:
-    """Subcommands defined in their own modules (serve, cluster, download)."""
+    """Subcommands defined in their own modules (convert, serve, cluster, download)."""
     # Imported explicitly: an error in any module must show, not hide its command. None of them
     # imports torch or Ray at import time.
-    from . import download, server
-    from .cluster import command as cluster
+    from .serving import server
+    from .serving.cluster import command as cluster
+    from .weights import convert, download
 
-    return [server.register_cli, cluster.register_cli, download.register_cli]
+    return [convert.register_cli, server.register_cli, cluster.register_cli, download.register_cli]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 from longlive.protocol import MAX_SEED
 
-from ..arguments import CLIError, add_model_args
+from ...arguments import CLIError, add_model_args
 from ..pacing import PACES
 from ..server import (
     DEFAULT_GRACE_PERIOD,
@@ -157,8 +157,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def model_frame_size(args: argparse.Namespace) -> tuple[str, int, int]:
     """(preset name, height, width) of the model the workers will load; no weights are read.
     CLIError for a model that does not exist (before any worker starts)."""
-    from ..checkpoints import CheckpointError, read_converted_config
-    from ..config import DEFAULT_MODEL, get_preset, resolve_model
+    from ...model.checkpoints import CheckpointError, read_converted_config
+    from ...model.config import DEFAULT_MODEL, get_preset, resolve_model
 
     if args.wan_dir is not None:
         config = get_preset(args.model or "longlive-1.3b")

@@ -132,7 +132,12 @@
     return "idle";
   }
 
-  // The first block not decided yet (P) and the last decided frame (D), section 6.2.
+  // The first block not decided yet (P) and the last decided frame (D), section 6.2. The page
+  // must predict these: `state` is a snapshot sent between blocks, and nothing is sent when the
+  // runner begins the next one, so a running video is taken to have its next block in progress
+  // (true except while the runner waits to keep real-time pace). Only the frame hint and the
+  // "applied" marks use them; the runner's reply to a command is the truth. Which prompt is in force is not predicted: the
+  // runner sends it (`state.in_force`, the protocol's rule, longlive.protocol.prompt_in_force).
   function undecided() {
     const p = phase();
     if (p === "running") return S.csf + fpb();
@@ -142,12 +147,6 @@
     const p = phase();
     if (p === "idle" || p === "unknown") return -1;
     return Math.max(undecided() - fpb(), 0);
-  }
-  // Latent frame whose prompt is in force: the last generated block (or block 0 just after start).
-  function inForceFrame() {
-    const p = phase();
-    if (p === "idle" || p === "unknown") return null;
-    return S.csf > 0 ? S.csf - fpb() : 0;
   }
   function defaultTimestamp() {
     return Math.min(undecided(), maxFrames());
@@ -834,9 +833,7 @@
     end = Math.min(Math.ceil(end / step) * step, maxFrames());
     const pct = (f) => `${((100 * f) / end).toFixed(4)}%`;
     const running = phase() === "running";
-    const forceAt = inForceFrame();
-    let inForce = null;
-    if (forceAt !== null) for (const [ts] of prompts) if (ts <= forceAt) inForce = ts;
+    const inForce = st && st.in_force != null ? st.in_force : null; // the prompt of the last block
     const decided = lastDecided();
 
     const parts = [];

@@ -44,8 +44,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .arguments import CLIError
-from .layouts import (
+from ..arguments import CLIError
+from ..model.layouts import (
     LONGLIVE_BASE_FILE,
     LONGLIVE_LORA_FILE,
     WAN_CONFIG_FILE,
@@ -54,7 +54,7 @@ from .layouts import (
     WAN_TOKENIZER_FILE,
     WAN_VAE_FILE,
 )
-from .progress import format_bytes, progress_bar
+from ..progress import format_bytes, progress_bar
 
 __all__ = [
     "DEFAULT_ENDPOINT",

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longlive_runner.config import T5Config
+from longlive_runner.model.config import T5Config
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device=None) -> torch.Tensor:

@@ -17,13 +17,13 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
+from .dit import CausalWanDiT
 from .generator import Block, NoiseSource, Prompt, VideoGenerator
 from .lora import LoraUpdate, apply_lora_, lora_updates
-from .models.dit import CausalWanDiT
-from .models.t5 import UMT5Encoder
-from .models.vae import WanVAE
+from .t5 import UMT5Encoder
 from .text_encoder import TextEncoder
 from .tokenizer import TextTokenizer, build_tiny_tokenizer
+from .vae import WanVAE
 
 log = logging.getLogger(__name__)
 

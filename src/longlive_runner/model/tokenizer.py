@@ -155,7 +155,7 @@ def model_hint(config: object) -> str | None:
     """What a model can draw, for the `unknown_words` warning: the demo model's grammar; None
     for others (their vocabulary is open)."""
     if getattr(config, "name", None) == "demo":
-        from .demo.scenes import grammar
+        from ..demo.scenes import grammar
 
         return grammar()
     return None

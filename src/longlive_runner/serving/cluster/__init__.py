@@ -11,7 +11,7 @@ on a free worker, can be joined by id, or waits in a FIFO queue. The parts:
   (serve's HTTP and access rules in front of it);
 - `ray_pool`: starting Ray and the worker actors;
 - `command`: the `cluster` subcommand; `app`: the same as a Ray Serve application
-  (`serve run longlive_runner.cluster.app:build_app workers=2`).
+  (`serve run longlive_runner.serving.cluster.app:build_app workers=2`).
 
 Importing this package needs neither Ray nor torch; Ray is imported where it is used
 (`pip install "longlive[cluster]"`).

@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longlive_runner.config import DiTConfig, StreamConfig
-from longlive_runner.models.kv_cache import KVCache, Run
+from longlive_runner.model.config import DiTConfig, StreamConfig
+from longlive_runner.model.kv_cache import KVCache, Run
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: float32 [S, 1, head_dim/2]
 # attend(q, k, v) for one layer; q, k, v [B, S, H, D] -> [B, S, H, D], or None: nothing reads it

@@ -1,7 +1,7 @@
 """The cluster as a Ray Serve application: the same gateway and workers, behind Serve's proxy.
 
 ```bash
-serve run longlive_runner.cluster.app:build_app workers=2 model=demo      # ws://127.0.0.1:8000/
+serve run longlive_runner.serving.cluster.app:build_app workers=2 model=demo      # ws://127.0.0.1:8000/
 serve deploy docs/cluster/serve-config.yaml                               # or a Serve config
 ```
 
@@ -211,7 +211,7 @@ class LongliveGateway:
         if name is None:
             return Response("not found\n", status_code=404)
         try:
-            text = (resources.files("longlive_runner") / "static" / name).read_text("utf-8")
+            text = (resources.files("longlive_runner.serving") / "static" / name).read_text("utf-8")
         except OSError:
             return Response("not found\n", status_code=404)
         return Response(
@@ -238,5 +238,5 @@ class LongliveGateway:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:
-    """The Serve application (`serve run longlive_runner.cluster.app:build_app key=value ...`)."""
+    """The Serve application (`serve run longlive_runner.serving.cluster.app:build_app key=value ...`)."""
     return LongliveGateway.bind(parse_args(args or {}))  # type: ignore[attr-defined]  # a Serve deployment

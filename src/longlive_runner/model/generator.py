@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from .models.vae import to_uint8
 from .scheduler import denoising_sigmas
+from .vae import to_uint8
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
-    from .models.dit import CausalWanDiT
-    from .models.kv_cache import KVCache
-    from .models.vae import WanVAE
+    from .dit import CausalWanDiT
+    from .kv_cache import KVCache
     from .text_encoder import TextEncoder
+    from .vae import WanVAE
 
 
 class Models(Protocol):

@@ -11,7 +11,8 @@ everything else to every client):
 The session is not thread-safe: a runner calls it under one lock. The rules are specified in
 docs/protocol.md, section 6; in short, with `P` the first block whose prompt is not decided yet:
 
-- the prompt for the block starting at `s` is the one at the largest timestamp `<= s`;
+- the prompt for the block starting at `s` is the one at the largest timestamp `<= s`
+  (`longlive.protocol.prompt_in_force`, the one statement of that rule);
 - a prompt scheduled in the decided past (`timestamp <= D`, `D = max(P - block, 0)` once
   started) is re-keyed to `P`; anything later is stored at its own timestamp. So the schedule
   stays an exact, reproducible record of which prompt generated which block.
@@ -19,7 +20,6 @@ docs/protocol.md, section 6; in short, with `P` the first block whose prompt is 
 
 from __future__ import annotations
 
-import bisect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,12 +48,13 @@ from longlive.protocol import (
     State,
     hello_for,
     parse_command,
+    prompt_in_force,
     validate_command,
 )
 from longlive.units import block_video_frames, latent_to_video_frame, next_block_boundary
 
 if TYPE_CHECKING:
-    from .config import PipelineConfig
+    from ..model.config import PipelineConfig
 
 __all__ = ["BlockPlan", "Session"]
 
@@ -224,10 +225,17 @@ class Session:
         return max(self.frontier - self.frames_per_block, 0)
 
     def prompt_at(self, frame: int) -> str | None:
-        """The prompt in force for the block starting at latent `frame` (largest timestamp <= frame)."""
-        keys = sorted(self._schedule)
-        i = bisect.bisect_right(keys, frame)
-        return self._schedule[keys[i - 1]] if i else None
+        """The prompt in force for the block holding latent `frame` (`protocol.prompt_in_force`)."""
+        t = prompt_in_force(self._schedule, frame, self.frames_per_block)
+        return self._schedule[t] if t is not None else None
+
+    @property
+    def in_force(self) -> int | None:
+        """`State.in_force`: the timestamp of the prompt in force at the last generated frame
+        (block 0's from `start` on); None while idle."""
+        if not self._running and self._finish_reason is None:
+            return None
+        return prompt_in_force(self._schedule, max(self._current_start_frame - 1, 0), self.frames_per_block)
 
     def is_current(self, plan: BlockPlan) -> bool:
         """True while the session still waits for `plan` (no reset, finish or failure since)."""
@@ -259,6 +267,7 @@ class Session:
             current_prompt=self._current_prompt,
             scheduled_prompts=self.schedule,
             seed=self._seed,
+            in_force=self.in_force,
         )
 
     def progress(self) -> Progress:
@@ -363,12 +372,12 @@ class Session:
         for k in forget:
             del self._schedule[k]
         self._schedule[key] = cmd.new_prompt
-        later = [k for k in self._schedule if key < k <= effective]
-        if later:
+        in_force = prompt_in_force(self._schedule, effective, n)
+        if in_force != key:  # a prompt stored later, but still <= effective, wins
             warnings.append(
                 {
                     "code": "superseded",
-                    "message": f"the prompt at frame {max(later)} is the one in force at frame {effective}",
+                    "message": f"the prompt at frame {in_force} is the one in force at frame {effective}",
                 }
             )
         if effective + n > self.max_frames:
@@ -405,7 +414,8 @@ class Session:
         limit = self.limits.max_schedule_chars
         size = schedule_size(self._schedule) + growth
         decided = self.decided
-        history = sorted(k for k in self._schedule if k <= decided)[:-1] if decided >= 0 else []
+        kept = prompt_in_force(self._schedule, decided, self.frames_per_block) if decided >= 0 else None
+        history = sorted(k for k in self._schedule if kept is not None and k < kept)
         forget: list[int] = []
         for k in history:
             if size <= limit:

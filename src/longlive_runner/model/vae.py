@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longlive_runner.config import VAEConfig
+from longlive_runner.model.config import VAEConfig
 
 # layer -> its fixed-size temporal context; one dict per encode/decode stream
 CausalCache = dict[nn.Module, torch.Tensor]

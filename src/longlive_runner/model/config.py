@@ -220,7 +220,7 @@ PRESETS: dict[str, PipelineConfig] = {
 
 
 #: Models whose weights ship inside the package, as converted folders (name -> folder).
-PACKAGED_MODELS: dict[str, Path] = {"demo": Path(__file__).parent / "assets" / "demo"}
+PACKAGED_MODELS: dict[str, Path] = {"demo": Path(__file__).parents[1] / "assets" / "demo"}
 
 
 def model_names() -> list[str]:

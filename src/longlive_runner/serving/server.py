@@ -52,6 +52,7 @@ from longlive.auth import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
 from longlive.errors import ConnectionClosedError
 from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
 
+from ..arguments import CLIError, add_model_args, load_from_args
 from .access import (
     AccessConfig,
     AccessPolicy,
@@ -64,12 +65,11 @@ from .access import (
     normalize_origin,
     split_target,
 )
-from .arguments import CLIError, add_model_args, load_from_args
 from .pacing import PACES
 
 if TYPE_CHECKING:
+    from ..model.pipeline import Pipeline
     from .hub import Peer, Runner
-    from .pipeline import Pipeline
 
 __all__ = ["RunnerServer", "bind_socket", "cmd_serve", "register_cli"]
 
@@ -386,7 +386,7 @@ def _static_name(path: str) -> str | None:
 def _static_response(connection: ServerConnection, name: str, path: str) -> Response:
     """The live view page or one of its files (404 when the package lacks it)."""
     try:
-        text = (resources.files("longlive_runner") / "static" / name).read_text("utf-8")
+        text = (resources.files("longlive_runner.serving") / "static" / name).read_text("utf-8")
     except OSError:
         return connection.respond(404, f"no such file: {path}\n")
     response = connection.respond(200, text)

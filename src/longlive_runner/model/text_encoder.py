@@ -11,8 +11,8 @@ from collections import OrderedDict
 
 import torch
 
-from longlive_runner.models.t5 import UMT5Encoder
-from longlive_runner.tokenizer import TextTokenizer, clean_text
+from longlive_runner.model.t5 import UMT5Encoder
+from longlive_runner.model.tokenizer import TextTokenizer, clean_text
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ...model.pipeline import Pipeline
     from ..hub import Runner
-    from ..pipeline import Pipeline
     from ..server import RunnerServer
 
 __all__ = ["SessionWorker", "node_address", "ray_worker_class"]
@@ -175,8 +175,8 @@ class SessionWorker:
 def _load(model: str | None, wan_dir: str | None, longlive_dir: str | None, device: str | None) -> Pipeline:
     import torch
 
-    from ..config import DEFAULT_MODEL
-    from ..pipeline import load_pipeline
+    from ...model.config import DEFAULT_MODEL
+    from ...model.pipeline import load_pipeline
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return load_pipeline(

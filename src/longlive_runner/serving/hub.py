@@ -56,14 +56,14 @@ from longlive.protocol import (
 )
 from longlive.units import block_video_frames
 
-from .generator import GenerationFinished
+from ..model.generator import GenerationFinished
+from ..model.tokenizer import model_hint, prompt_warnings
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
 from .session import BlockPlan, Session
-from .tokenizer import model_hint, prompt_warnings
 
 if TYPE_CHECKING:
-    from .generator import Block, VideoGenerator
-    from .pipeline import Pipeline
+    from ..model.generator import Block, VideoGenerator
+    from ..model.pipeline import Pipeline
 
 __all__ = [
     "DEFAULT_MAX_QUEUED_FRAMES",
