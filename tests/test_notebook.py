@@ -160,7 +160,7 @@ async def test_show_updates_one_image_as_frames_arrive(fake_display: FakeDisplay
             lambda: "running" in _html(status_area.current) and "in force" in _html(status_area.current),
             "the status area shows the video running, with a prompt in force",
         )
-        assert "a red fox in snow" in _html(status_area.current)
+        assert "a red fox in snow ← in force" in _html(status_area.current)  # the runner's state.in_force
         # Paused, the last frames arrive and no more: the throttled update then shows the newest one.
         stop_at = (await reactor.pause()).effective_frame
         await reactor.wait_for_frame(stop_at, timeout=60)

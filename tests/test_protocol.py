@@ -54,6 +54,7 @@ from longlive.protocol import (
     is_reply,
     parse_command,
     parse_message,
+    prompt_in_force,
     validate_command,
 )
 from longlive.units import (
@@ -88,6 +89,7 @@ ALL_MESSAGES: list[Message] = [
         current_prompt="a",
         scheduled_prompts={0: "a", 9: "b", 12: "c"},
         seed=7,
+        in_force=0,
     ),
     State(
         generation=0,
@@ -155,6 +157,35 @@ def test_state_keys_are_decimal_strings_on_the_wire_and_ints_in_python() -> None
         parse_message('{"type":"state","data":{"generation":0,"running":true,"paused":false,'
                       '"current_start_frame":0,"video_frame":0,"scheduled_prompts":{"-1":"a"}}}')  # fmt: skip
     assert e.value.code == ErrorCode.BAD_FIELD
+
+
+def test_state_in_force_is_on_the_wire_and_optional() -> None:
+    state = State(0, True, False, 6, 21, scheduled_prompts={0: "a", 4: "b"}, in_force=4)
+    assert json.loads(encode_message(state))["data"]["in_force"] == 4
+    assert json.loads(encode_message(State(0, False, False, 0, 0)))["data"]["in_force"] is None
+    # A runner older than the field leaves it out: None.
+    old = parse_message('{"type":"state","data":{"generation":0,"running":true,"paused":false,'
+                        '"current_start_frame":3,"video_frame":9,"scheduled_prompts":{"0":"a"}}}')  # fmt: skip
+    assert isinstance(old, State) and old.in_force is None
+
+
+# --- the prompt schedule ---------------------------------------------------------------------------
+def test_prompt_in_force_is_the_prompt_at_the_largest_timestamp_not_after_the_block() -> None:
+    schedule = {10: "d", 0: "a", 6: "c", 4: "b"}  # any order
+    # block 0 -> 0; block 3 -> 0 (4 is inside the block: it waits for block 6, where 6 wins);
+    # block 6 -> 6; block 9 -> 6 (10 takes effect at 12); block 12 -> 10
+    assert [prompt_in_force(schedule, f) for f in range(15)] == [0] * 6 + [6] * 6 + [10] * 3
+    assert prompt_in_force({}, 0) is None
+    assert [prompt_in_force({3: "x"}, f) for f in (0, 2, 3, 5)] == [None, None, 3, 3]  # none before the first
+    assert prompt_in_force({0: "a", 4: "b"}, 5, frames_per_block=4) == 4  # blocks of 4: 5 is in block 4
+    assert prompt_in_force({0: "a", 4: "b"}, 5, frames_per_block=3) == 0
+    assert prompt_in_force({0: "a", 4: "b"}, 4, frames_per_block=1) == 4
+    last = DEFAULT_LIMITS.max_frames - 1
+    assert prompt_in_force({0: "a", last: "z"}, last, frames_per_block=1) == last
+    with pytest.raises(ValueError):
+        prompt_in_force({0: "a"}, -1)
+    with pytest.raises(ValueError):
+        prompt_in_force({0: "a"}, 3, frames_per_block=0)
 
 
 def test_ack_result_is_flattened_and_state_reads_from_get_state_ack() -> None:

@@ -267,13 +267,7 @@ class LiveView:
             f" · {prompt}" if prompt else ""
         )
         prompts = sorted((state.scheduled_prompts if state is not None else {}).items())
-        started = state is not None and (state.running or state.finished is not None)
-        force_at = (csf - fpb if csf > 0 else 0) if started else None
-        in_force = None
-        if force_at is not None:
-            for ts, _ in prompts:
-                if ts <= force_at:
-                    in_force = ts
+        in_force = state.in_force if state is not None else None  # the runner says which (protocol 7.2)
         last_ts = prompts[-1][0] if prompts else 0
         end = max(16 * fpb, csf + 8 * fpb, last_ts + 4 * fpb)
         end = min(math.ceil(end / fpb) * fpb, max_frames)

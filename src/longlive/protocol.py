@@ -9,6 +9,8 @@ its reference implementation.
 - `parse_command(text, limits=...)`: what a runner uses on client text. Every bad input raises a
   `ProtocolError` with a precise code, carrying the command's `id` whenever it could be read.
 - `encode_frame(header, rgb)` / `decode_frame(data)`: the binary frame message.
+- `prompt_in_force(schedule, frame)`: which scheduled prompt generates the block holding a latent
+  frame (the runner decides with it; clients read its answer in `State.in_force`).
 - `ScheduledPrompt`, `RemovePromptResult`, `StartResult`, `PauseResult`, `ResumeResult`,
   `ResetResult`: the typed result each command's `ack` carries (`get_state`'s is a `State`):
   `from_ack(ack)` reads one, `to_ack(id)` writes one.
@@ -27,7 +29,13 @@ from typing import Any, ClassVar, TypeAlias, TypeVar
 import numpy as np
 
 from .errors import CommandError, ErrorCode, ProtocolError
-from .units import DEFAULT_FPS, DEFAULT_FRAMES_PER_BLOCK, DEFAULT_TEMPORAL_COMPRESSION, block_video_frames
+from .units import (
+    DEFAULT_FPS,
+    DEFAULT_FRAMES_PER_BLOCK,
+    DEFAULT_TEMPORAL_COMPRESSION,
+    block_start,
+    block_video_frames,
+)
 
 __all__ = [
     "COMMAND_RESULTS",
@@ -78,6 +86,7 @@ __all__ = [
     "is_reply",
     "parse_command",
     "parse_message",
+    "prompt_in_force",
     "validate_command",
 ]
 
@@ -108,6 +117,24 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+# ----------------------------------------------------------------------------------------------
+# The prompt schedule (docs/protocol.md, section 6.2)
+# ----------------------------------------------------------------------------------------------
+def prompt_in_force(
+    schedule: Mapping[int, object], frame: int, frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK
+) -> int | None:
+    """The timestamp of the prompt in force at latent `frame`; None when no prompt is.
+
+    The rule of the whole protocol: a block is generated under the prompt scheduled at the
+    largest timestamp `<=` the block's start, so a prompt at a timestamp inside a block takes
+    effect at the next block. `frame` may be any latent frame (>= 0): the block holding it
+    counts. `schedule` maps timestamps to prompts (`State.scheduled_prompts`; only its keys are
+    read). A runner decides each block's prompt with it and sends the result in `State.in_force`.
+    """
+    start = block_start(frame, frames_per_block)
+    return max((t for t in schedule if t <= start), default=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +304,10 @@ class State(Message):
     current_prompt: str | None = None
     scheduled_prompts: dict[int, str] = field(default_factory=dict)
     seed: int | None = None
+    #: The timestamp (a key of `scheduled_prompts`) of the prompt in force at the last generated
+    #: frame, `prompt_in_force(scheduled_prompts, current_start_frame - 1)`; from `start` until
+    #: the first block is done, the one at 0. None when idle, and from a runner older than this field.
+    in_force: int | None = None
 
     @property
     def idle(self) -> bool:
