@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _frames import eventually
 from longlive.errors import ConnectionClosedError
 from longlive.protocol import FrameHeader, Limits
 from longlive_runner.serving.hub import LocalConnection, Runner
@@ -361,12 +362,12 @@ async def test_the_session_pauses_at_once_when_the_last_client_leaves(tiny_pipe)
         await until(conn, lambda i: is_reply(i, "go"))
         await conn.close()
         assert runner.session.phase == "paused"  # at once, not after the grace period
-        while runner.generating:  # the block in flight completes
-            await asyncio.sleep(0.01)
+        await eventually(lambda: not runner.generating, "the block in flight completes")
         blocks = runner.blocks_generated
         assert blocks <= 1
-        await asyncio.sleep(0.5)  # several tiny blocks' time: none is generated for no one
-        assert runner.blocks_generated == blocks and not runner.generating
+        # The loop plans the next block in the same step that finishes one: it has decided, and
+        # planned nothing. Nothing is generated for no one: see the frames after `resume` below.
+        assert runner.session.in_progress is None and runner.session.current_start_frame == 3 * blocks
 
         again = runner.connect_local()
         assert (await recv(again))["type"] == "hello"
@@ -377,8 +378,9 @@ async def test_the_session_pauses_at_once_when_the_last_client_leaves(tiny_pipe)
         assert refused["data"]["code"] == "already_running"  # type: ignore[index]
         assert "call resume() to continue or reset() to start over" in refused["data"]["reason"]  # type: ignore[index]
         await send(again, "resume", "r")
-        await until(again, lambda i: is_reply(i, "r"))
-        await until(again, lambda i: isinstance(i, tuple))  # frames again
+        assert not frames_of(await until(again, lambda i: is_reply(i, "r")))
+        header, _ = (await until(again, lambda i: isinstance(i, tuple)))[-1]  # frames again ...
+        assert header.block_start_frame == 3 * blocks  # ... from where it paused: none in between
         await again.close()
 
 
@@ -392,9 +394,9 @@ async def test_the_session_is_reset_after_the_grace_period(tiny_pipe) -> None:
         generation = runner.session.generation
         await conn.close()
         assert runner.session.phase == "paused"
-        await asyncio.sleep(0.6)
+        await eventually(lambda: runner.session.phase == "idle", "the session is reset after 0.3 s")
         # A new client finds a fresh session: idle, no prompts, a new generation.
-        assert runner.session.phase == "idle" and runner.session.schedule == {}
+        assert runner.session.schedule == {}
         assert runner.session.generation == generation + 1
         fresh = runner.connect_local()
         assert (await recv(fresh))["type"] == "hello"
@@ -409,8 +411,7 @@ async def test_the_session_is_reset_after_the_grace_period(tiny_pipe) -> None:
         await send(fresh, "schedule_prompt", new_prompt=A, timestamp=0)
         await until(fresh, lambda i: is_type(i, "state") and i["data"]["scheduled_prompts"] != {})  # type: ignore[index]
         await fresh.close()
-        await asyncio.sleep(0.6)
-        assert runner.session.schedule == {}
+        await eventually(lambda: runner.session.schedule == {}, "the schedule is reset after 0.3 s")
 
 
 async def test_without_a_grace_period_the_paused_session_waits_forever(tiny_pipe) -> None:
@@ -420,6 +421,5 @@ async def test_without_a_grace_period_the_paused_session_waits_forever(tiny_pipe
         await send(conn, "start", "go")
         await until(conn, lambda i: is_reply(i, "go"))
         await conn.close()
-        assert runner.session.phase == "paused"
-        await asyncio.sleep(0.3)
         assert runner.session.phase == "paused" and runner.session.schedule == {0: A}
+        assert runner._idle_timer is None  # no reset is scheduled, ever

@@ -13,6 +13,7 @@ screenshot is made by scripts/screenshot_live_view.py.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,21 @@ def _wait_phase(page: object, phase: str) -> None:
     page.wait_for_function(f"document.getElementById('phase').dataset.phase === '{phase}'")
 
 
+def _info(runner: RunnerProcess) -> dict:
+    return httpx.get(
+        runner.http_url + "/info", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ).json()
+
+
+def _settled(runner: RunnerProcess, timeout: float = 60.0) -> dict:
+    """`GET /info` once no block is being generated (a paused video's block in flight is done)."""
+    deadline = time.monotonic() + timeout
+    while (now := _info(runner))["generating"]:
+        assert time.monotonic() < deadline, f"still generating after {timeout:g} s: {now}"
+        time.sleep(0.05)
+    return now
+
+
 def test_live_page_end_to_end(browser: object, runner: RunnerProcess, page: object, tmp_path: Path) -> None:
     page.goto(f"{runner.http_url}/?token={TOKEN}")
     page.wait_for_selector('#status[data-status="connected"]')
@@ -180,10 +196,10 @@ def test_live_page_end_to_end(browser: object, runner: RunnerProcess, page: obje
     # Pause: generation stops (the counter no longer moves).
     page.click("#pause-btn")
     _wait_phase(page, "paused")
-    page.wait_for_timeout(1500)  # the block in flight completes
-    frozen = _int(page, "#frame-counter", "data-current-start-frame")
-    page.wait_for_timeout(1000)
-    assert _int(page, "#frame-counter", "data-current-start-frame") == frozen
+    frozen = _settled(runner)  # the block in flight completed: where the runner stopped
+    page.wait_for_function(
+        f"Number(document.getElementById('frame-counter').dataset.currentStartFrame) === {frozen['current_start_frame']}"
+    )
     assert page.inner_text("#pause-error") == ""
 
     # Download what was shown (MediaRecorder -> WebM).
@@ -196,6 +212,13 @@ def test_live_page_end_to_end(browser: object, runner: RunnerProcess, page: obje
     shot = tmp_path / "live-view.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    # Nothing was generated while paused: the page and the runner are where they stopped.
+    assert _int(page, "#frame-counter", "data-current-start-frame") == frozen["current_start_frame"]
+    now = _info(runner)
+    assert (now["current_start_frame"], now["blocks_generated"]) == (
+        frozen["current_start_frame"],
+        frozen["blocks_generated"],
+    )
 
     # Reset: back to idle, no prompts, a blank canvas.
     page.click("#reset-btn")
