@@ -3,20 +3,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import longlive
 from longlive import (
+    USE_CLIENT_DEFAULT,
+    CommandTimeoutError,
+    ConnectionClosedError,
+    InvalidStateError,
     PauseResult,
+    Progress,
     ProtocolError,
+    Reactor,
     RemovePromptResult,
     ResetResult,
     ResumeResult,
     ScheduledPrompt,
     StartResult,
+    UseClientDefault,
 )
 from longlive.protocol import (
     COMMAND_RESULTS,
@@ -27,6 +38,7 @@ from longlive.protocol import (
     encode_message,
     parse_message,
 )
+from test_client import FakeTransport, auto_ack, connected, factory, state
 
 # ----------------------------------------------------------------------------------------------
 # Typed command results: one definition for both sides, the wire unchanged
@@ -115,3 +127,150 @@ def test_results_are_frozen_and_the_old_names_still_import() -> None:
         "generation": 0,
         "seed": 1,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-call default: a public sentinel, typed in the signatures
+# ----------------------------------------------------------------------------------------------
+def test_per_call_timeouts_default_to_a_public_sentinel() -> None:
+    from longlive import _client
+
+    for name in ("send_message", "schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset"):
+        method = getattr(Reactor, name)
+        hints = typing.get_type_hints(method, vars(_client))
+        assert hints["timeout"] == float | None | UseClientDefault, name
+        assert typing.get_type_hints(method).keys() >= {"timeout"}  # resolvable from the method alone
+    connect_hints = typing.get_type_hints(Reactor.connect, vars(_client))
+    assert connect_hints["queue_timeout"] == float | None | UseClientDefault
+    assert USE_CLIENT_DEFAULT is UseClientDefault.USE_CLIENT_DEFAULT
+    assert repr(USE_CLIENT_DEFAULT) == "USE_CLIENT_DEFAULT"
+    assert {"USE_CLIENT_DEFAULT", "UseClientDefault"} <= set(longlive.__all__)
+
+
+async def test_the_sentinel_means_the_clients_timeout_and_none_means_no_limit() -> None:
+    silent = FakeTransport()  # never replies
+    reactor, _ = await connected(silent, command_timeout=0.05)
+    for call in (reactor.pause(), reactor.pause(timeout=USE_CLIENT_DEFAULT)):
+        with pytest.raises(CommandTimeoutError) as info:
+            await call
+        assert info.value.timeout == 0.05
+    with pytest.raises(CommandTimeoutError) as explicit:
+        await reactor.pause(timeout=0.01)
+    assert explicit.value.timeout == 0.01
+    # None: no limit; the reply comes whenever the runner sends it
+    unlimited = asyncio.create_task(reactor.pause(timeout=None))
+    await until(lambda: len(silent.commands("pause")) == 4, "the fourth pause was sent")
+    assert not unlimited.done()
+    silent.push("ack", {"command": "pause", "effective_frame": 6}, silent.commands("pause")[-1]["id"])
+    silent.push_msg(state(running=True, paused=True))  # a state-changing command returns after it
+    assert (await asyncio.wait_for(unlimited, 5)).effective_frame == 6
+    await reactor.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Waiting for the video: no default limit, but never past the connection
+# ----------------------------------------------------------------------------------------------
+def test_waits_on_the_video_have_no_default_limit() -> None:
+    import inspect
+
+    assert inspect.signature(Reactor.wait_for).parameters["timeout"].default is None
+    assert inspect.signature(Reactor.wait_for_frame).parameters["timeout"].default is None
+    assert inspect.signature(Reactor.start).parameters["timeout"].default is USE_CLIENT_DEFAULT
+
+
+async def test_a_wait_without_a_connection_fails_at_once() -> None:
+    reactor = Reactor(transport_factory=factory(FakeTransport()))
+    with pytest.raises(InvalidStateError, match="not connected"):
+        await asyncio.wait_for(reactor.wait_for("progress"), 5)
+    with pytest.raises(InvalidStateError, match="not connected"):
+        await asyncio.wait_for(reactor.wait_for_frame(9), 5)
+    reactor, _ = await connected()
+    await reactor.close()
+    with pytest.raises(InvalidStateError, match="not connected"):
+        await asyncio.wait_for(reactor.wait_for("progress"), 5)
+
+
+async def test_a_pending_wait_ends_with_the_connection() -> None:
+    reactor, t = await connected()
+    message = asyncio.create_task(reactor.wait_for("generation_finished"))
+    frame = asyncio.create_task(reactor.wait_for_frame(99))
+    await until(lambda: len(reactor._message_waiters) == 1 and len(reactor._frame_waiters) == 1, "both wait")
+    t.drop(1011, "runner crashed")
+    for waiter in (message, frame):
+        with pytest.raises(ConnectionClosedError, match="runner crashed"):
+            await asyncio.wait_for(waiter, 5)
+    with pytest.raises(ConnectionClosedError, match="runner crashed"):
+        await reactor.wait_for("progress")  # a new wait, after the drop
+    await reactor.close()
+    # and on close()
+    reactor, t = await connected()
+    pending = asyncio.create_task(reactor.wait_for("progress", lambda p: p.current_start_frame > 90))
+    await until(lambda: bool(reactor._message_waiters), "the wait is registered")
+    await reactor.close()
+    with pytest.raises(ConnectionClosedError, match="closed by the client"):
+        await asyncio.wait_for(pending, 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# frame_policy="block": back-pressure never holds up a reply the consumer is waiting for
+# ----------------------------------------------------------------------------------------------
+async def test_a_command_inside_a_full_block_frames_loop_completes() -> None:
+    reactor, t = await connected(
+        FakeTransport(auto_ack), max_buffered_frames=1, frame_policy="block", command_timeout=None
+    )
+    for i in range(4):
+        t.push_frame(i)
+    got: list[int] = []
+    results: list[PauseResult] = []
+    async for frame in reactor.frames():
+        got.append(frame.index)
+        if frame.index == 0:
+            # The buffer is full (frame 1) and the reader holds frame 2, waiting for room; frame 3
+            # and then the reply are behind it on the connection.
+            await until(
+                lambda: reactor.frames_received == 3 and reactor.frames_buffered == 1,
+                "the reader waits on the full buffer",
+            )
+            # Without the fix this waits forever (command_timeout=None): the reply is never read.
+            results.append(await asyncio.wait_for(reactor.pause(), 5))
+            assert reactor.frames_buffered == 3, "frames 1-3 were kept past the buffer's size"
+        if frame.index == 3:
+            break
+    assert results == [PauseResult(effective_frame=3)] and reactor.state.running
+    assert got == [0, 1, 2, 3] and reactor.frames_dropped == 0
+    # With no call waiting, back-pressure holds again: the reader stops at one buffered frame.
+    for i in range(4, 8):
+        t.push_frame(i)
+    await until(lambda: reactor.frames_received == 6, "the buffer refilled")
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert (reactor.frames_received, reactor.frames_buffered) == (6, 1)
+    await reactor.close()
+
+
+async def test_a_wait_for_inside_a_full_block_frames_loop_completes(caplog: pytest.LogCaptureFixture) -> None:
+    reactor, t = await connected(max_buffered_frames=1, frame_policy="block")
+    for i in range(3):
+        t.push_frame(i)
+    t.push_msg(Progress(3, 9))
+    async for frame in reactor.frames():
+        if frame.index == 0:
+            await until(lambda: reactor.frames_received == 2, "the reader waits on the full buffer")
+            progress = await asyncio.wait_for(reactor.wait_for("progress"), 5)
+            assert progress.current_start_frame == 3  # type: ignore[attr-defined]
+        if frame.index == 2:
+            break
+    assert reactor.frames_dropped == 0
+    with caplog.at_level(logging.ERROR, logger="longlive"):
+        await reactor.close()
+    assert not caplog.records
+
+
+async def until(condition: Callable[[], bool], what: str, turns: int = 10_000) -> None:
+    """Let the event loop run until `condition()` holds (the fake transport is in memory, so a
+    bounded number of turns suffices; no wall-clock sleep)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not within {turns} event loop turns: {what}")

@@ -21,7 +21,7 @@ from ._buffers import MessageStream
 from ._client import Reactor
 from ._recording import Recording
 from ._transport import Transport, WebSocketTransport
-from ._types import Frame, FramePolicy, Status
+from ._types import USE_CLIENT_DEFAULT, Frame, FramePolicy, Status, UseClientDefault
 from .errors import (
     CallbackError,
     CommandError,
@@ -72,6 +72,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "USE_CLIENT_DEFAULT",
     "Ack",
     "CallbackError",
     "CommandError",
@@ -109,6 +110,7 @@ __all__ = [
     "Status",
     "Transport",
     "UnknownMessage",
+    "UseClientDefault",
     "WebSocketTransport",
     "__version__",
     "block_start",

@@ -22,9 +22,19 @@ class _Ended(Exception):
 
 
 class _Buffer(Generic[T]):
-    """A bounded FIFO for one event loop, with an end marker (normal or an error)."""
+    """A bounded FIFO for one event loop, with an end marker (normal or an error).
 
-    def __init__(self, maxsize: int, policy: FramePolicy = "drop_oldest") -> None:
+    With policy "block", `put` waits for room, except while `overflow()` is true: then the item
+    is kept beyond `maxsize` (nothing is dropped), so that the writer (the client's reader) never
+    holds up what a caller is waiting for. Call `wake()` when `overflow()` may have become true.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        policy: FramePolicy = "drop_oldest",
+        overflow: Callable[[], bool] | None = None,
+    ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be >= 0")
         if policy not in ("drop_oldest", "block"):
@@ -36,6 +46,7 @@ class _Buffer(Generic[T]):
         self._end: ConnectionClosedError | bool | None = None  # None: open; True: ended normally
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
+        self._overflow = overflow
 
     def __len__(self) -> int:
         return len(self._items)
@@ -54,9 +65,17 @@ class _Buffer(Generic[T]):
         """Append, by the policy: wait for room ("block") or drop the oldest ("drop_oldest")."""
         if self.policy == "block":
             while len(self._items) >= self.maxsize > 0 and self._end is None:
+                if self._overflow is not None and self._overflow():
+                    self._items.append(item)  # past maxsize, for as long as someone waits
+                    self._readable.set()
+                    return
                 self._writable.clear()
                 await self._writable.wait()
         self.put_nowait(item)
+
+    def wake(self) -> None:
+        """Make a `put` waiting for room look at `overflow()` again."""
+        self._writable.set()
 
     async def get(self) -> T:
         """The next item; raises `_Ended` or a `ConnectionClosedError` once drained and ended."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import importlib.util
 import itertools
 import logging
@@ -36,7 +35,7 @@ from ._callbacks import ALL, ErrorHandler, _Callbacks
 from ._local import LocalConnector
 from ._recording import Recording
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
-from ._types import Frame, FramePolicy, Status
+from ._types import USE_CLIENT_DEFAULT, Frame, FramePolicy, Status, UseClientDefault
 from .errors import (
     CallbackError,
     CommandTimeoutError,
@@ -89,13 +88,6 @@ TransportFactory = Callable[[], Awaitable[Transport]]
 #: Commands after whose `ack` the runner broadcasts a `state`: the client waits for that state
 #: before returning, so `Reactor.state` already shows the command's effect.
 _STATE_CHANGING = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset"})
-
-
-class _Unset(enum.Enum):
-    UNSET = enum.auto()
-
-
-_UNSET = _Unset.UNSET
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,8 +162,11 @@ class Reactor:
     policy "drop_oldest" the reader never waits for the consumer: when the buffer is full, the
     oldest frame is discarded and counted in `frames_dropped` (at 480x832 a frame is 1.2 MB, so
     the default of 96 frames, 6 s of video, holds up to 115 MB). With "block" the reader waits for
-    the consumer, and replies and events wait with it. `max_buffered_frames=0` keeps no frames
-    (use `on_frame` or `record` instead). Callbacks and recordings see every frame either way.
+    the consumer, and messages wait with it, except while a call waits for the runner (a
+    command's reply, `wait_for`, `wait_for_frame`): then frames are kept past the buffer's size,
+    so a command issued inside a `frames()` loop completes. `max_buffered_frames=0` keeps no
+    frames (use `on_frame` or `record` instead). Callbacks and recordings see every frame either
+    way.
 
     Frame numbers are latent frames, as in the protocol (`timestamp`, `current_start_frame`);
     `Frame.index` is a video frame. See `latent_to_video_frame` and friends for conversions.
@@ -328,7 +323,9 @@ class Reactor:
             self._lifecycle = asyncio.Lock()
         return self._lifecycle
 
-    async def connect(self, *, queue_timeout: float | None | _Unset = _UNSET) -> Reactor:
+    async def connect(
+        self, *, queue_timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT
+    ) -> Reactor:
         """Connect and wait until the runner's `hello` and first `state` arrived.
 
         Does nothing when already connected. Raises `ConnectionClosedError` if the runner cannot
@@ -342,7 +339,7 @@ class Reactor:
         queue, or a `session` that does not exist, raises `ConnectionClosedError` (close code
         1013, or 4404) after an `error` message with code `queue_full` or `no_such_session`.
         """
-        limit = self.queue_timeout if isinstance(queue_timeout, _Unset) else queue_timeout
+        limit = self.queue_timeout if isinstance(queue_timeout, UseClientDefault) else queue_timeout
         async with self._lock():
             if self._conn is not None and self._status == "ready":
                 return self
@@ -391,7 +388,7 @@ class Reactor:
         if replacing is not None:
             await self._shutdown(replacing, ConnectionClosedError(None, "reconnecting"))
         if self._frames is None:
-            self._frames = _Buffer(self._max_buffered_frames, self._frame_policy)
+            self._frames = _Buffer(self._max_buffered_frames, self._frame_policy, self._awaiting_reader)
         try:
             transport = await self._factory()
         except BaseException as exc:
@@ -522,6 +519,18 @@ class Reactor:
             if not fut.done():
                 fut.set_exception(_closed_copy(error))
         self._message_waiters.clear()
+
+    def _awaiting_reader(self) -> bool:
+        """True while a call waits for what only the reader can deliver (a command's reply, a
+        message, a position in the video): a full "block" frame buffer then takes frames past its
+        size instead of holding the reader, so a command issued inside a `frames()` loop gets its
+        reply."""
+        conn = self._conn
+        return bool((conn is not None and conn.pending) or self._message_waiters or self._frame_waiters)
+
+    def _wake_reader(self) -> None:
+        if self._frames is not None:
+            self._frames.wake()
 
     def _set_status(self, status: Status) -> None:
         if status == self._status:
@@ -913,7 +922,7 @@ class Reactor:
         type: str,
         data: Mapping[str, Any] | None = None,
         *,
-        timeout: float | None | _Unset = _UNSET,
+        timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT,
     ) -> dict[str, Any]:
         """Send a command and return its `ack` result (the ack's data without `command`), as
         a dict: for commands of a newer runner; the typed methods (`start`, ...) return typed
@@ -926,16 +935,16 @@ class Reactor:
         """
         return await self._request(type, lambda id: encode_envelope(type, data or {}, id), timeout)
 
-    async def _command(self, command: Command, timeout: float | None | _Unset) -> dict[str, Any]:
+    async def _command(self, command: Command, timeout: float | None | UseClientDefault) -> dict[str, Any]:
         """Send a typed command (encoded by `longlive.protocol`); returns its `ack` result."""
         return await self._request(
             command.type, lambda id: encode_message(dataclasses.replace(command, id=id)), timeout
         )
 
     async def _request(
-        self, type: str, encode: Callable[[str], str], timeout: float | None | _Unset
+        self, type: str, encode: Callable[[str], str], timeout: float | None | UseClientDefault
     ) -> dict[str, Any]:
-        limit = self.command_timeout if isinstance(timeout, _Unset) else timeout
+        limit = self.command_timeout if isinstance(timeout, UseClientDefault) else timeout
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit
         conn = await self._ready_connection(type, limit)
@@ -943,6 +952,7 @@ class Reactor:
         text = encode(msg_id)
         pending = _Pending(type, loop.create_future())
         conn.pending[msg_id] = pending
+        self._wake_reader()
         try:
             await conn.transport.send_text(text)
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
@@ -958,7 +968,7 @@ class Reactor:
                 conn.awaiting_state.remove(pending)
 
     async def schedule_prompt(
-        self, prompt: str, timestamp: int, *, timeout: float | None | _Unset = _UNSET
+        self, prompt: str, timestamp: int, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT
     ) -> ScheduledPrompt:
         """Use `prompt` from latent frame `timestamp` on (same timestamp again = overwrite).
 
@@ -976,7 +986,7 @@ class Reactor:
         return scheduled
 
     async def remove_prompt(
-        self, timestamp: int, *, timeout: float | None | _Unset = _UNSET
+        self, timestamp: int, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT
     ) -> RemovePromptResult:
         """Remove the prompt stored at latent frame `timestamp`; returns it (`removed_prompt`).
 
@@ -984,30 +994,32 @@ class Reactor:
         """
         return RemovePromptResult.from_data(await self._command(RemovePrompt(timestamp), timeout))
 
-    async def start(self, seed: int | None = None, *, timeout: float | None | _Unset = _UNSET) -> StartResult:
+    async def start(
+        self, seed: int | None = None, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT
+    ) -> StartResult:
         """Start generating; returns the video's `generation` and the `seed` in use. Needs a
         prompt at timestamp 0 (`no_initial_prompt`); refused with `already_running` while running
         or paused (the runner holds one shared video: `resume()` continues a paused one, `reset()`
         starts over)."""
         return StartResult.from_data(await self._command(Start(seed), timeout))
 
-    async def pause(self, *, timeout: float | None | _Unset = _UNSET) -> PauseResult:
+    async def pause(self, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT) -> PauseResult:
         """Pause after the block being generated; returns its `effective_frame`: the first
         latent frame that will not start until `resume`."""
         return PauseResult.from_data(await self._command(Pause(), timeout))
 
-    async def resume(self, *, timeout: float | None | _Unset = _UNSET) -> ResumeResult:
+    async def resume(self, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT) -> ResumeResult:
         """Resume after `pause`; returns the `current_start_frame` it continues from."""
         return ResumeResult.from_data(await self._command(Resume(), timeout))
 
-    async def reset(self, *, timeout: float | None | _Unset = _UNSET) -> ResetResult:
+    async def reset(self, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT) -> ResetResult:
         """Stop, clear every prompt and the frame counter; returns the new `generation`.
 
         When it returns, no frame of the previous generation is buffered or will be yielded.
         """
         return ResetResult.from_data(await self._command(Reset(), timeout))
 
-    async def get_state(self, *, timeout: float | None | _Unset = _UNSET) -> State:
+    async def get_state(self, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT) -> State:
         """Ask the runner for its state (also updates `state`)."""
         result = await self._command(GetState(), timeout)
         state = State.from_data(result)
@@ -1053,9 +1065,17 @@ class Reactor:
         *,
         timeout: float | None = None,
     ) -> Message:
-        """Wait for the next message of `type` (for which `predicate` is true) and return it."""
+        """Wait for the next message of `type` (for which `predicate` is true) and return it.
+
+        `timeout` defaults to None (as long as the video takes: see the client guide, API
+        decisions), but the wait never outlives the connection: it raises `ConnectionClosedError`
+        when the connection drops or closes, and at once when there is none (`InvalidStateError`).
+        """
+        if self._status != "ready" and self._status != "connecting":
+            await self._ready_connection("wait_for", 0)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._message_waiters.append((type, predicate, fut))
+        self._wake_reader()
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -1066,7 +1086,8 @@ class Reactor:
         """Wait until latent frame `frame` is reached (`current_start_frame >= frame`): every
         block before it was generated and its frames received. Returns `current_start_frame`.
 
-        Raises `InvalidStateError` if the video ends, or the session is reset, first.
+        Raises `InvalidStateError` if the video ends, or the session is reset, first. Like
+        `wait_for`, `timeout` defaults to None, and the wait ends with the connection.
         """
         if self._current_start_frame >= frame and self._state is not None:
             return self._current_start_frame
@@ -1078,6 +1099,7 @@ class Reactor:
             await self._ready_connection("wait_for_frame", 0)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._frame_waiters.append((frame, fut))
+        self._wake_reader()
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:

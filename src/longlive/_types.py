@@ -3,14 +3,23 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 
 from .protocol import FrameHeader, PromptWarning, ScheduledPrompt
 
-__all__ = ["FramePolicy", "Frame", "PromptWarning", "ScheduledPrompt", "Status"]
+__all__ = [
+    "USE_CLIENT_DEFAULT",
+    "FramePolicy",
+    "Frame",
+    "PromptWarning",
+    "ScheduledPrompt",
+    "Status",
+    "UseClientDefault",
+]
 
 #: The connection status: "disconnected" (never connected, closed or dropped), "connecting"
 #: (opening, or waiting for the runner's `hello` and first `state`), "ready".
@@ -18,8 +27,25 @@ Status = Literal["disconnected", "connecting", "ready"]
 
 #: What the frame buffer does when it is full (see `Reactor`): "drop_oldest" discards the oldest
 #: buffered frame and counts it in `Reactor.frames_dropped`; "block" makes the reader wait for the
-#: consumer (back-pressure: replies and events wait too).
+#: consumer (back-pressure: messages wait too), except while a call waits for the runner (a
+#: command's reply, `wait_for`, `wait_for_frame`): frames are then kept past the buffer's size.
 FramePolicy = Literal["drop_oldest", "block"]
+
+
+class UseClientDefault(enum.Enum):
+    """The type of `USE_CLIENT_DEFAULT`, the default of a per-call option (a command's `timeout`,
+    `connect()`'s `queue_timeout`) that means "the value given to the `Reactor`". It is a type of
+    its own because None already means something else there: no limit."""
+
+    USE_CLIENT_DEFAULT = "USE_CLIENT_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+
+#: "Use the client's setting": e.g. `reactor.start(timeout=USE_CLIENT_DEFAULT)`, the default,
+#: waits `reactor.command_timeout` seconds; `timeout=None` waits forever.
+USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
 
 
 @dataclass(frozen=True, eq=False)
