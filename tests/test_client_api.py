@@ -274,3 +274,36 @@ async def until(condition: Callable[[], bool], what: str, turns: int = 10_000) -
             return
         await asyncio.sleep(0)
     raise AssertionError(f"not within {turns} event loop turns: {what}")
+
+
+def test_the_runners_acks_are_built_from_the_same_types() -> None:
+    """Every ack a session sends decodes into its command's result type, field for field."""
+    from longlive.protocol import GetState, Pause, RemovePrompt, Reset, Resume, SchedulePrompt, Start, State
+    from longlive_runner.serving.session import Session
+
+    session = Session(default_seed=5)
+    commands = [
+        SchedulePrompt("a red circle moving right on a black background", 0, id="a"),
+        SchedulePrompt("a blue square moving up on a black background", 7, id="b"),
+        RemovePrompt(7, id="c"),
+        Start(id="d"),
+        Pause(id="e"),
+        Resume(id="f"),
+        GetState(id="g"),
+        Reset(id="h"),
+    ]
+    acks = []
+    for command in commands:
+        replies = session.handle(command)
+        ack = parse_message(encode_message(replies[0]))  # through the wire
+        assert isinstance(ack, Ack) and ack.id == command.id, replies[0]
+        acks.append(ack)
+    decoded = [COMMAND_RESULTS[a.command].from_ack(a) if a.command != "get_state" else a for a in acks]
+    assert decoded[0] == ScheduledPrompt(0, 0, 0, 0)
+    assert decoded[1] == ScheduledPrompt(7, 7, 9, 33)
+    assert decoded[2] == RemovePromptResult(7, "a blue square moving up on a black background")
+    assert decoded[3] == StartResult(generation=0, seed=5)
+    assert decoded[4] == PauseResult(effective_frame=0)
+    assert decoded[5] == ResumeResult(current_start_frame=0)
+    assert State.from_data(acks[6].result).seed == 5
+    assert decoded[7] == ResetResult(generation=1)

@@ -31,6 +31,7 @@ from longlive.protocol import (
     Ack,
     Command,
     CommandErrorMessage,
+    CommandResult,
     ErrorMessage,
     GenerationFinished,
     GetState,
@@ -38,13 +39,20 @@ from longlive.protocol import (
     Limits,
     Message,
     Pause,
+    PauseResult,
     Progress,
     PromptSwitched,
+    PromptWarning,
     RemovePrompt,
+    RemovePromptResult,
     Reset,
+    ResetResult,
     Resume,
+    ResumeResult,
+    ScheduledPrompt,
     SchedulePrompt,
     Start,
+    StartResult,
     State,
     hello_for,
     parse_command,
@@ -319,8 +327,10 @@ class Session:
             raise TypeError(f"not a command: {command!r}")
         return handler(self, command)
 
-    def _ack(self, command: Command, **result: Any) -> list[Message]:
-        return [Ack(command.type, result, command.id)] if command.id is not None else []
+    def _ack(self, command: Command, result: CommandResult | State) -> list[Message]:
+        """The reply carrying `result` (a typed result of `longlive.protocol`; `get_state`'s is a
+        `State`), or nothing for a command without an id."""
+        return [Ack(command.type, result.to_data(), command.id)] if command.id is not None else []
 
     def _refuse(self, command: Command, code: str, reason: str) -> list[Message]:
         return [CommandErrorMessage(command.type, code, reason, command.id)]
@@ -337,18 +347,18 @@ class Session:
         if self._finish_reason is not None:
             return self._refuse_finished(cmd)
         n, frontier, decided = self.frames_per_block, self.frontier, self.decided
-        warnings: list[dict[str, str]] = []
+        warnings: list[PromptWarning] = []
         if cmd.timestamp > decided:
             key, effective = cmd.timestamp, next_block_boundary(cmd.timestamp, n)
         else:
             key = effective = frontier
             if key != cmd.timestamp:
                 warnings.append(
-                    {
-                        "code": "rekeyed",
-                        "message": f"frame {cmd.timestamp} is already generated or being generated; "
+                    PromptWarning(
+                        "rekeyed",
+                        f"frame {cmd.timestamp} is already generated or being generated; "
                         f"the prompt was scheduled at the next block, frame {frontier}",
-                    }
+                    )
                 )
         replaced = self._schedule.get(key)
         if replaced is None:
@@ -375,30 +385,31 @@ class Session:
         in_force = prompt_in_force(self._schedule, effective, n)
         if in_force != key:  # a prompt stored later, but still <= effective, wins
             warnings.append(
-                {
-                    "code": "superseded",
-                    "message": f"the prompt at frame {in_force} is the one in force at frame {effective}",
-                }
+                PromptWarning(
+                    "superseded", f"the prompt at frame {in_force} is the one in force at frame {effective}"
+                )
             )
         if effective + n > self.max_frames:
             warnings.append(
-                {
-                    "code": "beyond_max_frames",
-                    "message": f"frame {effective} is past the last block (max_frames {self.max_frames}); "
+                PromptWarning(
+                    "beyond_max_frames",
+                    f"frame {effective} is past the last block (max_frames {self.max_frames}); "
                     "this prompt will never be used",
-                }
+                )
             )
         if self._prompt_warnings is not None:
-            warnings.extend({"code": c, "message": m} for c, m in self._prompt_warnings(cmd.new_prompt))
+            warnings.extend(PromptWarning(c, m) for c, m in self._prompt_warnings(cmd.new_prompt))
         return [
             *self._ack(
                 cmd,
-                timestamp=key,
-                requested_timestamp=cmd.timestamp,
-                effective_frame=effective,
-                effective_video_frame=self._video_frame(effective),
-                replaced_prompt=replaced,
-                warnings=warnings,
+                ScheduledPrompt(
+                    timestamp=key,
+                    requested_timestamp=cmd.timestamp,
+                    effective_frame=effective,
+                    effective_video_frame=self._video_frame(effective),
+                    replaced_prompt=replaced,
+                    warnings=tuple(warnings),
+                ),
             ),
             self.state(),
         ]
@@ -437,7 +448,7 @@ class Session:
                 f"the prompt at frame {t} is or was in force (blocks up to frame {self.decided} are decided)",
             )
         removed = self._schedule.pop(t)
-        return [*self._ack(cmd, timestamp=t, removed_prompt=removed), self.state()]
+        return [*self._ack(cmd, RemovePromptResult(timestamp=t, removed_prompt=removed)), self.state()]
 
     def _start(self, cmd: Start) -> list[Message]:
         if self._finish_reason is not None:
@@ -461,7 +472,11 @@ class Session:
         self._current_start_frame = 0
         self._current_prompt = None
         self._seed = self.default_seed if cmd.seed is None else cmd.seed
-        return [*self._ack(cmd, generation=self.generation, seed=self._seed), self.progress(), self.state()]
+        return [
+            *self._ack(cmd, StartResult(generation=self.generation, seed=self._seed)),
+            self.progress(),
+            self.state(),
+        ]
 
     def _pause(self, cmd: Pause) -> list[Message]:
         if self._finish_reason is not None:
@@ -475,7 +490,7 @@ class Session:
                 cmd, ErrorCode.ALREADY_PAUSED, "the video is already paused: call resume() to continue"
             )
         self._paused = True
-        return [*self._ack(cmd, effective_frame=self.frontier), self.state()]
+        return [*self._ack(cmd, PauseResult(effective_frame=self.frontier)), self.state()]
 
     def _resume(self, cmd: Resume) -> list[Message]:
         if self._finish_reason is not None:
@@ -487,7 +502,7 @@ class Session:
         if not self._paused:
             return self._refuse(cmd, ErrorCode.NOT_PAUSED, "the video is not paused: it is generating")
         self._paused = False
-        return [*self._ack(cmd, current_start_frame=self._current_start_frame), self.state()]
+        return [*self._ack(cmd, ResumeResult(current_start_frame=self._current_start_frame)), self.state()]
 
     def _reset(self, cmd: Reset) -> list[Message]:
         out: list[Message] = []
@@ -495,12 +510,12 @@ class Session:
             out.append(self._finished_message("reset"))
         self.generation += 1
         self._clear()
-        return [*self._ack(cmd, generation=self.generation), *out, self.state()]
+        return [*self._ack(cmd, ResetResult(generation=self.generation)), *out, self.state()]
 
     def _get_state(self, cmd: GetState) -> list[Message]:
         if cmd.id is None:
             return [self.state()]
-        return self._ack(cmd, **self.state().to_data())
+        return self._ack(cmd, self.state())
 
     _REFUSED_WHEN_FINISHED = (SchedulePrompt, RemovePrompt, Start, Pause, Resume)
 
