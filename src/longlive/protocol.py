@@ -144,6 +144,23 @@ M = TypeVar("M", bound="Message")
 A = TypeVar("A", bound="Ack")
 
 
+def _read_fields(
+    cls: builtins.type, data: Mapping[str, Any], where: str, command: str, id: str | None
+) -> dict[str, Any]:
+    """The dataclass fields of `cls` read from a wire `data` object (absent optional ones left
+    out); raises `ProtocolError` (missing_field / bad_field) naming `where`."""
+    kwargs: dict[str, Any] = {}
+    for name, kind, required in _wire_fields(cls):
+        if name not in data:
+            if required:
+                raise ProtocolError(
+                    ErrorCode.MISSING_FIELD, f"{where}: missing field data.{name}", command=command, id=id
+                )
+            continue
+        kwargs[name] = _read_field(data[name], kind, name, command, id)
+    return kwargs
+
+
 class Message:
     """Base of every text message. `type` is the wire type; `to_data()` the wire `data` object."""
 
@@ -165,18 +182,7 @@ class Message:
     @classmethod
     def from_data(cls: builtins.type[M], data: Mapping[str, Any], id: str | None = None) -> M:
         """Build from a wire `data` object; raises `ProtocolError` (missing_field / bad_field)."""
-        kwargs: dict[str, Any] = {}
-        for name, kind, required in _wire_fields(cls):
-            if name not in data:
-                if required:
-                    raise ProtocolError(
-                        ErrorCode.MISSING_FIELD,
-                        f"{cls.type}: missing field data.{name}",
-                        command=cls.type,
-                        id=id,
-                    )
-                continue
-            kwargs[name] = _read_field(data[name], kind, name, cls.type, id)
+        kwargs = _read_fields(cls, data, cls.type, cls.type, id)
         if _has_id(cls):
             kwargs["id"] = id
         return cls(**kwargs)
@@ -482,19 +488,7 @@ class CommandResult:
     @classmethod
     def from_data(cls: builtins.type[R], data: Mapping[str, Any], id: str | None = None) -> R:
         """Read the result from an ack's data (with or without its `command`)."""
-        kwargs: dict[str, Any] = {}
-        for name, kind, required in _wire_fields(cls):
-            if name not in data:
-                if required:
-                    raise ProtocolError(
-                        ErrorCode.MISSING_FIELD,
-                        f"ack of {cls.command}: missing field data.{name}",
-                        command=cls.command,
-                        id=id,
-                    )
-                continue
-            kwargs[name] = _read_field(data[name], kind, name, cls.command, id)
-        return cls(**kwargs)
+        return cls(**_read_fields(cls, data, f"ack of {cls.command}", cls.command, id))
 
     @classmethod
     def from_ack(cls: builtins.type[R], ack: Ack) -> R:
