@@ -7,9 +7,10 @@ For each video: a random schedule (seeded, disjoint from training's random strea
 `--blocks` blocks with a prompt switch (colour, shape, direction or background) at some block
 boundaries; the model streams it through `pipe.stream` (the runner's normal block loop: cached
 few-step sampling, KV re-cache on switches, streaming VAE decode). Every frame is scored with
-`longlive_runner.demo.checker`. Printed: per-attribute accuracy (object colour and background
-per frame, motion direction per block), switch latency in blocks (0 = the new value shows in
-the first block after the boundary) and throughput.
+`longlive_runner.demo.checker`. Printed: per-attribute accuracy (object colour, background and
+shape per frame, glide per frame pair, motion direction per block), switch latency in blocks
+(0 = the new value shows in the first block after the boundary), the share of clean switches (no
+jump, no blend frame, no ghost) and throughput.
 
 `--preview` scores the DiT alone: its latents are shown through `latent_preview` (the
 thumbnail the latent layout encodes) instead of the VAE decoder.
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from longlive_runner import load_pipeline  # noqa: E402
 from longlive_runner.demo import checker, scenes  # noqa: E402
 from longlive_runner.demo.latents import analytic_latents, latent_preview  # noqa: E402
-from longlive_runner.models.vae import to_uint8  # noqa: E402
+from longlive_runner.model.vae import to_uint8  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "src/longlive_runner/assets/demo"
 EVAL_SEED = 20_260_000  # held out: training draws from other streams
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     kinds = tuple(args.kinds.split(","))
 
-    color, bg, direction = [], [], []
+    color, bg, direction, shape, glide = [], [], [], [], []
+    clean: dict[str, list] = defaultdict(list)
     latency: dict[str, list] = defaultdict(list)
     holds: dict[str, list] = defaultdict(list)
     gen_s, gen_frames, block_s = 0.0, 0, []
@@ -145,7 +147,15 @@ def main(argv=None) -> int:
         color.append(sc.color_acc)
         bg.append(sc.background_acc)
         direction.append(sc.direction_acc)
+        shape.append(sc.shape_acc)
+        glide.append(sc.glide_acc)
         for sw in sc.switches:
+            clean["all"].append(sw.clean)
+            clean["no jump"].append(sw.no_jump)
+            clean["no blend"].append(sw.no_blend)
+            clean["no ghost"].append(sw.no_ghost)
+            for attr in sw.changed:
+                clean[attr].append(sw.clean)
             for attr, lat in sw.latency.items():
                 latency[attr].append(lat)
                 holds[attr].append(sw.holds[attr])
@@ -158,6 +168,9 @@ def main(argv=None) -> int:
         "object_color_acc": float(np.mean(color)),
         "background_acc": float(np.mean(bg)),
         "direction_acc": float(np.mean(direction)),
+        "shape_acc": float(np.mean(shape)),
+        "glide_acc": float(np.mean(glide)),
+        "clean_switches": {k: {"count": len(v), "rate": float(np.mean(v))} for k, v in clean.items()},
         "switches": {},
     }
     for attr, lats in latency.items():

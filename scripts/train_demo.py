@@ -102,16 +102,16 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from longlive_runner.checkpoints import CONVERTED_CONFIG, CONVERTED_FILES, CONVERTED_TOKENIZER  # noqa: E402
-from longlive_runner.config import DiTConfig, PipelineConfig, StreamConfig, T5Config, VAEConfig  # noqa: E402
 from longlive_runner.demo import checker, scenes  # noqa: E402
 from longlive_runner.demo.latents import analytic_latents  # noqa: E402
 from longlive_runner.demo.tokenizer import build_demo_tokenizer  # noqa: E402
-from longlive_runner.models.dit import CausalWanDiT, attention  # noqa: E402
-from longlive_runner.models.t5 import UMT5Encoder  # noqa: E402
-from longlive_runner.models.vae import WanVAE  # noqa: E402
-from longlive_runner.scheduler import denoising_sigmas  # noqa: E402
-from longlive_runner.tokenizer import TextTokenizer  # noqa: E402
+from longlive_runner.model.checkpoints import CONVERTED_CONFIG, CONVERTED_FILES, CONVERTED_TOKENIZER  # noqa: E402
+from longlive_runner.model.config import DiTConfig, PipelineConfig, StreamConfig, T5Config, VAEConfig  # noqa: E402
+from longlive_runner.model.dit import CausalWanDiT, attention  # noqa: E402
+from longlive_runner.model.scheduler import denoising_sigmas  # noqa: E402
+from longlive_runner.model.t5 import UMT5Encoder  # noqa: E402
+from longlive_runner.model.tokenizer import TextTokenizer  # noqa: E402
+from longlive_runner.model.vae import WanVAE  # noqa: E402
 
 FPB = 3  # latent frames per block
 TEMPORAL = 4

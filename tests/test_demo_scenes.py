@@ -123,3 +123,72 @@ def test_switch_detected_at_the_right_frame():
 def test_blank_frame_has_no_object():
     m = checker.measure_frame(np.zeros((64, 64, 3), np.uint8))
     assert m.color is None and m.centroid is None and m.background == "black"
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 112)])
+def test_checker_tells_the_shapes_apart_anywhere(size):
+    h, w = size
+    style = scenes.Style.for_size(h, w)
+    rng = np.random.default_rng(4)
+    for shape in scenes.SHAPES:
+        for _ in range(12):  # anywhere on the torus, split over the edges included
+            x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+            scene = Scene(
+                str(rng.choice(list(scenes.COLORS))), shape, "up", str(rng.choice(list(scenes.BACKGROUNDS)))
+            )
+            m = checker.measure_frame(scenes.render_frame(scene, x, y, h, w, style), style=style)
+            assert m.shape == shape, (shape, x, y, scene)
+            assert m.stray == 0
+
+
+def test_a_blob_is_not_a_square_or_a_triangle():
+    """What the old demo drew for every shape word: a rounded blob (a blurred circle)."""
+    style = scenes.Style.for_size(64, 64)
+    sharp = scenes.render_frame(Scene("white", "circle", "right", "gray"), 30.0, 33.0, 64, 64, style)
+    blob = sharp.astype(np.float32)
+    for _ in range(2):  # a 3x3 box blur, twice
+        blob = sum(np.roll(np.roll(blob, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    m = checker.measure_frame(np.round(blob).astype(np.uint8), style=style)
+    assert m.shape == "circle"
+    sq = scenes.render_frame(Scene("white", "square", "right", "gray"), 30.0, 33.0, 64, 64, style)
+    assert checker.measure_frame(sq, style=style).shape == "square"
+
+
+def test_glide_catches_hops_and_switch_cleanliness_catches_jump_blend_and_ghost():
+    sch = {
+        0: "a red square moving right on a black background",
+        6: "a blue square moving right on a black background",
+    }
+    clip = scenes.render(sch, 12, 64, 64)
+    style = scenes.Style.for_size(64, 64)
+    good = checker.score(clip.frames, sch)
+    assert good.glide_acc == 1.0 and good.shape_acc == 1.0
+    assert [sw.clean for sw in good.switches] == [True]
+
+    # hops: each latent frame's 4 video frames show one place (what a decoder of 4-frame means does)
+    hops = clip.frames.copy()
+    for j in range(1, len(hops)):
+        hops[j] = clip.frames[4 * scenes.latent_of_video_frame(j)]
+    assert checker.score(hops, sch).glide_acc < 0.3
+
+    j0 = scenes.block_video_range(6)[0]
+    blue, red = Scene("blue", "square", "right", "black"), Scene("red", "square", "right", "black")
+    x, y = clip.positions[j0]
+    # a jump: the first new frame 8 px ahead
+    jump = clip.frames.copy()
+    jump[j0] = scenes.render_frame(blue, (x + 8.0) % 64, y, 64, 64, style)
+    sw = checker.score(jump, sch).switches[0]
+    assert (sw.no_jump, sw.no_blend, sw.no_ghost) == (False, True, True)
+    # a blend: the first new frame half red, half blue
+    blend = clip.frames.copy()
+    mix = 0.5 * scenes.render_frame(red, x, y, 64, 64, style).astype(np.float32) + 0.5 * clip.frames[j0]
+    blend[j0] = np.round(mix).astype(np.uint8)
+    sw = checker.score(blend, sch).switches[0]
+    assert (sw.no_jump, sw.no_blend, sw.no_ghost) == (True, False, True)
+    # a ghost: a faint copy of the old red square left behind at the old place for 2 frames
+    ghost = clip.frames.copy()
+    for j in (j0, j0 + 1):
+        old = scenes.render_frame(red, (x - 12.0) % 64, y, 64, 64, style).astype(np.float32)
+        ghost[j] = np.maximum(ghost[j], np.round(0.2 * old).astype(np.uint8))
+    sw = checker.score(ghost, sch).switches[0]
+    assert (sw.no_jump, sw.no_blend, sw.no_ghost) == (True, True, False)

@@ -8,8 +8,18 @@ Per frame:
     anti-aliased edges) classified to the nearest palette colour;
   * centroid: the circular mean of the object pixels on the torus (the scenes wrap around), so an
     object split over an edge still has one centre.
+  * shape: the object's soft coverage (each pixel's position between the background and the
+    object colour) against each shape's template drawn at the measured centroid and the scenes'
+    size; the best intersection-over-union names the shape (a blob is a circle: it never passes
+    for a square or a triangle, whose corners and straight edges the templates need).
+Per frame pair (glide): the wrapped centroid step must be the scene's velocity (its speed in the
+frame's direction) within +-50% of the speed, on every pair, not once per latent frame.
 Per block: the motion is the sum of the wrapped frame-to-frame centroid steps inside the block;
 its dominant axis and sign give the direction (None below `min_motion` pixels).
+Per switch (clean): on the first frame under the new prompt the object keeps its place (the step
+into it passes the glide test: no jump), shows the new colour and background (no blend: its colour
+within `BLEND_TOLERANCE` of the new palette colour), and through the new latent frame's 4 video
+frames nothing but the object differs from the background (no ghost of the old object).
 
 `score(frames, schedule)` compares the measurements with the schedule's prompts frame by frame and
 block by block, and measures how fast each scheduled switch shows up.
@@ -23,7 +33,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scenes import BACKGROUNDS, COLORS, Scene, block_video_range, latent_of_video_frame, scene_at
+from .scenes import (
+    BACKGROUNDS,
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    Scene,
+    Style,
+    block_video_range,
+    latent_of_video_frame,
+    scene_at,
+    shape_coverage,
+)
 
 _BG_NAMES = list(BACKGROUNDS)
 _BG = np.asarray([BACKGROUNDS[n] for n in _BG_NAMES], dtype=np.float32)
@@ -37,6 +58,9 @@ class FrameMeasure:
     color: str | None  # None: no object found
     centroid: tuple[float, float] | None  # (x, y) pixels
     pixels: int  # object pixels
+    rgb: tuple[float, float, float] | None = None  # the object's measured colour (median of its core)
+    shape: str | None = None  # set by `measure_frame(..., style=...)`
+    stray: int = 0  # with a style: pixels off the background outside the object's dilated template
 
 
 def _nearest(colors: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -61,8 +85,42 @@ def _circular_mean(coords: np.ndarray, weights: np.ndarray, period: int) -> floa
     return float((a * period / (2.0 * np.pi) - 0.5) % period)
 
 
-def measure_frame(frame: np.ndarray, threshold: float = 64.0, min_pixels: int = 6) -> FrameMeasure:
-    """Measure one uint8 [H, W, 3] frame."""
+BLEND_TOLERANCE = 60.0  # RGB distance: a frame's object colour this far from its palette colour is a blend
+STRAY_THRESHOLD = 32.0  # RGB distance from the background that counts as a stray (ghost) pixel
+TEMPORAL_FRAMES = 4  # video frames per latent frame
+MAX_STRAY = 4  # stray pixels a frame may have (edge noise) before it counts as a ghost
+
+
+def _offsets(h: int, w: int, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest offsets (dx [1, W], dy [H, 1]) of the pixel centres from (x, y) on the torus."""
+    dx = (np.arange(w) + 0.5 - x + w / 2.0) % w - w / 2.0
+    dy = (np.arange(h) + 0.5 - y + h / 2.0) % h - h / 2.0
+    return dx[None, :], dy[:, None]
+
+
+def classify_shape(
+    frame: np.ndarray, background: np.ndarray, color: np.ndarray, centroid: tuple[float, float], style: Style
+) -> str:
+    """The shape whose template (at `centroid`, the scenes' size) best matches the object's soft
+    coverage (intersection over union)."""
+    f = frame.astype(np.float32)
+    span = (color - background).astype(np.float32)
+    cov = np.clip(((f - background) * span).sum(-1) / max(float((span**2).sum()), 1e-6), 0.0, 1.0)
+    dx, dy = _offsets(frame.shape[0], frame.shape[1], centroid[0], centroid[1])
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        tpl = shape_coverage(shape, dx, dy, style.radius)
+        iou = float(np.minimum(cov, tpl).sum() / max(float(np.maximum(cov, tpl).sum()), 1e-6))
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best
+
+
+def measure_frame(
+    frame: np.ndarray, threshold: float = 64.0, min_pixels: int = 6, style: Style | None = None
+) -> FrameMeasure:
+    """Measure one uint8 [H, W, 3] frame (with `style`, the scenes' geometry: its shape and stray
+    pixels too)."""
     f = frame.astype(np.float32)
     border = _border(f)
     votes = np.bincount(_nearest(border, _BG), minlength=len(_BG_NAMES))
@@ -81,7 +139,14 @@ def measure_frame(frame: np.ndarray, threshold: float = 64.0, min_pixels: int = 
     w = dist[ys, xs]
     h, wd = frame.shape[:2]
     centroid = (_circular_mean(xs, w, wd), _circular_mean(ys, w, h))
-    return FrameMeasure(_BG_NAMES[bg_idx], _FG_NAMES[color_idx], centroid, n)
+    rgb = (float(color[0]), float(color[1]), float(color[2]))
+    out = FrameMeasure(_BG_NAMES[bg_idx], _FG_NAMES[color_idx], centroid, n, rgb)
+    if style is not None:
+        out.shape = classify_shape(frame, bg, color, centroid, style)
+        dx, dy = _offsets(h, wd, centroid[0], centroid[1])
+        grown = shape_coverage(out.shape, dx, dy, style.radius + 2.0) > 0
+        out.stray = int(((dist > STRAY_THRESHOLD) & ~grown).sum())
+    return out
 
 
 def measure_frames(frames: np.ndarray, **kw) -> list[FrameMeasure]:
@@ -97,6 +162,17 @@ def motion(measures: list[FrameMeasure], height: int, width: int) -> tuple[float
         dx += (b.centroid[0] - a.centroid[0] + width / 2.0) % width - width / 2.0
         dy += (b.centroid[1] - a.centroid[1] + height / 2.0) % height - height / 2.0
     return dx, dy
+
+
+def glides(a: FrameMeasure, b: FrameMeasure, scene: Scene, speed: float, height: int, width: int) -> bool:
+    """The centroid step from frame `a` to the next frame `b` is `scene`'s velocity within +-50% of
+    its speed (both frames must show the object)."""
+    if a.centroid is None or b.centroid is None:
+        return False
+    dx = (b.centroid[0] - a.centroid[0] + width / 2.0) % width - width / 2.0
+    dy = (b.centroid[1] - a.centroid[1] + height / 2.0) % height - height / 2.0
+    vx, vy = DIRECTIONS[scene.direction]
+    return bool(np.hypot(dx - vx * speed, dy - vy * speed) <= 0.5 * speed)
 
 
 def direction_of(dx: float, dy: float, min_motion: float) -> str | None:
@@ -124,6 +200,13 @@ class SwitchScore:
     changed: list[str]  # attributes that changed: color / shape / direction / background
     latency: dict[str, int | None]  # per measurable attribute: blocks until it shows (0 = at once)
     holds: dict[str, bool]  # the new value is right on every frame / block until the next switch
+    no_jump: bool = True  # the step into the first new frame is the scene's velocity (+-50%)
+    no_blend: bool = True  # the first new frame shows the new colour and background
+    no_ghost: bool = True  # the first new latent frame's video frames show nothing but the object
+
+    @property
+    def clean(self) -> bool:
+        return self.no_jump and self.no_blend and self.no_ghost
 
 
 @dataclass
@@ -132,6 +215,8 @@ class Score:
     color_acc: float
     background_acc: float
     direction_acc: float
+    shape_acc: float = 0.0  # frames showing an object whose silhouette is the prompt's shape
+    glide_acc: float = 0.0  # frame pairs whose centroid step is the scene's velocity (+-50%)
     blocks: list[BlockScore] = field(default_factory=list)
     switches: list[SwitchScore] = field(default_factory=list)
     frame_colors: list[str | None] = field(default_factory=list)
@@ -139,11 +224,13 @@ class Score:
     def summary(self) -> str:
         lines = [
             f"frames {self.frames}, blocks {len(self.blocks)}: object colour {self.color_acc:.1%}, "
-            f"background {self.background_acc:.1%}, direction {self.direction_acc:.1%}"
+            f"background {self.background_acc:.1%}, direction {self.direction_acc:.1%}, "
+            f"shape {self.shape_acc:.1%}, glide {self.glide_acc:.1%}"
         ]
         for sw in self.switches:
             lines.append(
-                f"  switch @{sw.start_frame} {'+'.join(sw.changed)}: latency {sw.latency} holds {sw.holds}"
+                f"  switch @{sw.start_frame} {'+'.join(sw.changed)}: latency {sw.latency} holds {sw.holds} "
+                f"clean {sw.clean} (no jump {sw.no_jump}, no blend {sw.no_blend}, no ghost {sw.no_ghost})"
             )
         return "\n".join(lines)
 
@@ -164,10 +251,13 @@ def score(
     t, h, w = frames.shape[:3]
     if min_motion is None:
         min_motion = 0.05 * min(h, w)  # a scene moves ~0.26 * size per 12-frame block
-    measures = measure_frames(frames, threshold=threshold)
+    style = Style.for_size(h, w)
+    measures = measure_frames(frames, threshold=threshold, style=style)
     expected = [scene_at(schedule, latent_of_video_frame(j), frames_per_block) for j in range(t)]
     color_ok = [m.color == e.color for m, e in zip(measures, expected)]
     bg_ok = [m.background == e.background for m, e in zip(measures, expected)]
+    shape_ok = [m.shape == e.shape for m, e in zip(measures, expected) if m.color is not None]
+    glide_ok = [glides(measures[j - 1], measures[j], expected[j], style.speed, h, w) for j in range(1, t)]
 
     blocks: list[BlockScore] = []
     s = 0
@@ -219,13 +309,33 @@ def score(
                 b1 = block_video_range(blocks[span[-1]].start_frame, frames_per_block)[1]
                 ok = color_ok if attr == "color" else bg_ok
                 holds[attr] = all(ok[a0:b1])
-        switches.append(SwitchScore(ts, changed, latency, holds))
+        j0 = block_video_range(blocks[span[0]].start_frame, frames_per_block)[0]
+        m0 = measures[j0]
+        new_rgb = np.asarray(COLORS[new.color], dtype=np.float32)
+        no_blend = (
+            m0.rgb is not None
+            and m0.background == new.background
+            and float(np.sqrt(((np.asarray(m0.rgb) - new_rgb) ** 2).sum())) <= BLEND_TOLERANCE
+        )
+        switches.append(
+            SwitchScore(
+                ts,
+                changed,
+                latency,
+                holds,
+                no_jump=j0 > 0 and glide_ok[j0 - 1],
+                no_blend=no_blend,
+                no_ghost=all(m.stray <= MAX_STRAY for m in measures[j0 : j0 + TEMPORAL_FRAMES]),
+            )
+        )
 
     return Score(
         frames=t,
         color_acc=float(np.mean(color_ok)) if color_ok else 0.0,
         background_acc=float(np.mean(bg_ok)) if bg_ok else 0.0,
         direction_acc=float(np.mean(dir_ok)) if dir_ok else 0.0,
+        shape_acc=float(np.mean(shape_ok)) if shape_ok else 0.0,
+        glide_acc=float(np.mean(glide_ok)) if glide_ok else 0.0,
         blocks=blocks,
         switches=switches,
         frame_colors=[m.color for m in measures],

@@ -208,7 +208,7 @@ class Clip:
     positions: np.ndarray  # float [T, 2]: object centre (x, y) in pixels, wrapped into the frame
 
 
-def _coverage(scene_shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+def shape_coverage(scene_shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] from a signed distance (pixels) to the shape's edge."""
     if scene_shape == "circle":
         sdf = np.sqrt(dx * dx + dy * dy) - r
@@ -231,7 +231,7 @@ def render_frame(scene: Scene, x: float, y: float, height: int, width: int, styl
     py = np.arange(height, dtype=np.float64) + 0.5
     dx = (px[None, :] - x + width / 2.0) % width - width / 2.0  # shortest offset on the torus
     dy = (py[:, None] - y + height / 2.0) % height - height / 2.0
-    cov = _coverage(scene.shape, dx, dy, style.radius)[..., None]
+    cov = shape_coverage(scene.shape, dx, dy, style.radius)[..., None]
     bg = np.asarray(BACKGROUNDS[scene.background], dtype=np.float64)
     fg = np.asarray(COLORS[scene.color], dtype=np.float64)
     return np.round(bg + cov * (fg - bg)).astype(np.uint8)
