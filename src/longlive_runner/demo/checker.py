@@ -38,12 +38,14 @@ from .scenes import (
     COLORS,
     DIRECTIONS,
     SHAPES,
+    TEMPORAL,
     Scene,
     Style,
     block_video_range,
     latent_of_video_frame,
     scene_at,
     shape_coverage,
+    torus_offsets,
 )
 
 _BG_NAMES = list(BACKGROUNDS)
@@ -87,26 +89,17 @@ def _circular_mean(coords: np.ndarray, weights: np.ndarray, period: int) -> floa
 
 BLEND_TOLERANCE = 60.0  # RGB distance: a frame's object colour this far from its palette colour is a blend
 STRAY_THRESHOLD = 32.0  # RGB distance from the background that counts as a stray (ghost) pixel
-TEMPORAL_FRAMES = 4  # video frames per latent frame
 MAX_STRAY = 4  # stray pixels a frame may have (edge noise) before it counts as a ghost
 
 
-def _offsets(h: int, w: int, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
-    """Shortest offsets (dx [1, W], dy [H, 1]) of the pixel centres from (x, y) on the torus."""
-    dx = (np.arange(w) + 0.5 - x + w / 2.0) % w - w / 2.0
-    dy = (np.arange(h) + 0.5 - y + h / 2.0) % h - h / 2.0
-    return dx[None, :], dy[:, None]
-
-
 def classify_shape(
-    frame: np.ndarray, background: np.ndarray, color: np.ndarray, centroid: tuple[float, float], style: Style
+    f: np.ndarray, background: np.ndarray, color: np.ndarray, centroid: tuple[float, float], style: Style
 ) -> str:
-    """The shape whose template (at `centroid`, the scenes' size) best matches the object's soft
-    coverage (intersection over union)."""
-    f = frame.astype(np.float32)
+    """The shape whose template (at `centroid`, the scenes' size) best matches the soft coverage of
+    the object in float frame `f` [H, W, 3] (intersection over union)."""
     span = (color - background).astype(np.float32)
     cov = np.clip(((f - background) * span).sum(-1) / max(float((span**2).sum()), 1e-6), 0.0, 1.0)
-    dx, dy = _offsets(frame.shape[0], frame.shape[1], centroid[0], centroid[1])
+    dx, dy = torus_offsets(f.shape[0], f.shape[1], centroid[0], centroid[1])
     best, best_iou = SHAPES[0], -1.0
     for shape in SHAPES:
         tpl = shape_coverage(shape, dx, dy, style.radius)
@@ -142,8 +135,8 @@ def measure_frame(
     rgb = (float(color[0]), float(color[1]), float(color[2]))
     out = FrameMeasure(_BG_NAMES[bg_idx], _FG_NAMES[color_idx], centroid, n, rgb)
     if style is not None:
-        out.shape = classify_shape(frame, bg, color, centroid, style)
-        dx, dy = _offsets(h, wd, centroid[0], centroid[1])
+        out.shape = classify_shape(f, bg, color, centroid, style)
+        dx, dy = torus_offsets(h, wd, centroid[0], centroid[1])
         grown = shape_coverage(out.shape, dx, dy, style.radius + 2.0) > 0
         out.stray = int(((dist > STRAY_THRESHOLD) & ~grown).sum())
     return out
@@ -157,11 +150,19 @@ def motion(measures: list[FrameMeasure], height: int, width: int) -> tuple[float
     """Summed wrapped centroid steps (dx, dy) over consecutive frames that both show the object."""
     dx = dy = 0.0
     for a, b in zip(measures[:-1], measures[1:]):
-        if a.centroid is None or b.centroid is None:
-            continue
-        dx += (b.centroid[0] - a.centroid[0] + width / 2.0) % width - width / 2.0
-        dy += (b.centroid[1] - a.centroid[1] + height / 2.0) % height - height / 2.0
+        if a.centroid is not None and b.centroid is not None:
+            sx, sy = _step(a.centroid, b.centroid, height, width)
+            dx += sx
+            dy += sy
     return dx, dy
+
+
+def _step(a: tuple[float, float], b: tuple[float, float], height: int, width: int) -> tuple[float, float]:
+    """The shortest (wrapped) step from centroid `a` to centroid `b` on the torus."""
+    return (
+        (b[0] - a[0] + width / 2.0) % width - width / 2.0,
+        (b[1] - a[1] + height / 2.0) % height - height / 2.0,
+    )
 
 
 def glides(a: FrameMeasure, b: FrameMeasure, scene: Scene, speed: float, height: int, width: int) -> bool:
@@ -169,8 +170,7 @@ def glides(a: FrameMeasure, b: FrameMeasure, scene: Scene, speed: float, height:
     its speed (both frames must show the object)."""
     if a.centroid is None or b.centroid is None:
         return False
-    dx = (b.centroid[0] - a.centroid[0] + width / 2.0) % width - width / 2.0
-    dy = (b.centroid[1] - a.centroid[1] + height / 2.0) % height - height / 2.0
+    dx, dy = _step(a.centroid, b.centroid, height, width)
     vx, vy = DIRECTIONS[scene.direction]
     return bool(np.hypot(dx - vx * speed, dy - vy * speed) <= 0.5 * speed)
 
@@ -325,7 +325,7 @@ def score(
                 holds,
                 no_jump=j0 > 0 and glide_ok[j0 - 1],
                 no_blend=no_blend,
-                no_ghost=all(m.stray <= MAX_STRAY for m in measures[j0 : j0 + TEMPORAL_FRAMES]),
+                no_ghost=all(m.stray <= MAX_STRAY for m in measures[j0 : j0 + TEMPORAL]),
             )
         )
 

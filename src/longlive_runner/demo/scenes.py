@@ -225,12 +225,16 @@ def shape_coverage(scene_shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -
     return np.clip(0.5 - sdf, 0.0, 1.0)
 
 
+def torus_offsets(height: int, width: int, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest offsets (dx [1, W], dy [H, 1]) of the pixel centres from (x, y) on the torus."""
+    dx = (np.arange(width, dtype=np.float64) + 0.5 - x + width / 2.0) % width - width / 2.0
+    dy = (np.arange(height, dtype=np.float64) + 0.5 - y + height / 2.0) % height - height / 2.0
+    return dx[None, :], dy[:, None]
+
+
 def render_frame(scene: Scene, x: float, y: float, height: int, width: int, style: Style) -> np.ndarray:
     """One uint8 [H, W, 3] frame with the object centred at (x, y) on a torus."""
-    px = np.arange(width, dtype=np.float64) + 0.5
-    py = np.arange(height, dtype=np.float64) + 0.5
-    dx = (px[None, :] - x + width / 2.0) % width - width / 2.0  # shortest offset on the torus
-    dy = (py[:, None] - y + height / 2.0) % height - height / 2.0
+    dx, dy = torus_offsets(height, width, x, y)
     cov = shape_coverage(scene.shape, dx, dy, style.radius)[..., None]
     bg = np.asarray(BACKGROUNDS[scene.background], dtype=np.float64)
     fg = np.asarray(COLORS[scene.color], dtype=np.float64)
