@@ -93,16 +93,16 @@ MAX_STRAY = 4  # stray pixels a frame may have (edge noise) before it counts as 
 
 
 def classify_shape(
-    f: np.ndarray, background: np.ndarray, color: np.ndarray, centroid: tuple[float, float], style: Style
+    f: np.ndarray, background: np.ndarray, color: np.ndarray, dx: np.ndarray, dy: np.ndarray, radius: float
 ) -> str:
-    """The shape whose template (at `centroid`, the scenes' size) best matches the soft coverage of
-    the object in float frame `f` [H, W, 3] (intersection over union)."""
+    """The shape whose template (the scenes' `radius`, centred where the pixel offsets `dx`, `dy`
+    are zero) best matches the soft coverage of the object in float frame `f` [H, W, 3]
+    (intersection over union)."""
     span = (color - background).astype(np.float32)
     cov = np.clip(((f - background) * span).sum(-1) / max(float((span**2).sum()), 1e-6), 0.0, 1.0)
-    dx, dy = torus_offsets(f.shape[0], f.shape[1], centroid[0], centroid[1])
     best, best_iou = SHAPES[0], -1.0
     for shape in SHAPES:
-        tpl = shape_coverage(shape, dx, dy, style.radius)
+        tpl = shape_coverage(shape, dx, dy, radius)
         iou = float(np.minimum(cov, tpl).sum() / max(float(np.maximum(cov, tpl).sum()), 1e-6))
         if iou > best_iou:
             best, best_iou = shape, iou
@@ -135,8 +135,8 @@ def measure_frame(
     rgb = (float(color[0]), float(color[1]), float(color[2]))
     out = FrameMeasure(_BG_NAMES[bg_idx], _FG_NAMES[color_idx], centroid, n, rgb)
     if style is not None:
-        out.shape = classify_shape(f, bg, color, centroid, style)
         dx, dy = torus_offsets(h, wd, centroid[0], centroid[1])
+        out.shape = classify_shape(f, bg, color, dx, dy, style.radius)
         grown = shape_coverage(out.shape, dx, dy, style.radius + 2.0) > 0
         out.stray = int(((dist > STRAY_THRESHOLD) & ~grown).sum())
     return out
