@@ -12,8 +12,8 @@ shape per frame, glide per frame pair, motion direction per block), switch laten
 (0 = the new value shows in the first block after the boundary), the share of clean switches (no
 jump, no blend frame, no ghost) and throughput.
 
-`--preview` scores the DiT alone: its latents are shown through `latent_preview` (the
-thumbnail the latent layout encodes) instead of the VAE decoder.
+`--preview` scores the DiT alone: its latents are drawn by `latent_preview` (the scene renderer,
+from the scene the latent names) instead of the VAE decoder.
 
 `--reference latents` scores the VAE decode of the ground-truth renders' latents instead (the
 ceiling the DiT can reach through this decoder); `--reference encoder` the VAE's round trip.
@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from longlive_runner import load_pipeline  # noqa: E402
 from longlive_runner.demo import checker, scenes  # noqa: E402
-from longlive_runner.demo.latents import analytic_latents, latent_preview  # noqa: E402
+from longlive_runner.demo.latents import latent_preview, scene_latents  # noqa: E402
 from longlive_runner.model.vae import to_uint8  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "src/longlive_runner/assets/demo"
@@ -47,21 +47,23 @@ def reference_frames(pipe, schedule, num_latent: int, kind: str) -> np.ndarray:
     cfg = pipe.config
     clip = scenes.render(schedule, num_latent, cfg.height, cfg.width)
     video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
+    raw = scene_latents(clip, cfg.height, cfg.width)
     with torch.no_grad():
         if kind == "preview":
-            return to_uint8(latent_preview(analytic_latents(video), first_block=True))
+            return latent_preview(raw, True, cfg.height, cfg.width)
         if kind == "encoder":
             z = pipe.vae.encode(video)
         else:
-            z = (analytic_latents(video) - pipe.vae.latents_mean) / pipe.vae.latents_std
+            z = (raw[None] - pipe.vae.latents_mean) / pipe.vae.latents_std
         return to_uint8(pipe.vae.decode(z))
 
 
 class _PreviewDecoder:
     """Stands in for the generator's StreamingDecoder: latents -> `latent_preview` frames."""
 
-    def __init__(self, vae) -> None:
+    def __init__(self, vae, height: int, width: int) -> None:
         self.vae = vae
+        self.size = (height, width)
         self.first = True
 
     def reset(self) -> None:
@@ -69,9 +71,9 @@ class _PreviewDecoder:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raw = z * self.vae.latents_std + self.vae.latents_mean
-        out = latent_preview(raw, self.first)
+        frames = latent_preview(raw[0], self.first, *self.size)
         self.first = False
-        return out
+        return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
 
 
 def stream(pipe, schedule, num_latent: int, seed: int, preview: bool):
@@ -80,7 +82,7 @@ def stream(pipe, schedule, num_latent: int, seed: int, preview: bool):
         yield from pipe.stream(schedule, num_latent, seed=seed)
         return
     gen = pipe.generator(seed)
-    gen._decoder = _PreviewDecoder(pipe.vae)
+    gen._decoder = _PreviewDecoder(pipe.vae, pipe.config.height, pipe.config.width)
     times = sorted(schedule)
     while gen.current_start_frame < num_latent and gen.finished is None:
         s = gen.current_start_frame
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
     kinds = tuple(args.kinds.split(","))
 
     color, bg, direction, shape, glide = [], [], [], [], []
+    frame_shapes: list[tuple[str, str | None]] = []
     clean: dict[str, list] = defaultdict(list)
     latency: dict[str, list] = defaultdict(list)
     holds: dict[str, list] = defaultdict(list)
@@ -148,6 +151,7 @@ def main(argv=None) -> int:
         bg.append(sc.background_acc)
         direction.append(sc.direction_acc)
         shape.append(sc.shape_acc)
+        frame_shapes.extend(sc.frame_shapes)
         glide.append(sc.glide_acc)
         for sw in sc.switches:
             clean["all"].append(sw.clean)
@@ -169,6 +173,11 @@ def main(argv=None) -> int:
         "background_acc": float(np.mean(bg)),
         "direction_acc": float(np.mean(direction)),
         "shape_acc": float(np.mean(shape)),
+        # per prompt shape: frames read as each template (None: no shape matched)
+        "shape_read_as": {
+            want: dict(Counter(str(got) for w, got in frame_shapes if w == want))
+            for want in sorted({w for w, _ in frame_shapes})
+        },
         "glide_acc": float(np.mean(glide)),
         "clean_switches": {k: {"count": len(v), "rate": float(np.mean(v))} for k, v in clean.items()},
         "switches": {},

@@ -4,59 +4,71 @@
 The recipe (seed 0, one torch thread per process, the VAE and DiT stages in parallel on 2 cores):
 
     export PYTHONPATH=src
-    python scripts/train_demo.py --stage dit --out DIR &                    # 3000 steps: 38-50 min
-    python scripts/train_demo.py --stage vae --out DIR/vae1                 # 1500 image + 1000 clip steps: 27-41 min
-    python scripts/train_demo.py --stage vae --out DIR/vae2 --vae-init DIR/vae1/vae.safetensors \
-        --vae-image-steps 0 --vae-clip-steps 800 --vae-clip-latents 3       # 6-10 min
-    python scripts/train_demo.py --stage vae --out DIR --vae-init DIR/vae2/vae.safetensors \
-        --vae-image-steps 0 --vae-clip-steps 500 --vae-lr 1e-3              # 9-13 min
+    FOUR="--denoising-steps 1000 750 500 250 --sigma-weights 2 1 1 1"  # rounds 1-3: 4 steps
+    SELF="--velocity-weight 20 --self-context 0.5 --ctx-noise 0.2 --rollout-clips 16"
+    LAST="--dit-steps 1200 --dit-lr 7e-4 $SELF --quarter-weight 4 --chain-last \
+          --first-block-share 0.2 --sigma-weights 2 1 1 1 2"            # rounds 5-6
+    (python scripts/train_demo.py --stage dit --out DIR/dit1 $FOUR &&                # 29 min
+     python scripts/train_demo.py --stage dit --out DIR/dit2 --dit-init DIR/dit1 $FOUR \
+        --dit-steps 1000 --dit-lr 1e-3 --velocity-weight 20 &&                      # 10 min
+     python scripts/train_demo.py --stage dit --out DIR/dit3 --dit-init DIR/dit2 $FOUR \
+        --dit-steps 1500 --dit-lr 1e-3 $SELF --quarter-weight 4 &&                  # 19 min
+     python scripts/train_demo.py --stage dit --out DIR/dit4 --dit-init DIR/dit3 \
+        --dit-steps 1500 --dit-lr 1e-3 $SELF --quarter-weight 4 --chain-last \
+        --first-block-share 0.2 --sigma-weights 2 1 1 1 2 &&                        # 29 min
+     python scripts/train_demo.py --stage dit --out DIR/dit5 --dit-init DIR/dit4 $LAST &&  # 16 min
+     python scripts/train_demo.py --stage dit --out DIR --dit-init DIR/dit5 $LAST) &       # 15 min
+    python scripts/train_demo.py --stage vae --out DIR/vae1 --encoder-every 0 &&   # 900 steps: 16 min
+    python scripts/train_demo.py --stage vae --out DIR --vae-init DIR/vae1/vae.safetensors \
+        --vae-lr 1e-3 --vae-edge-weight 3                           # 900 steps: 17 min
     wait
-    python scripts/train_demo.py --stage assemble --out DIR                 # config.json, tokenizer.json
+    python scripts/train_demo.py --stage assemble --out DIR         # config.json, tokenizer.json
     python scripts/eval_demo.py --model DIR
 
-About 45-65 minutes of wall time on this project's 2-core CPU machine (the longer times were
-measured with other work sharing the machine). `--stage all` runs the stages in turn in one process
-with the defaults (the DiT and the first VAE round only). The VAE's extra rounds matter: after the
-first, decoded object colour was 28-30% on held-out clips; short clips then long ones at a lower
-rate bring it to 99%.
+About 2 hours of wall time on this project's 2-core CPU machine (the DiT rounds, timed with
+another training job on the other core; the VAE's run beside them). `--stage all` runs the
+three stages in turn in one process with the defaults (one round each: quicker, and a much
+weaker model).
 
-The shipped weights are exactly this recipe's output: config.json, tokenizer.json, dit, t5 and vae
-.safetensors as the commands above write them (torch 2.13 on this project's x86-64 CPU machine: the
-VAE rounds run 2026-11-29, twice, with identical files; the DiT stage rerun 2026-12-01, 40 min with
-other work on the machine, after its teacher-forcing mask followed the corrected KV re-cache).
+The shipped weights (`src/longlive_runner/assets/demo`) are this recipe's output, run 2026-12-01
+and 2026-12-02 with torch 2.13 on this project's 2-core CPU machine, round by round as the script
+grew: rounds 1-2 and the VAE with that day's option names (the VAE's first round as
+`--vae-short-steps 900`, its second as `--vae-short-steps 900 --vae-clip-steps 0`, today's
+`--encoder-every 0` and default `--vae-steps 900`); rounds 3-6 with today's script. Not re-run
+end to end. sha256 (first 16 hex digits): config.json b00f3332532d250b, tokenizer.json
+2d0f3fb9442fd838, dit 81b88cc2966bdfd6, t5 17fc9e0572dd60de, vae c7bcdcbf2a6b5671.
 Floating-point results can differ on another CPU or torch version, so a retrain elsewhere gives a
-model of the same quality, not the same bytes. sha256 of the shipped files (first 16 hex digits):
-dit 9a230972e85a188e, t5 435c9bd539fc9eb1, vae b4a164bfbfb5d47c. Eval of the shipped model
-(`eval_demo.py` defaults): object colour 99.6% of frames, background 100%, direction 100% of
-blocks, every switch in the first block after it; colour holds after 10 of 11 switches.
-
-The first frame after a prompt switch: the decoder's causal temporal cache (the previous latent
-frame) pulls it towards the old scene, and it is one frame in ~20 of a clip, so a plain loss leaves
-it a blend (magenta between red and blue). `--vae-switch-weight` (default 8) weights that frame up;
-the 3-latent round has no switches and undoes it (0% right after it), the last round restores it
-(100% of held-out switch frames, printed as "first frame after a switch").
+model of the same quality, not the same bytes.
 
 Everything uses the runner's own model classes (`WanVAE`, `CausalWanDiT`, `UMT5Encoder`) and
 writes our converted folder: config.json, dit/vae/t5.safetensors (float32), tokenizer.json.
 
-Latent space. A Wan VAE trained from scratch as an autoencoder stays on the "mean colour"
-plateau for hundreds of steps, far beyond a CPU budget of minutes. So the latent space is a
-fixed analytic encoding (`longlive_runner.demo.latents.analytic_latents`: per 8x8 cell and
-latent frame, the colours of its four 4x4 quadrants, the frame's global motion (dx, dy), the
-brightness change over the latent's frames, an edge measure: 16 channels, the Wan VAE's 8x /
-causal 4x layout), normalised with
-per-channel statistics of a fixed sample (the config's latents_mean / latents_std). The scenes
-move 2 px per video frame = 8 px (one latent cell) per latent frame, so a scene's latents shift
-by exactly one cell per latent frame.
+Latent space (`longlive_runner.demo.latents`). A Wan VAE trained from scratch as an autoencoder
+stays on a "mean colour" plateau far beyond a CPU budget of minutes, so the latent space is defined
+from what the renderer knows and the Wan decoder learns to draw it. Per 8x8 cell and latent frame
+(the Wan VAE's 8x / causal 4x layout), 47 channels: for each of the latent's 4 video frames a
+field of 8, the phases of the object's offset from the cell (cos/sin in x and y) and the share of
+each quarter of the cell the object covers (the frame's silhouette at 16x16): the object's place
+and outline in every frame, so the decoder can move it every frame; then the shape (one-hot), and
+the object's and background's colours (one-hot, times the share of the cell each covers over the
+latent's 4 frames). Normalised with per-channel statistics
+of a fixed sample (the config's latents_mean / latents_std). The scenes move 2 px per video frame =
+8 px (one latent cell) per latent frame, so a scene's latents shift by exactly one cell per latent
+frame: what the DiT continues.
 
-1. **VAE** (`WanVAE`, base_dim 8, one residual block per level), through the runner's chunked
-   causal code path: first single frames (batches of 16: colour and shape, cheap), then clips of
-   `--vae-clip-latents` latent frames with prompt switches (the temporal upsampling, the motion,
-   the causal caches over several chunks). The decoder turns (slightly noised) analytic latents
-   into frames (L1 + L2, object pixels and the first frame after a switch weighted up); every few
-   clip steps the encoder learns to reproduce the analytic latents. Progress is printed as the
-   demo checker's colour accuracy on decoded held-out clips, and on their first frames after a
-   switch.
+1. **VAE** (`WanVAE`, base_dim 16, one residual block per level), through the runner's chunked
+   causal code path. The decoder draws video frame k of a latent from the latent's scene and its
+   k-th position field alone, by construction (`routed_decoder_init`: the temporal upsamplers
+   route the fields, nothing before them mixes the fields, no taps on past frames, so a prompt
+   switch cannot blend or leave a ghost). It learns to draw from batches of short clips (2 latent
+   frames: a video's first frame and a latent frame's 4), in two rounds: the second at a lower
+   rate, with the background next to the object weighted up (`--vae-edge-weight`: sharp corners
+   and edges), and the encoder learning to reproduce the latents every `--encoder-every` steps.
+   Its inputs' colour shares are moved by up to a cell (`misplaced_shares`), so the place comes
+   from the per-frame fields, not from the shares' mean over the 4 frames. Loss: L1 + L2 on the
+   frames, object pixels weighted up.
+   Progress is printed as the demo checker's figures on decoded held-out clips: colour,
+   background, shape, glide, clean switches.
 2. **DiT + umT5** (`CausalWanDiT`: 4 layers of dim 96, 4 heads, patch 1x1 so one token is one
    latent cell; `UMT5Encoder`, 2 layers of dim 64), trained jointly by teacher forcing on the
    latents of long rendered clips (prompt switches at block boundaries). One sequence holds the
@@ -76,10 +88,25 @@ by exactly one cell per latent frame.
    The sequence runs through the DiT's training entry point, `forward_with_attention`, with an
    attention that gathers each block's visible blocks, so a sequence costs linear, not quadratic,
    in its length. Loss: flow matching (predicted v, x0 = x_t - sigma*v, loss on x0) at exactly the
-   runner's 4 warped sigmas, weighted per step by `--sigma-weights`. Clean context frames get
-   small noise (kept at t=0) so the model tolerates its own outputs. Training clips switch the
-   prompt often (`--switch-prob`), so the prompt, not the motion or colour in the context, is
-   the reliable cue.
+   runner's warped sigmas (the demo samples with 5 steps, `--denoising-steps`, written to its
+   config.json: LongLive's 4 and a last one at sigma 0.21), weighted per step by
+   `--sigma-weights`, the silhouette quarters by `--quarter-weight`, and the first block after a
+   switch by `--switch-block-weight` (after a direction switch its first frame must already step
+   the new way from where the object was). Clean context frames get noise (kept at t=0) so the
+   model tolerates its own outputs. Training clips switch the prompt often (`--switch-prob`), so
+   the prompt, not the motion or colour in the context, is the reliable cue.
+   Later rounds train on what the runner will feed the model, not only on the truth:
+     * `--self-context`: context blocks come, half of the time, from the model's own rollouts of
+       the training clips through the runner's `VideoGenerator` (refreshed every
+       `--rollout-every` steps), while the targets stay true: the model learns to continue what
+       it drew, errors included, back towards the scene (teacher forcing alone let squares and
+       triangles melt into blobs over the blocks);
+     * `--chain-last`: the last sampling step's input is made, as the runner makes it, from the
+       model's own x0 of the step before, so that step learns to sharpen the silhouette;
+     * `--first-block-share`: a share of examples is a video's first block alone. With no
+       context and pure-noise input, only the blocks' edges tell the model where the centre is
+       and which of the block's 3 frames comes first (RoPE is relative); without these examples
+       the first block came out nearly still, in the wrong place.
 
 Threads: 1 per process by default. On a shared, oversubscribed 2-core machine one thread per
 process was 4-10x faster than two (OpenMP barriers stall when a thread is descheduled); the
@@ -103,22 +130,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from longlive_runner.demo import checker, scenes  # noqa: E402
-from longlive_runner.demo.latents import analytic_latents  # noqa: E402
+from longlive_runner.demo.latents import (  # noqa: E402
+    BACKGROUND,
+    CHANNELS,
+    COLOR,
+    FIELD,
+    POSITION_CHANNELS,
+    scene_latents,
+)
 from longlive_runner.demo.tokenizer import build_demo_tokenizer  # noqa: E402
 from longlive_runner.model.checkpoints import CONVERTED_CONFIG, CONVERTED_FILES, CONVERTED_TOKENIZER  # noqa: E402
 from longlive_runner.model.config import DiTConfig, PipelineConfig, StreamConfig, T5Config, VAEConfig  # noqa: E402
 from longlive_runner.model.dit import CausalWanDiT, attention  # noqa: E402
+from longlive_runner.model.generator import VideoGenerator  # noqa: E402
 from longlive_runner.model.scheduler import denoising_sigmas  # noqa: E402
 from longlive_runner.model.t5 import UMT5Encoder  # noqa: E402
+from longlive_runner.model.text_encoder import TextEncoder  # noqa: E402
 from longlive_runner.model.tokenizer import TextTokenizer  # noqa: E402
-from longlive_runner.model.vae import WanVAE  # noqa: E402
+from longlive_runner.model.vae import AttentionBlock, Resample, ResidualBlock, WanVAE  # noqa: E402
 
 FPB = 3  # latent frames per block
 TEMPORAL = 4
 
 
-def demo_config(latents_mean=None, latents_std=None) -> PipelineConfig:
-    z = 16
+DENOISING_STEPS = (1000.0, 750.0, 500.0, 250.0, 50.0)
+
+
+def demo_config(latents_mean=None, latents_std=None, denoising_steps=DENOISING_STEPS) -> PipelineConfig:
+    z = CHANNELS
     return PipelineConfig(
         name="demo",
         dit=DiTConfig(
@@ -130,17 +169,19 @@ def demo_config(latents_mean=None, latents_std=None) -> PipelineConfig:
             text_len=16,
             freq_dim=64,
             patch_size=(1, 1, 1),
+            in_dim=z,
+            out_dim=z,
         ),
         vae=VAEConfig(
             z_dim=z,
-            base_dim=8,
+            base_dim=16,
             dim_mult=(1, 2, 4, 4),
             num_res_blocks=1,
             latents_mean=tuple(latents_mean) if latents_mean is not None else (0.0,) * z,
             latents_std=tuple(latents_std) if latents_std is not None else (1.0,) * z,
         ),
         t5=T5Config(vocab_size=32, dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_len=16),
-        stream=StreamConfig(height=64, width=64),
+        stream=StreamConfig(height=64, width=64, denoising_steps=tuple(denoising_steps)),
     )
 
 
@@ -169,12 +210,16 @@ def to_video(frames: np.ndarray) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # The latent space: a fixed analytic encoding that the Wan decoder (and encoder) learn
+def clip_latents(clips, h: int, w: int) -> torch.Tensor:
+    """Raw latents [B, C, L, h/8, w/8] of rendered clips (`scene_latents`)."""
+    return torch.stack([scene_latents(c, h, w) for c in clips])
+
+
 def latent_stats(seed: int, h: int, w: int, clips: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean/std of the analytic latents of a fixed sample of clips (the config's
+    """Per-channel mean/std of the latents of a fixed sample of clips (the config's
     latents_mean / latents_std), identical in every stage."""
     rng = np.random.default_rng([seed, 9])
-    vids = torch.stack([to_video(random_clip(rng, 12, h, w, 0.35, False)[1].frames) for _ in range(clips)])
-    z = analytic_latents(vids)
+    z = clip_latents([random_clip(rng, 12, h, w, 0.35, True)[1] for _ in range(clips)], h, w)
     return z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)).clamp(min=1e-2)
 
 
@@ -193,57 +238,178 @@ def vae_decode_raw(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
 
 
 def vae_eval_set(seed: int, h: int, w: int):
-    """A fixed held-out set of short clips for the checker-based progress figures."""
+    """A fixed held-out set of short clips (schedule, clip) for the checker-based progress figures."""
     rng = np.random.default_rng([seed, 77])
-    return [random_clip(rng, 9, h, w, 0.7, True)[1] for _ in range(8)]
+    return [random_clip(rng, 9, h, w, 0.7, True) for _ in range(8)]
 
 
 @torch.no_grad()
-def vae_checker_accuracy(vae: WanVAE, clips) -> tuple[float, float, float]:
-    """Object and background colour accuracy (the demo checker) of decoding the clips' true
-    latents, and the share of first frames after a colour or background switch with both right."""
-    x = torch.stack([to_video(c.frames) for c in clips])
-    out = vae_decode_raw(vae, analytic_latents(x)).clamp(-1, 1)
+def vae_checker_accuracy(vae: WanVAE, evals) -> dict[str, float]:
+    """The demo checker on decoding the held-out clips' true latents: object colour, shape and
+    glide per frame, and the share of switches that are clean (no jump, blend or ghost)."""
+    clips = [c for _, c in evals]
+    h, w = clips[0].frames.shape[1:3]
+    out = vae_decode_raw(vae, clip_latents(clips, h, w)).clamp(-1, 1)
     frames = out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
-    col = bg = n = sw_ok = sw_n = 0
-    for k, clip in enumerate(clips):
-        for j, scene in enumerate(clip.scenes):
-            m = checker.measure_frame(frames[k, j])
-            col += m.color == scene.color
-            bg += m.background == scene.background
-            n += 1
-            prev = clip.scenes[j - 1] if j else scene
-            if (prev.color, prev.background) != (scene.color, scene.background):
-                sw_ok += m.color == scene.color and m.background == scene.background
-                sw_n += 1
-    return col / n, bg / n, sw_ok / max(sw_n, 1)
+    scores = [checker.score(frames[k], sch) for k, (sch, _) in enumerate(evals)]
+    switches = [sw for sc in scores for sw in sc.switches]
+    return {
+        "colour": float(np.mean([sc.color_acc for sc in scores])),
+        "background": float(np.mean([sc.background_acc for sc in scores])),
+        "shape": float(np.mean([sc.shape_acc for sc in scores])),
+        "glide": float(np.mean([sc.glide_acc for sc in scores])),
+        "clean switches": float(np.mean([sw.clean for sw in switches])) if switches else 1.0,
+    }
 
 
-def switch_frames(clips, switch_weight: float) -> torch.Tensor:
-    """Per-frame loss weights [B, 1, T, 1, 1]: 1 + switch_weight on each frame whose scene differs
-    from the frame before (the first frame after a prompt switch). The decoder's causal temporal
-    context (the cached previous latent frame) pulls that frame towards the old scene; without the
-    extra weight it decodes a blend (magenta between red and blue), one frame in ~20."""
-    wt = torch.ones(len(clips), 1, len(clips[0].scenes), 1, 1)
-    for b, clip in enumerate(clips):
-        for j in range(1, len(clip.scenes)):
-            if clip.scenes[j] != clip.scenes[j - 1]:
-                wt[b, 0, j] += switch_weight
-    return wt
+def past_taps(vae: WanVAE) -> list[torch.nn.Conv3d]:
+    """The decoder's convolutions that see past frames (temporal kernel 3; the last tap is the
+    current frame)."""
+    return [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[2] == 3]
 
 
-def decoder_loss(
-    out: torch.Tensor, x: torch.Tensor, frame_weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def _tap(conv: torch.nn.Module) -> tuple[int, ...]:
+    """A conv's current tap: the last temporal (causal) and the centre spatial position."""
+    assert isinstance(conv, (torch.nn.Conv2d, torch.nn.Conv3d))
+    k = conv.weight.shape[2:]
+    return (k[0] - 1, k[1] // 2, k[2] // 2) if len(k) == 3 else (k[0] // 2, k[1] // 2)
+
+
+def _mask(param: torch.Tensor, keep: torch.Tensor) -> None:
+    """Zero `param` where `keep` is 0 and keep it so (gradient masked)."""
+    param.data.mul_(keep)
+    param.register_hook(lambda grad, keep=keep: grad * keep)
+
+
+def _route(conv: torch.nn.Module, fields_in: int, fields_out: int, copy=None) -> None:
+    """Keep the position fields (the first FIELD * fields channels of a layer's input and output)
+    pure: the field outputs are frozen and no other output reads a field input. `copy`: start the
+    layer as a copy, (out, in) channel pairs at its current tap, every other weight zero; None:
+    keep its random start."""
+    assert isinstance(conv, (torch.nn.Conv2d, torch.nn.Conv3d))
+    gi, go = FIELD * fields_in, FIELD * fields_out
+    if copy is not None:
+        conv.weight.data.zero_()
+        for o, i in copy:
+            conv.weight.data[(o, i, *_tap(conv))] = 1.0
+        if conv.bias is not None:
+            conv.bias.data.zero_()
+    keep = torch.ones_like(conv.weight)
+    keep[:go] = 0.0
+    keep[:, :gi] = 0.0
+    field_rows = conv.weight.data[:go].clone()
+    _mask(conv.weight, keep)
+    conv.weight.data[:go] = field_rows
+    if conv.bias is not None:
+        bias_keep = torch.ones_like(conv.bias)
+        bias_keep[:go] = 0.0
+        _mask(conv.bias, bias_keep)
+
+
+def _identity(n: int) -> list[tuple[int, int]]:
+    return [(c, c) for c in range(n)]
+
+
+def routed_decoder_init(vae: WanVAE) -> None:
+    """Make the decoder draw video frame k of a latent from the latent's scene and position field k.
+
+    The latent names the object's place in each of its 4 video frames (one position field per
+    frame, channels 0-15; the scene, channels 16-30). The Wan decoder makes the 4 frames in two
+    temporal upsamplers, each splitting a frame into 2 sub-frames with `time_conv`. A decoder that
+    has to *learn* to send field k to frame k learnt it far too slowly on CPU and drew each latent's
+    frames at their mean place (or, seeing past frames, blends). So the routing is built in:
+      * the fields stay pure, in the first channels of every layer, up to the second upsampler:
+        frozen copies in `conv2`, `conv1`, the shortcuts and the first 2D conv after the first
+        upsampler; no other channel reads them (residual branches, attention, the rest of those
+        convs are masked off them), so whatever the layers learn there is the same for every
+        frame of the latent;
+      * the first upsampler's frozen `time_conv` gives sub-frame 0 fields 0, 1 and sub-frame 1
+        fields 2, 3 (in the places of fields 0, 1); the second gives each sub-frame one of its
+        two: video frame k of a latent holds field k alone (in field 0's place), with the scene;
+      * the 2D conv after each upsampler never reads the places the routing empties, so a
+        video's first frame, which the Wan decoder does not upsample in time, is drawn exactly as
+        frame 0 of every other latent;
+      * taps on past frames are zero and masked everywhere: every latent names its whole scene,
+        and a decoder that mixes in the past draws blends and ghosts at prompt switches.
+    After the second upsampler every layer is free (random start) and learns to draw."""
+    dec = vae.decoder
+    ups = [m for m in dec.upsamples if isinstance(m, Resample) and m.mode == "upsample3d"]
+    if TEMPORAL != 4 or len(ups) != 2:
+        raise ValueError("routed_decoder_init expects the Wan layout: two temporal 2x upsamplers")
+    with torch.no_grad():
+        for conv in past_taps(vae):
+            keep = torch.zeros_like(conv.weight)
+            keep[:, :, 2:] = 1.0
+            _mask(conv.weight, keep)
+        _route(vae.conv2, TEMPORAL, TEMPORAL, copy=_identity(CHANNELS))
+        _route(dec.conv1, TEMPORAL, TEMPORAL, copy=_identity(CHANNELS))
+        fields = TEMPORAL  # fields a frame holds at this point
+        for layer in [*dec.middle, *dec.upsamples]:
+            if isinstance(layer, ResidualBlock):
+                _route(layer.residual[2], fields, 0)
+                _route(layer.residual[6], 0, fields, copy=[])
+                if isinstance(layer.shortcut, torch.nn.Conv3d):
+                    sc = layer.shortcut
+                    _route(sc, fields, fields, copy=_identity(min(sc.in_channels, sc.out_channels)))
+            elif isinstance(layer, AttentionBlock):
+                _route(layer.to_qkv, fields, 0)
+                _route(layer.proj, 0, fields, copy=[])
+            elif isinstance(layer, Resample):
+                half = fields // 2
+                tc = layer.time_conv
+                dim = tc.in_channels
+                pairs = []
+                for sub in range(2):
+                    o = sub * dim
+                    pairs += [(o + c, FIELD * half * sub + c) for c in range(FIELD * half)]
+                    pairs += [(o + c, c) for c in range(FIELD * fields, dim)]
+                tc.weight.zero_()
+                tc.bias.zero_()
+                for o, i in pairs:
+                    tc.weight[(o, i, *_tap(tc))] = 1.0
+                tc.requires_grad_(False)
+                spatial = layer.resample[1]
+                keep = torch.ones_like(spatial.weight)
+                keep[:, FIELD * half : FIELD * fields] = 0.0  # the places the routing empties
+                # a copy of the fields and of the scene channels behind them, closing the gap
+                scene = range(spatial.out_channels - FIELD * half)
+                copy = _identity(FIELD * half) + [(FIELD * half + j, FIELD * fields + j) for j in scene]
+                if layer is ups[-1]:  # after the last split the layers are free
+                    _route(spatial, 0, 0, copy=copy)
+                    _mask(spatial.weight, keep)
+                    break
+                # still before the last split: the fields stay pure in the first channels
+                _route(spatial, fields, half, copy=copy)
+                _mask(spatial.weight, keep)
+                fields = half
+
+
+def misplaced_shares(z: torch.Tensor, rng: np.random.Generator, cells: int = 1) -> torch.Tensor:
+    """The decoder's training input: latents [B, C, L, h, w] whose colour and background shares are
+    moved by up to `cells` cells (per clip, wrapping). The shares place the object too, but only as
+    its mean over a latent's 4 video frames; a decoder that may trust them draws all 4 at that one
+    place (it did) and never learns the per-frame position fields. Misplaced, they still say which
+    colours are around; where exactly is left to the fields."""
+    out = z.clone()
+    shares = slice(COLOR.start, BACKGROUND.stop)
+    for b in range(z.shape[0]):
+        dy, dx = (int(v) for v in rng.integers(-cells, cells + 1, size=2))
+        out[b, shares] = torch.roll(z[b, shares], shifts=(dy, dx), dims=(-2, -1))
+    return out
+
+
+def decoder_loss(out: torch.Tensor, x: torch.Tensor, edge_weight: float = 0.0) -> torch.Tensor:
     """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion),
-    times optional per-frame weights [B, 1, T, 1, 1]."""
+    and by `edge_weight` the background within 2 px of the object (where a blurred silhouette
+    spills: corners and straight edges are what tell the shapes apart)."""
     err = out - x
     # the runner clamps decoded pixels to [-1, 1]: overshooting a saturated target costs nothing
     err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
     fg = ((x - x[..., :1, :1]).abs().sum(1, keepdim=True) > 0.1).float()
     wt = 1.0 + 3.0 * fg
-    if frame_weight is not None:
-        wt = wt * frame_weight
+    if edge_weight:
+        near = torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))
+        wt = wt + edge_weight * (near - fg)
     return (wt * (err.abs() + err**2)).mean() / wt.mean()
 
 
@@ -251,65 +417,53 @@ def train_vae(
     vae: WanVAE,
     cfg: PipelineConfig,
     rng: np.random.Generator,
-    image_steps: int,
-    clip_steps: int,
+    steps: int,
     encoder_every: int,
     lr: float,
-    clip_latents: int = 6,
-    switch_weight: float = 0.0,
+    edge_weight: float = 0.0,
+    latent_noise: float = 0.1,
     checkpoint=None,
 ) -> None:
-    """Two phases through the runner's chunked causal code:
-    1. images: batches of 16 single frames (a video's first latent frame), where colour and shape
-       are learnt ~8x cheaper per sample than from clips;
-    2. clips of `clip_latents` latent frames (batch 2, prompt switches at their block boundaries):
-       the temporal upsampling, the motion, switches, and the decoder's causal caches over several
-       chunks as in a long stream.
-    The decoder maps analytic latents (+ a little noise, as the DiT's are not exact) to frames;
-    every `encoder_every` clip steps the encoder learns frames -> analytic latents."""
+    """Decoder steps through the runner's chunked causal code on batches of 4 short clips of 2
+    latent frames (5 video frames: a video's first frame, drawn without temporal upsampling, and a
+    latent frame's 4). Since every video frame is drawn from its own latent
+    and field (`routed_decoder_init`), longer clips teach nothing more. The decoder maps scene
+    latents (+ a little noise, as the DiT's are not exact; shares misplaced) to frames; every
+    `encoder_every` steps the encoder learns frames -> scene latents."""
     h, w = cfg.height, cfg.width
     std = torch.tensor(cfg.vae.latents_std).view(1, -1, 1, 1, 1)
     evals = vae_eval_set(0, h, w)
     t0 = time.time()
-    for phase, steps, batch, num_latent in (
-        ("image", image_steps, 16, 1),
-        ("clip", clip_steps, 2, clip_latents),
-    ):
-        if steps <= 0:
-            continue
-        params = list(vae.parameters())
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-        avg = enc_avg = 0.0
-        for step in range(steps):
-            clips = [random_clip(rng, num_latent, h, w, 0.7, True)[1] for _ in range(batch)]
-            x = torch.stack([to_video(c.frames) for c in clips])
-            z = analytic_latents(x)
-            z_in = z + std * (0.05 * torch.rand(()) * torch.randn_like(z))
-            loss = decoder_loss(vae_decode_raw(vae, z_in), x, switch_frames(clips, switch_weight))
-            if phase == "clip" and encoder_every and step % encoder_every == 0:
-                enc = (((vae_encode_mu(vae, x) - z) / std) ** 2).mean()
-                loss = loss + enc
-                enc_avg = enc.item() if enc_avg == 0.0 else 0.7 * enc_avg + 0.3 * enc.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            sched.step()
-            avg = loss.item() if step == 0 else 0.9 * avg + 0.1 * loss.item()
-            last = step == steps - 1
-            if step % 50 == 0 or last:
-                log(
-                    f"vae {phase} step {step}/{steps} loss {avg:.4f} encoder mse {enc_avg:.4f} ({time.time() - t0:.0f}s)"
-                )
-            if (step % 250 == 0 and step) or last:
-                col, bg, sw = vae_checker_accuracy(vae, evals)
-                log(
-                    f"vae {phase} step {step}: decoded true latents: object colour {col:.1%}, "
-                    f"background {bg:.1%}, first frame after a switch {sw:.1%}"
-                )
-                if checkpoint is not None:
-                    checkpoint(vae)
+    params = list(vae.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    avg = enc_avg = 0.0
+    for step in range(steps):
+        clips = [random_clip(rng, 2, h, w, 0.7, True)[1] for _ in range(4)]
+        x = torch.stack([to_video(c.frames) for c in clips])
+        z = clip_latents(clips, h, w)
+        z_in = misplaced_shares(z, rng) + std * (latent_noise * torch.rand(()) * torch.randn_like(z))
+        loss = decoder_loss(vae_decode_raw(vae, z_in), x, edge_weight)
+        if encoder_every and step % encoder_every == 0:
+            enc = (((vae_encode_mu(vae, x) - z) / std) ** 2).mean()
+            loss = loss + enc
+            enc_avg = enc.item() if enc_avg == 0.0 else 0.7 * enc_avg + 0.3 * enc.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        sched.step()
+        avg = loss.item() if step == 0 else 0.9 * avg + 0.1 * loss.item()
+        last = step == steps - 1
+        if step % 50 == 0 or last:
+            log(f"vae step {step}/{steps} loss {avg:.4f} encoder mse {enc_avg:.4f} ({time.time() - t0:.0f}s)")
+        if (step % 250 == 0 and step) or last:
+            acc = vae_checker_accuracy(vae, evals)
+            log(
+                f"vae step {step}: decoded true latents: " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items())
+            )
+            if checkpoint is not None:
+                checkpoint(vae)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,7 +524,8 @@ def build_example(
 ):
     """Pick an end block E and lay out one teacher-forcing sequence.
 
-    Returns (units, mask, prompt, targets): units = list of (kind, block, position_block) with kind
+    Returns (units, mask, prompt, targets, k): k = the segment's first block (its switch; 0 for
+    the first segment), units = list of (kind, block, position_block) with kind
     'c' (clean) or 'n' (noisy); mask = bool [U, U] unit-level attention.
     """
     # end at a segment's end (the block before a switch, or the clip's end): every block of the
@@ -414,7 +569,7 @@ def build_example(
                 ok = (kj == "c" and bj in visible(bi) and bj != bi) or (kj == "n" and bj == bi)
             mask[i, j] = ok
     prompt = schedule[max(t for t in schedule if t <= E * FPB - FPB)] if E > 0 else schedule[0]
-    return units, mask, prompt, targets
+    return units, mask, prompt, targets, k
 
 
 class DitData:
@@ -424,12 +579,21 @@ class DitData:
         schedules: list[dict[int, str]],
         tokenizer: TextTokenizer,
         sigma_weights: list[float],
+        switch_weight: float = 1.0,
     ):
         self.latents = latents  # [N, C, F, h, w] normalised
         self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
+        self.switch_weight = switch_weight  # loss weight of a switch's first block
         self.schedules = schedules
         self.tok = tokenizer
         self.nb = latents.shape[2] // FPB
+        # the model's own rollouts of some clips (`refresh_rollouts`): context blocks drawn from
+        # here (with probability `self_context`) carry the errors the runner's KV cache holds
+        self.rollouts = torch.zeros_like(latents)
+        self.rolled = torch.zeros(latents.shape[0], dtype=torch.bool)
+        self.self_context = 0.0
+        self.first_block_share = 0.0  # share of examples that are a video's first block alone
+        self.chain_last = False  # the last step's input from the model's own previous-step x0
 
     def batch(
         self, rng: random.Random, size: int, sigmas: list[float], ctx_noise: float, context_blocks: int
@@ -437,7 +601,9 @@ class DitData:
         exs = []
         for _ in range(size):
             i = rng.randrange(len(self.schedules))
-            exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks)))
+            # (no draw when off: the earlier rounds' random stream stays as it was)
+            end = 1 if self.first_block_share > 0 and rng.random() < self.first_block_share else None
+            exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks, end)))
         U = max(len(e[1]) for e in exs)
         C, _, h, w = self.latents.shape[1:]
         B = size
@@ -447,8 +613,9 @@ class DitData:
         pos = torch.zeros(B, U * FPB, dtype=torch.long)
         umask = torch.zeros(B, U, U, dtype=torch.bool)
         wts = torch.zeros(B, U * FPB)
+        chain = torch.zeros(B, U * FPB, dtype=torch.bool)  # frames at the last step (see dit_loss)
         prompts = []
-        for n, (i, units, mask, prompt, _) in enumerate(exs):
+        for n, (i, units, mask, prompt, _, k) in enumerate(exs):
             lat = self.latents[i]
             u = len(units)
             umask[n, :u, :u] = torch.from_numpy(mask)
@@ -459,6 +626,8 @@ class DitData:
                 clean = lat[:, b * FPB : (b + 1) * FPB]
                 pos[n, sl] = torch.arange(pb * FPB, pb * FPB + FPB)
                 if kind == "c":
+                    if self.rolled[i] and rng.random() < self.self_context:
+                        clean = self.rollouts[i, :, b * FPB : (b + 1) * FPB]
                     x[n, :, sl] = clean + ctx_noise * torch.randn_like(clean) * rng.random()
                 else:
                     si = rng.randrange(len(sigmas))
@@ -467,9 +636,66 @@ class DitData:
                     x[n, :, sl] = (1 - s) * clean + s * eps
                     x0[n, :, sl] = clean
                     t[n, sl] = s * 1000.0
-                    wts[n, sl] = self.sigma_weights[si]
+                    chain[n, sl] = self.chain_last and si == len(sigmas) - 1
+                    wts[n, sl] = self.sigma_weights[si] * (self.switch_weight if 0 < k == b else 1.0)
             prompts.append(prompt)
-        return x, x0, t, pos, umask, wts, prompts
+        return x, x0, t, pos, umask, wts, prompts, chain
+
+
+class _NoDecoder:
+    """The rollouts need latents only: stands in for the generator's streaming VAE decoder."""
+
+    def reset(self) -> None:
+        pass
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(1, 3, 1, 1, 1)
+
+
+class _RolloutModels:
+    """What `VideoGenerator` needs (the `Models` protocol), around the DiT and umT5 being trained."""
+
+    def __init__(self, cfg: PipelineConfig, dit: CausalWanDiT, t5: UMT5Encoder, tok: TextTokenizer):
+        self.config = cfg
+        self.dit = dit
+        self.text_encoder = TextEncoder(tok, t5)
+        self.vae = self  # stream_decoder() below
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def stream_decoder(self) -> _NoDecoder:
+        return _NoDecoder()
+
+
+def refresh_rollouts(
+    data: DitData, dit: CausalWanDiT, t5: UMT5Encoder, tok: TextTokenizer, cfg, rng: random.Random, clips: int
+) -> None:
+    """Roll `clips` random training clips out through the runner's own generator (cached few-step
+    sampling, KV re-cache at switches) with the current weights, into `data.rollouts`. The first
+    block is the true one half of the time: the model's own first block is often still."""
+    was_training = dit.training
+    dit.eval()
+    t5.eval()
+    models = _RolloutModels(cfg, dit, t5, tok)
+    for _ in range(clips):
+        i = rng.randrange(len(data.schedules))
+        schedule = data.schedules[i]
+        gen = VideoGenerator(models, seed=rng.randrange(2**31))  # type: ignore[arg-type]
+        teacher_first = rng.random() < 0.5
+        for b in range(data.nb):
+            s = b * FPB
+            prompt = schedule[max(t for t in schedule if t <= s)]
+            z = gen.generate_block(prompt).latents
+            assert z is not None
+            if b == 0 and teacher_first:
+                z = data.latents[i : i + 1, :, :FPB]
+                with torch.inference_mode():
+                    dit.context_pass(z, gen.encode_prompt(prompt), gen.cache, 0)
+                gen._recent[-1] = z
+            data.rollouts[i, :, s : s + FPB] = z[0]
+        data.rolled[i] = True
+    dit.train(was_training)
+    t5.train(was_training)
 
 
 def encode_text(t5: UMT5Encoder, tok: TextTokenizer, prompts: list[str]) -> torch.Tensor:
@@ -478,19 +704,58 @@ def encode_text(t5: UMT5Encoder, tok: TextTokenizer, prompts: list[str]) -> torc
     return feats.masked_fill(mask[..., None] == 0, 0.0)
 
 
-def dit_loss(dit, t5, tok, batch):
-    x, x0, t, pos, umask, wts, prompts = batch
+def frame_steps(z: torch.Tensor) -> torch.Tensor:
+    """The position fields of latents [B, C, F, h, w] as a sequence of video frames, differenced:
+    [B, FIELD, 4F-1, h, w], step j = frame j+1 - frame j (the latent's 4 video frames in order)."""
+    B, _, F, h, w = z.shape
+    p = z[:, :POSITION_CHANNELS].reshape(B, TEMPORAL, FIELD, F, h, w).permute(0, 2, 3, 1, 4, 5)
+    p = p.reshape(B, FIELD, F * TEMPORAL, h, w)
+    return p[:, :, 1:] - p[:, :, :-1]
+
+
+def channel_weights(quarter_weight: float) -> torch.Tensor:
+    """x0 loss weight per latent channel [C]: the silhouette quarters' weighted by `quarter_weight`."""
+    w = torch.ones(CHANNELS)
+    for k in range(TEMPORAL):
+        w[k * FIELD + 4 : (k + 1) * FIELD] = quarter_weight
+    return w / w.mean()
+
+
+def dit_loss(
+    dit, t5, tok, batch, velocity_weight: float = 0.0, quarter_weight: float = 1.0, sigmas=None
+):
+    x, x0, t, pos, umask, wts, prompts, chain = batch
     ctx = encode_text(t5, tok, prompts)
+    if chain.any():
+        # The runner's last step starts from its previous step's x0, not from the truth: build
+        # those frames' input as the runner does, from this model's x0 one step earlier (itself
+        # predicted from the truth noised to that step), so the last step learns to correct it.
+        prev, last = sigmas[-2], sigmas[-1]
+        c = chain[:, None, :, None, None]
+        with torch.no_grad():
+            x_prev = torch.where(c, (1 - prev) * x0 + prev * torch.randn_like(x0), x)
+            t_prev = torch.where(chain, torch.full_like(t, prev * 1000.0), t)
+            x0_prev = x_prev - (t_prev / 1000.0)[:, None, :, None, None] * dit_train_forward(
+                dit, x_prev, t_prev, ctx.detach(), umask, pos
+            )
+        x = torch.where(c, (1 - last) * x0_prev + last * torch.randn_like(x0), x)
     v = dit_train_forward(dit, x, t, ctx, umask, pos)
     sig = (t / 1000.0)[:, None, :, None, None]
     x0_pred = x - sig * v
-    # the object covers a few cells of a plain frame: weight the cells that differ from the
-    # frame's typical (background) cell, or the model settles for painting the background
-    quad = x0[:, :12]
-    dev = (quad - quad.flatten(3).median(dim=3).values[..., None, None]).abs().mean(1)  # [B, F, h, w]
-    cell_w = 1.0 + 8.0 * (dev / 0.5).clamp(max=1.0)
-    err = (((x0_pred - x0) ** 2).mean(dim=1) * cell_w).mean(dim=(2, 3)) / cell_w.mean(dim=(2, 3))  # [B, F]
-    return (err * wts).sum() / wts.sum().clamp(min=1e-6)
+    cw = channel_weights(quarter_weight).view(1, -1, 1, 1, 1)
+    err = (cw * (x0_pred - x0) ** 2).mean(dim=(1, 3, 4))  # [B, F]
+    loss = (err * wts).sum() / wts.sum().clamp(min=1e-6)
+    if velocity_weight:
+        # the object's step from each video frame to the next inside a block: without this term
+        # the model draws a latent's 4 frames too close together (1.5 of 2 px) and catches up
+        # with a hop at the next latent frame
+        B, _, F = x0.shape[:3]
+        frame_w = wts.repeat_interleave(TEMPORAL, dim=1)  # [B, 4F]
+        same_block = (torch.arange(F * TEMPORAL) // (TEMPORAL * FPB)).diff() == 0  # [4F-1]
+        pair_w = torch.minimum(frame_w[:, 1:], frame_w[:, :-1]) * same_block
+        verr = ((frame_steps(x0_pred) - frame_steps(x0)) ** 2).mean(dim=(1, 3, 4))  # [B, 4F-1]
+        loss = loss + velocity_weight * (verr * pair_w).sum() / pair_w.sum().clamp(min=1e-6)
+    return loss
 
 
 def train_dit(
@@ -506,10 +771,20 @@ def train_dit(
     context_blocks: int,
     label: str,
     t5_lr_scale: float = 0.1,
+    velocity_weight: float = 0.0,
     checkpoint=None,
+    ctx_noise: float = 0.1,
+    quarter_weight: float = 1.0,
+    self_context: float = 0.0,
+    rollout_every: int = 100,
+    rollout_clips: int = 32,
+    first_block_share: float = 0.0,
+    chain_last: bool = False,
 ):
     if steps <= 0:
         return
+    data.first_block_share = first_block_share
+    data.chain_last = chain_last
     params = list(dit.parameters()) + list(t5.parameters())
     groups = [{"params": list(dit.parameters())}, {"params": list(t5.parameters())}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -523,8 +798,13 @@ def train_dit(
     t0 = time.time()
     avg = None
     for step in range(steps):
-        b = data.batch(rng, batch, sigmas, ctx_noise=0.1, context_blocks=context_blocks)
-        loss = dit_loss(dit, t5, tok, b)
+        if self_context > 0 and step % rollout_every == 0:
+            t1 = time.time()
+            refresh_rollouts(data, dit, t5, tok, cfg, rng, rollout_clips)
+            data.self_context = self_context
+            log(f"{label} rolled out {rollout_clips} clips ({time.time() - t1:.0f}s)")
+        b = data.batch(rng, batch, sigmas, ctx_noise=ctx_noise, context_blocks=context_blocks)
+        loss = dit_loss(dit, t5, tok, b, velocity_weight, quarter_weight, sigmas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -550,19 +830,18 @@ def main(argv=None) -> int:
         "assemble writes config.json and tokenizer.json; all = the three in turn",
     )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vae-image-steps", type=int, default=1500, help="decoder steps on single frames")
-    ap.add_argument("--vae-clip-steps", type=int, default=1000, help="decoder (+ encoder) steps on clips")
+    ap.add_argument("--vae-steps", type=int, default=900, help="decoder steps (batches of 4 short clips)")
     ap.add_argument("--vae-lr", type=float, default=2e-3)
-    ap.add_argument("--vae-clip-latents", type=int, default=6, help="latent frames per training clip")
     ap.add_argument(
-        "--vae-switch-weight",
+        "--vae-edge-weight",
         type=float,
-        default=8.0,
-        help="extra decoder loss weight on the first frame after a prompt switch",
+        default=0.0,
+        help="decoder loss weight of the background within 2 px of the object (sharp silhouettes); "
+        "the recipe's second VAE round sets it",
     )
     ap.add_argument("--vae-init", type=Path, default=None, help="continue from this vae.safetensors")
     ap.add_argument(
-        "--encoder-every", type=int, default=4, help="train the VAE encoder every N decoder steps"
+        "--encoder-every", type=int, default=8, help="train the VAE encoder every N decoder steps"
     )
     ap.add_argument("--clips", type=int, default=320, help="long clips rendered for DiT training")
     ap.add_argument("--clip-blocks", type=int, default=10)
@@ -582,11 +861,60 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--sigma-weights",
         type=float,
-        nargs=4,
-        default=[2.0, 1.0, 1.0, 1.0],
+        nargs="+",
+        default=[2.0, 1.0, 1.0, 1.0, 1.0],
         help="x0 loss weight of each of the runner's 4 sampling steps; the first (pure noise) lays the scene out",
     )
+    ap.add_argument(
+        "--switch-block-weight",
+        type=float,
+        default=3.0,
+        help="loss weight of the first block after a prompt switch: after a direction switch its first "
+        "video frame must already step the new way from where the object was (no jump)",
+    )
+    ap.add_argument(
+        "--velocity-weight",
+        type=float,
+        default=0.0,
+        help="weight of a loss on the object's step from each video frame to the next (the position "
+        "fields' differences); the recipe's second DiT round sets it",
+    )
     ap.add_argument("--context-blocks", type=int, default=12, help="clean blocks before a target, at most")
+    ap.add_argument(
+        "--ctx-noise", type=float, default=0.1, help="clean context blocks get noise of up to this std"
+    )
+    ap.add_argument(
+        "--quarter-weight", type=float, default=1.0, help="x0 loss weight of the silhouette quarters"
+    )
+    ap.add_argument(
+        "--self-context",
+        type=float,
+        default=0.0,
+        help="chance that a context block comes from the model's own rollout of its clip (the "
+        "runner's generator, refreshed every --rollout-every steps), not the true latents: the "
+        "model learns to continue what it drew itself, errors included, back to the true scene",
+    )
+    ap.add_argument("--rollout-every", type=int, default=100)
+    ap.add_argument(
+        "--denoising-steps",
+        type=float,
+        nargs="+",
+        default=list(DENOISING_STEPS),
+        help="the demo's sampling steps (before the shift warp), written to its config.json",
+    )
+    ap.add_argument(
+        "--chain-last",
+        action="store_true",
+        help="train the last sampling step on inputs made from the model's own previous-step x0",
+    )
+    ap.add_argument(
+        "--first-block-share",
+        type=float,
+        default=0.0,
+        help="share of training examples that are a video's first block alone (no context: the "
+        "model must place the object and order the block's frames from its noise-free cues)",
+    )
+    ap.add_argument("--rollout-clips", type=int, default=32)
     ap.add_argument("--dit-lr", type=float, default=3e-3)
     ap.add_argument(
         "--dit-init", type=Path, default=None, help="continue from the dit/t5 files of this folder"
@@ -598,7 +926,9 @@ def main(argv=None) -> int:
     base = demo_config()
     h, w = base.height, base.width
     mean, std = latent_stats(args.seed, h, w)
-    cfg = demo_config(mean.tolist(), std.tolist())
+    cfg = demo_config(mean.tolist(), std.tolist(), args.denoising_steps)
+    if len(args.sigma_weights) != len(args.denoising_steps):
+        ap.error("--sigma-weights needs one weight per --denoising-steps step")
     cfg.validate()
     args.out.mkdir(parents=True, exist_ok=True)
     stages = ("vae", "dit", "assemble") if args.stage == "all" else (args.stage,)
@@ -610,20 +940,22 @@ def main(argv=None) -> int:
     if "vae" in stages:
         torch.manual_seed(args.seed + 1)
         vae = WanVAE(cfg.vae)
+        routed_decoder_init(vae)
         vae_rng = np.random.default_rng([args.seed, 1])
         if args.vae_init is not None:  # a continuation round: its own random stream
             vae.load_state_dict(load_file(str(args.vae_init)))
+            with torch.no_grad():  # a round of a free decoder's weights: drop its past taps
+                for conv in past_taps(vae):
+                    conv.weight[:, :, :2] = 0.0
             vae_rng = np.random.default_rng([args.seed, 11])
         train_vae(
             vae,
             cfg,
             vae_rng,
-            args.vae_image_steps,
-            args.vae_clip_steps,
+            args.vae_steps,
             args.encoder_every,
             args.vae_lr,
-            args.vae_clip_latents,
-            args.vae_switch_weight,
+            args.vae_edge_weight,
             checkpoint=lambda m: save("vae", m),
         )
         save("vae", vae)
@@ -637,7 +969,7 @@ def main(argv=None) -> int:
         for _ in range(args.clips):
             sch, clip = random_clip(rng, nl, h, w, switch_prob=args.switch_prob, random_start=False)
             schedules.append(sch)
-            latents.append(analytic_latents(to_video(clip.frames)[None]))
+            latents.append(scene_latents(clip, h, w)[None])
         z = torch.cat(latents)
         z = (z - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
         log(f"rendered {len(schedules)} clips of {nl} latent frames ({time.time() - t_start:.0f}s)")
@@ -653,7 +985,7 @@ def main(argv=None) -> int:
                 t5.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["t5"])))
             torch.manual_seed(args.seed + 12)
         check_train_forward(dit, cfg)
-        data = DitData(z, schedules, tok, args.sigma_weights)
+        data = DitData(z, schedules, tok, args.sigma_weights, args.switch_block_weight)
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
 
         def dit_checkpoint() -> None:
@@ -673,7 +1005,15 @@ def main(argv=None) -> int:
             args.context_blocks,
             "dit",
             t5_lr_scale=args.t5_lr_scale,
+            velocity_weight=args.velocity_weight,
             checkpoint=dit_checkpoint,
+            ctx_noise=args.ctx_noise,
+            quarter_weight=args.quarter_weight,
+            self_context=args.self_context,
+            rollout_every=args.rollout_every,
+            rollout_clips=args.rollout_clips,
+            first_block_share=args.first_block_share,
+            chain_last=args.chain_last,
         )
         save("dit", dit)
         save("t5", t5)

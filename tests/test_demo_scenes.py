@@ -163,7 +163,12 @@ def test_glide_catches_hops_and_switch_cleanliness_catches_jump_blend_and_ghost(
     style = scenes.Style.for_size(64, 64)
     good = checker.score(clip.frames, sch)
     assert good.glide_acc == 1.0 and good.shape_acc == 1.0
+    assert good.frame_shapes == [("square", "square")] * len(clip.frames)
     assert [sw.clean for sw in good.switches] == [True]
+    # the same squares scored against triangle prompts: every frame read as what it shows
+    as_triangles = {t: p.replace("square", "triangle") for t, p in sch.items()}
+    wrong = checker.score(clip.frames, as_triangles)
+    assert wrong.shape_acc == 0.0 and wrong.frame_shapes == [("triangle", "square")] * len(clip.frames)
 
     # hops: each latent frame's 4 video frames show one place (what a decoder of 4-frame means does)
     hops = clip.frames.copy()

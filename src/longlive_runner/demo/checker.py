@@ -220,6 +220,8 @@ class Score:
     blocks: list[BlockScore] = field(default_factory=list)
     switches: list[SwitchScore] = field(default_factory=list)
     frame_colors: list[str | None] = field(default_factory=list)
+    # (the prompt's shape, the silhouette's best template) per frame showing an object
+    frame_shapes: list[tuple[str, str | None]] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [
@@ -256,7 +258,8 @@ def score(
     expected = [scene_at(schedule, latent_of_video_frame(j), frames_per_block) for j in range(t)]
     color_ok = [m.color == e.color for m, e in zip(measures, expected)]
     bg_ok = [m.background == e.background for m, e in zip(measures, expected)]
-    shape_ok = [m.shape == e.shape for m, e in zip(measures, expected) if m.color is not None]
+    frame_shapes = [(e.shape, m.shape) for m, e in zip(measures, expected) if m.color is not None]
+    shape_ok = [want == got for want, got in frame_shapes]
     glide_ok = [glides(measures[j - 1], measures[j], expected[j], style.speed, h, w) for j in range(1, t)]
 
     blocks: list[BlockScore] = []
@@ -339,4 +342,5 @@ def score(
         blocks=blocks,
         switches=switches,
         frame_colors=[m.color for m in measures],
+        frame_shapes=frame_shapes,
     )

@@ -1,88 +1,170 @@
-"""The demo model's latent space: a fixed analytic encoding of video, learned by its Wan VAE.
+"""The demo model's latent space: the scene's parameters laid out as a Wan latent, learned by its VAE.
 
-Training a Wan VAE from scratch as an autoencoder takes far longer than the demo's CPU budget
-(it sits on the "mean colour" plateau for hundreds of steps). So the demo defines its latent space
-analytically and trains the Wan *decoder* to invert it (and the Wan encoder to reproduce it); the
-DiT is trained on these latents. The runner only ever decodes, through the usual
-`StreamingDecoder`; the layout (16 channels, 8x spatial and 4x causal temporal compression) is
-the Wan VAE's.
+Training a Wan VAE from scratch as an autoencoder takes far longer than the demo's CPU budget, so
+the demo defines its latent space from what the renderer knows (`scenes.Clip`: the object's
+position in every video frame and the scene in force) and trains the Wan *decoder* to draw it (and
+the Wan encoder to reproduce it). The DiT is trained on these latents. The runner only ever decodes,
+through the usual `StreamingDecoder`; the layout is the Wan VAE's (8x spatial and 4x causal
+temporal compression: latent frame 0 is video frame 0, latent frame l >= 1 is video frames
+4l-3 .. 4l), with `CHANNELS` channels per 8x8-pixel cell:
+
+  * 0-31, position: for each of the latent's 4 video frames k, a field of 8 channels (`FIELD`):
+    the phases of the object's offset from the cell's centre on the torus, (cos px, sin px,
+    cos py, sin py) with p = 2*pi*(cell centre - object centre) / frame size, and the share of each
+    4x4-pixel quarter of the cell the object covers in that frame (top-left, top-right,
+    bottom-left, bottom-right: the frame drawn at 16x16, folded into the cell). The phases say
+    where the object is from every cell (what the DiT continues smoothly); the quarters are a
+    small drawing of the frame's silhouette, which a small decoder learns to sharpen in minutes
+    (from the phases alone it did not learn in the CPU budget). Every video frame has its own
+    field, so the object moves on every frame, not once per latent frame. Latent frame 0 repeats
+    video frame 0's field 4 times.
+  * 32-34: the shape (one-hot: circle, square, triangle), the same in every cell;
+  * 35-42: the object's colour, one-hot over the palette, times the share of the cell the object
+    covers (over the latent's 4 video frames); 43-46: the background's, one-hot, times the share
+    it covers. A pixel's colour is then, to first order, a linear function of the latent (the
+    palette colours weighted by the upsampled shares), which the decoder learns in a few hundred
+    steps, then sharpens with the position fields and the shape. Colours as global fields
+    instead need a product of colour and coverage, and the small decoder stayed on one mean
+    colour for hundreds of steps.
+
+The scenes move 2 px per video frame at 64x64 = 8 px = one cell per latent frame, so a scene's
+latent frame l+1 is latent frame l shifted by one cell (exactly, wrap-around included): what the
+DiT continues. A prompt switch changes channels 32-46 from the block's first latent frame on; the
+position carries on. The demo's VAE decoder draws video frame k of a latent from channels 32-46
+and field k alone (built in by `scripts/train_demo.py`, `routed_decoder_init`).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-TEMPORAL = 4
+from .scenes import (
+    BACKGROUNDS,
+    COLORS,
+    SHAPES,
+    TEMPORAL,
+    Clip,
+    Scene,
+    Style,
+    num_video_frames,
+    render_frame,
+    shape_coverage,
+    torus_offsets,
+)
 
-
-def _circular_centroid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centre of mass (x, y) in pixels on the torus of weights [..., H, W]."""
-    H, W = weight.shape[-2:]
-    out = []
-    for n, dim in ((W, -1), (H, -2)):
-        ang = (torch.arange(n, dtype=weight.dtype, device=weight.device) + 0.5) * (2 * torch.pi / n)
-        shape = [1] * weight.dim()
-        shape[dim] = n
-        ang = ang.view(shape)
-        c = torch.atan2((weight * ang.sin()).sum((-2, -1)), (weight * ang.cos()).sum((-2, -1)))
-        out.append(c * n / (2 * torch.pi))
-    return out[0], out[1]
-
-
-def motion_field(g: torch.Tensor) -> torch.Tensor:
-    """Grouped video [B, 3, L, 4, H, W] -> the motion of each latent frame [B, 2, L] (dx, dy), in
-    units of 8 px (one latent cell): the wrapped shift of the object's centre of mass (pixels far
-    from the frame's median colour) from the group's first to its last frame, scaled by 4/3."""
-    H, W = g.shape[-2:]
-    bg = g.flatten(-2).median(-1).values[..., None, None]  # [B, 3, L, 4, 1, 1]
-    weight = (g - bg).abs().sum(1)  # [B, L, 4, H, W]
-    cx, cy = _circular_centroid(weight)  # [B, L, 4]
-    dx = (cx[..., -1] - cx[..., 0] + W / 2) % W - W / 2
-    dy = (cy[..., -1] - cy[..., 0] + H / 2) % H - H / 2
-    has_object = weight.flatten(-2).amax(-1).amin(-1) > 0.1  # [B, L]
-    d = torch.stack([dx, dy], 1) * has_object[:, None] * (4.0 / 3.0) / 8.0
-    return d.clamp(-1.5, 1.5)
+CELL = 8
+QUARTER = CELL // 2
+FIELD = 8  # per video frame: cos px, sin px, cos py, sin py, the 4 quarters' coverage
+POSITION_CHANNELS = FIELD * TEMPORAL
+SHAPE = slice(POSITION_CHANNELS, POSITION_CHANNELS + len(SHAPES))
+COLOR = slice(SHAPE.stop, SHAPE.stop + len(COLORS))
+BACKGROUND = slice(COLOR.stop, COLOR.stop + len(BACKGROUNDS))
+CHANNELS = BACKGROUND.stop  # 47
 
 
-def analytic_latents(video: torch.Tensor) -> torch.Tensor:
-    """Video [B, 3, 1+4k, H, W] in [-1, 1] -> raw latents [B, 16, 1+k, H/8, W/8].
-
-    Latent frame 0 covers video frame 0, latent frame l >= 1 covers frames 4l-3 .. 4l (the Wan
-    VAE's causal layout). Per 8x8-pixel cell:
-      * channels 0-11: the mean colour of its four 4x4 quadrants over the latent's frames;
-      * channels 12-13: the latent frame's motion (dx, dy) in cells per latent frame, the same in
-        every cell (a global field: what moves where is a property of the whole frame);
-      * channel 14: the brightness change from its first to its last frame (moving edges);
-      * channel 15: the mean pixel standard deviation (edges).
-    """
-    B, _, T, H, W = video.shape
-    L = 1 + (T - 1) // TEMPORAL
-    g = torch.cat([video[:, :, :1].expand(-1, -1, TEMPORAL, -1, -1), video[:, :, 1:]], 2)
-    g = g.view(B, 3, L, TEMPORAL, H, W)
-    mean = g.mean(3).permute(0, 2, 1, 3, 4).reshape(B * L, 3, H, W)
-    quad = F.pixel_unshuffle(F.avg_pool2d(mean, 4), 2).view(B, L, 12, H // 8, W // 8)
-    field = motion_field(g).permute(0, 2, 1)[..., None, None].expand(B, L, 2, H // 8, W // 8)
-    diff = (g[:, :, :, -1] - g[:, :, :, 0]).mean(1).reshape(B * L, 1, H, W)
-    diff = 2.0 * F.avg_pool2d(diff, 8).view(B, L, 1, H // 8, W // 8)
-    sq = (g**2).mean(3).permute(0, 2, 1, 3, 4).reshape(B * L, 3, H, W)
-    var = (F.avg_pool2d(sq, 8) - F.avg_pool2d(mean, 8) ** 2).clamp(min=0).mean(1, keepdim=True)
-    std = var.sqrt().view(B, L, 1, H // 8, W // 8)
-    return torch.cat([quad, field, diff, std], 2).permute(0, 2, 1, 3, 4).contiguous()
+def _one_hot(names: list[str] | tuple[str, ...], name: str) -> np.ndarray:
+    return np.asarray([n == name for n in names], dtype=np.float32)[:, None, None]
 
 
-def latent_preview(raw: torch.Tensor, first_block: bool) -> torch.Tensor:
-    """Raw latents [B, 16, n, h, w] -> the video they describe, without a decoder:
-    [B, 3, T, 8h, 8w] in [-1, 1], T = 1 + 4(n-1) for a video's first block, else 4n.
+def _video_frames_of_latent(latent: int) -> list[int]:
+    return (
+        [0] * TEMPORAL if latent == 0 else [TEMPORAL * latent - (TEMPORAL - 1) + k for k in range(TEMPORAL)]
+    )
 
-    Each latent frame's four quadrant colours per cell (channels 0-11) form a thumbnail at
-    1/4 resolution, shown for each of the latent's video frames. Used to score the DiT alone.
-    """
-    B, _, n, h, w = raw.shape
-    quad = raw[:, :12].permute(0, 2, 1, 3, 4).reshape(B * n, 12, h, w)
-    thumb = F.interpolate(F.pixel_shuffle(quad, 2), scale_factor=4, mode="nearest")
-    thumb = thumb.view(B, n, 3, 8 * h, 8 * w).permute(0, 2, 1, 3, 4)
-    reps = torch.full((n,), TEMPORAL, dtype=torch.long, device=raw.device)
-    if first_block:
-        reps[0] = 1
-    return thumb.repeat_interleave(reps, dim=2).clamp(-1.0, 1.0)
+
+def _quarter_coverage(shape: str, centre: np.ndarray, height: int, width: int, style: Style) -> np.ndarray:
+    """The share [4, H/8, W/8] of each quarter of each cell (top-left, top-right, bottom-left,
+    bottom-right) the object covers, centred at `centre` (x, y) on the torus."""
+    dx, dy = torus_offsets(height, width, float(centre[0]), float(centre[1]))
+    cov = shape_coverage(shape, dx, dy, style.radius)
+    h, w = height // CELL, width // CELL
+    q = cov.reshape(h, 2, QUARTER, w, 2, QUARTER).mean((2, 5))  # [h, 2 (row), w, 2 (col)]
+    return q.transpose(1, 3, 0, 2).reshape(4, h, w)
+
+
+def scene_latents(clip: Clip, height: int, width: int) -> torch.Tensor:
+    """A rendered clip's raw latents [CHANNELS, L, H/8, W/8] (float32), L = its latent frames."""
+    t = len(clip.scenes)
+    num_latent = 1 + (t - 1) // TEMPORAL
+    if num_video_frames(num_latent) != t:
+        raise ValueError(f"a clip needs 1 + 4k video frames, got {t}")
+    h, w = height // CELL, width // CELL
+    style = Style.for_size(height, width)
+    cx = (np.arange(w) + 0.5) * CELL  # cell centres, pixels
+    cy = (np.arange(h) + 0.5) * CELL
+    out = np.empty((CHANNELS, num_latent, h, w), dtype=np.float32)
+    for lat in range(num_latent):
+        frames = _video_frames_of_latent(lat)
+        scene = clip.scenes[frames[-1]]
+        quarters = [_quarter_coverage(scene.shape, clip.positions[j], height, width, style) for j in frames]
+        out[SHAPE, lat] = _one_hot(SHAPES, scene.shape)
+        for k, j in enumerate(frames):
+            x, y = clip.positions[j]
+            px = 2.0 * math.pi * (cx - x) / width  # [w]
+            py = 2.0 * math.pi * (cy - y) / height  # [h]
+            f = FIELD * k
+            out[f + 0, lat] = np.cos(px)[None, :]
+            out[f + 1, lat] = np.sin(px)[None, :]
+            out[f + 2, lat] = np.cos(py)[:, None]
+            out[f + 3, lat] = np.sin(py)[:, None]
+            out[f + 4 : f + 8, lat] = quarters[k]
+        share = np.mean(quarters, axis=(0, 1))  # of each cell, over the latent's video frames
+        out[COLOR, lat] = _one_hot(list(COLORS), scene.color) * share
+        out[BACKGROUND, lat] = _one_hot(list(BACKGROUNDS), scene.background) * (1.0 - share)
+    return torch.from_numpy(out)
+
+
+def read_latent(raw: torch.Tensor, height: int, width: int) -> tuple[Scene, np.ndarray]:
+    """One raw latent frame [CHANNELS, h, w] -> (the scene it names, the object's centre (x, y) in
+    each of its 4 video frames [4, 2]), read by the circular mean of the position fields and the
+    largest one-hot entries. The demo's analytic "decoder": it scores the DiT alone (eval --preview)."""
+    z = raw.detach().float().cpu().numpy()
+    h, w = z.shape[1:]
+    cx = (np.arange(w) + 0.5) * CELL
+    cy = (np.arange(h) + 0.5) * CELL
+    centres = np.empty((TEMPORAL, 2))
+    for k in range(TEMPORAL):
+        c_x, s_x, c_y, s_y = z[FIELD * k : FIELD * k + 4]
+        # cos/sin of (cell - x): rotate each cell's phase back by its own position and average
+        ax = 2.0 * math.pi * cx / width
+        ay = 2.0 * math.pi * cy / height
+        # (cos(a - px), sin(a - px)) = phase of x
+        vx = (np.cos(ax) * c_x + np.sin(ax) * s_x).mean(), (np.sin(ax) * c_x - np.cos(ax) * s_x).mean()
+        ay_ = ay[:, None]
+        vy = (np.cos(ay_) * c_y + np.sin(ay_) * s_y).mean(), (np.sin(ay_) * c_y - np.cos(ay_) * s_y).mean()
+        centres[k, 0] = (math.atan2(vx[1], vx[0]) * width / (2.0 * math.pi)) % width
+        centres[k, 1] = (math.atan2(vy[1], vy[0]) * height / (2.0 * math.pi)) % height
+    shape = SHAPES[int(np.argmax(z[SHAPE].mean((1, 2))))]
+    color = list(COLORS)[int(np.argmax(z[COLOR].sum((1, 2))))]
+    background = list(BACKGROUNDS)[int(np.argmax(z[BACKGROUND].sum((1, 2))))]
+    scene = Scene(color=color, shape=shape, direction="right", background=background)
+    return scene, centres
+
+
+def latent_preview(raw: torch.Tensor, first_block: bool, height: int, width: int) -> np.ndarray:
+    """Raw latents [CHANNELS, n, h, w] of one block -> the uint8 frames [T, H, W, 3] they name,
+    drawn by the scene renderer (no decoder): T = 1 + 4(n-1) for a video's first block, else 4n."""
+    style = Style.for_size(height, width)
+    frames = []
+    for lat in range(raw.shape[1]):
+        scene, centres = read_latent(raw[:, lat], height, width)
+        ks = [0] if (first_block and lat == 0) else range(TEMPORAL)
+        for k in ks:
+            frames.append(render_frame(scene, centres[k, 0], centres[k, 1], height, width, style))
+    return np.stack(frames)
+
+
+__all__ = [
+    "BACKGROUND",
+    "CHANNELS",
+    "COLOR",
+    "FIELD",
+    "POSITION_CHANNELS",
+    "SHAPE",
+    "latent_preview",
+    "read_latent",
+    "scene_latents",
+]
