@@ -580,6 +580,10 @@ class DitData:
         tokenizer: TextTokenizer,
         sigma_weights: list[float],
         switch_weight: float = 1.0,
+        *,
+        self_context: float = 0.0,
+        first_block_share: float = 0.0,
+        chain_last: bool = False,
     ):
         self.latents = latents  # [N, C, F, h, w] normalised
         self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
@@ -591,9 +595,9 @@ class DitData:
         # here (with probability `self_context`) carry the errors the runner's KV cache holds
         self.rollouts = torch.zeros_like(latents)
         self.rolled = torch.zeros(latents.shape[0], dtype=torch.bool)
-        self.self_context = 0.0
-        self.first_block_share = 0.0  # share of examples that are a video's first block alone
-        self.chain_last = False  # the last step's input from the model's own previous-step x0
+        self.self_context = self_context
+        self.first_block_share = first_block_share  # share of examples that are a first block alone
+        self.chain_last = chain_last  # the last step's input from the model's own previous-step x0
 
     def batch(
         self, rng: random.Random, size: int, sigmas: list[float], ctx_noise: float, context_blocks: int
@@ -775,16 +779,11 @@ def train_dit(
     checkpoint=None,
     ctx_noise: float = 0.1,
     quarter_weight: float = 1.0,
-    self_context: float = 0.0,
     rollout_every: int = 100,
     rollout_clips: int = 32,
-    first_block_share: float = 0.0,
-    chain_last: bool = False,
 ):
     if steps <= 0:
         return
-    data.first_block_share = first_block_share
-    data.chain_last = chain_last
     params = list(dit.parameters()) + list(t5.parameters())
     groups = [{"params": list(dit.parameters())}, {"params": list(t5.parameters())}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -798,10 +797,9 @@ def train_dit(
     t0 = time.time()
     avg = None
     for step in range(steps):
-        if self_context > 0 and step % rollout_every == 0:
+        if data.self_context > 0 and step % rollout_every == 0:
             t1 = time.time()
             refresh_rollouts(data, dit, t5, tok, cfg, rng, rollout_clips)
-            data.self_context = self_context
             log(f"{label} rolled out {rollout_clips} clips ({time.time() - t1:.0f}s)")
         b = data.batch(rng, batch, sigmas, ctx_noise=ctx_noise, context_blocks=context_blocks)
         loss = dit_loss(dit, t5, tok, b, velocity_weight, quarter_weight, sigmas)
@@ -985,7 +983,16 @@ def main(argv=None) -> int:
                 t5.load_state_dict(load_file(str(args.dit_init / CONVERTED_FILES["t5"])))
             torch.manual_seed(args.seed + 12)
         check_train_forward(dit, cfg)
-        data = DitData(z, schedules, tok, args.sigma_weights, args.switch_block_weight)
+        data = DitData(
+            z,
+            schedules,
+            tok,
+            args.sigma_weights,
+            args.switch_block_weight,
+            self_context=args.self_context,
+            first_block_share=args.first_block_share,
+            chain_last=args.chain_last,
+        )
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
 
         def dit_checkpoint() -> None:
@@ -1009,11 +1016,8 @@ def main(argv=None) -> int:
             checkpoint=dit_checkpoint,
             ctx_noise=args.ctx_noise,
             quarter_weight=args.quarter_weight,
-            self_context=args.self_context,
             rollout_every=args.rollout_every,
             rollout_clips=args.rollout_clips,
-            first_block_share=args.first_block_share,
-            chain_last=args.chain_last,
         )
         save("dit", dit)
         save("t5", t5)

@@ -117,29 +117,31 @@ def scene_latents(clip: Clip, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _circular_position(cos_p: np.ndarray, sin_p: np.ndarray, cell: np.ndarray, size: int) -> float:
+    """The object's coordinate from the phase fields cos/sin(p) [h, w], p = 2*pi*(cell - object) /
+    size: each cell's phase turned back by its own position `cell` (pixels, broadcast to [h, w]),
+    then the circular mean."""
+    a = 2.0 * math.pi * cell / size
+    cos_o = (np.cos(a) * cos_p + np.sin(a) * sin_p).mean()  # cos(a - p) = cos of the object's phase
+    sin_o = (np.sin(a) * cos_p - np.cos(a) * sin_p).mean()
+    return (math.atan2(sin_o, cos_o) * size / (2.0 * math.pi)) % size
+
+
 def read_latent(raw: torch.Tensor, height: int, width: int) -> tuple[Scene, np.ndarray]:
     """One raw latent frame [CHANNELS, h, w] -> (the scene it names, the object's centre (x, y) in
     each of its 4 video frames [4, 2]), read by the circular mean of the position fields and the
     largest one-hot entries. The demo's analytic "decoder": it scores the DiT alone (eval --preview)."""
     z = raw.detach().float().cpu().numpy()
     h, w = z.shape[1:]
-    cx = (np.arange(w) + 0.5) * CELL
-    cy = (np.arange(h) + 0.5) * CELL
     centres = np.empty((TEMPORAL, 2))
     for k in range(TEMPORAL):
         c_x, s_x, c_y, s_y = z[FIELD * k : FIELD * k + 4]
-        # cos/sin of (cell - x): rotate each cell's phase back by its own position and average
-        ax = 2.0 * math.pi * cx / width
-        ay = 2.0 * math.pi * cy / height
-        # (cos(a - px), sin(a - px)) = phase of x
-        vx = (np.cos(ax) * c_x + np.sin(ax) * s_x).mean(), (np.sin(ax) * c_x - np.cos(ax) * s_x).mean()
-        ay_ = ay[:, None]
-        vy = (np.cos(ay_) * c_y + np.sin(ay_) * s_y).mean(), (np.sin(ay_) * c_y - np.cos(ay_) * s_y).mean()
-        centres[k, 0] = (math.atan2(vx[1], vx[0]) * width / (2.0 * math.pi)) % width
-        centres[k, 1] = (math.atan2(vy[1], vy[0]) * height / (2.0 * math.pi)) % height
+        centres[k, 0] = _circular_position(c_x, s_x, (np.arange(w) + 0.5)[None, :] * CELL, width)
+        centres[k, 1] = _circular_position(c_y, s_y, (np.arange(h) + 0.5)[:, None] * CELL, height)
     shape = SHAPES[int(np.argmax(z[SHAPE].mean((1, 2))))]
     color = list(COLORS)[int(np.argmax(z[COLOR].sum((1, 2))))]
     background = list(BACKGROUNDS)[int(np.argmax(z[BACKGROUND].sum((1, 2))))]
+    # a latent frame holds no direction (the motion is across frames); the renderer ignores it
     scene = Scene(color=color, shape=shape, direction="right", background=background)
     return scene, centres
 
