@@ -136,8 +136,11 @@ from longlive_runner.demo.latents import (  # noqa: E402
     COLOR,
     FIELD,
     POSITION_CHANNELS,
+    latents_of,
+    read_latent,
     scene_latents,
 )
+from longlive_runner.demo.scenes import Scene  # noqa: E402
 from longlive_runner.demo.tokenizer import build_demo_tokenizer  # noqa: E402
 from longlive_runner.model.checkpoints import CONVERTED_CONFIG, CONVERTED_FILES, CONVERTED_TOKENIZER  # noqa: E402
 from longlive_runner.model.config import DiTConfig, PipelineConfig, StreamConfig, T5Config, VAEConfig  # noqa: E402
@@ -398,10 +401,18 @@ def misplaced_shares(z: torch.Tensor, rng: np.random.Generator, cells: int = 1) 
     return out
 
 
-def decoder_loss(out: torch.Tensor, x: torch.Tensor, edge_weight: float = 0.0) -> torch.Tensor:
+STRAY_MARGIN = 0.08  # RGB distance in [-1, 1] units (10 of 255) the background may be off for free
+
+
+def decoder_loss(
+    out: torch.Tensor, x: torch.Tensor, edge_weight: float = 0.0, stray_weight: float = 0.0
+) -> torch.Tensor:
     """L1 + L2, object pixels weighted up (they are ~6% of a frame but carry colour and motion),
     and by `edge_weight` the background within 2 px of the object (where a blurred silhouette
-    spills: corners and straight edges are what tell the shapes apart)."""
+    spills: corners and straight edges are what tell the shapes apart). `stray_weight`: a squared
+    hinge on each background pixel more than 2 px from the object that is off by more than
+    `STRAY_MARGIN`, summed per frame, not averaged: a few such pixels are a ghost to the eye and
+    to the checker, yet the mean loss hardly sees them."""
     err = out - x
     # the runner clamps decoded pixels to [-1, 1]: overshooting a saturated target costs nothing
     err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
@@ -410,7 +421,13 @@ def decoder_loss(out: torch.Tensor, x: torch.Tensor, edge_weight: float = 0.0) -
     if edge_weight:
         near = torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))
         wt = wt + edge_weight * (near - fg)
-    return (wt * (err.abs() + err**2)).mean() / wt.mean()
+    loss = (wt * (err.abs() + err**2)).mean() / wt.mean()
+    if stray_weight:
+        far = 1.0 - torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))
+        dist = err.pow(2).sum(1, keepdim=True).add(1e-8).sqrt()  # [B, 1, T, H, W]
+        hinge = far * torch.relu(dist - STRAY_MARGIN) ** 2
+        loss = loss + stray_weight * hinge.sum() / (x.shape[0] * x.shape[2])
+    return loss
 
 
 def train_vae(
@@ -423,6 +440,7 @@ def train_vae(
     edge_weight: float = 0.0,
     latent_noise: float = 0.1,
     checkpoint=None,
+    stray_weight: float = 0.0,
 ) -> None:
     """Decoder steps through the runner's chunked causal code on batches of 4 short clips of 2
     latent frames (5 video frames: a video's first frame, drawn without temporal upsampling, and a
@@ -443,7 +461,7 @@ def train_vae(
         x = torch.stack([to_video(c.frames) for c in clips])
         z = clip_latents(clips, h, w)
         z_in = misplaced_shares(z, rng) + std * (latent_noise * torch.rand(()) * torch.randn_like(z))
-        loss = decoder_loss(vae_decode_raw(vae, z_in), x, edge_weight)
+        loss = decoder_loss(vae_decode_raw(vae, z_in), x, edge_weight, stray_weight)
         if encoder_every and step % encoder_every == 0:
             enc = (((vae_encode_mu(vae, x) - z) / std) ** 2).mean()
             loss = loss + enc
@@ -584,6 +602,10 @@ class DitData:
         self_context: float = 0.0,
         first_block_share: float = 0.0,
         chain_last: bool = False,
+        anchored_context: float = 0.0,
+        tracks: list[tuple[list[Scene], np.ndarray]] | None = None,
+        latent_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        size: tuple[int, int] = (64, 64),
     ):
         self.latents = latents  # [N, C, F, h, w] normalised
         self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
@@ -598,6 +620,34 @@ class DitData:
         self.self_context = self_context
         self.first_block_share = first_block_share  # share of examples that are a first block alone
         self.chain_last = chain_last  # the last step's input from the model's own previous-step x0
+        # `anchored_context`: the share of examples whose context is all the model's rollout, with
+        # targets re-drawn from the clip's scenes moved to continue where the rollout left the
+        # object (`anchored_target`); needs each clip's `tracks` (scene and object centre per
+        # video frame), the latents' (mean, std) and the frame size (height, width)
+        self.anchored_context = anchored_context
+        if anchored_context > 0 and (tracks is None or latent_stats is None):
+            raise ValueError("anchored_context needs the clips' tracks and the latent stats")
+        self.tracks = tracks
+        self.latent_stats = latent_stats
+        self.size = size
+        # the object's centre (x, y) in the last video frame of each rolled-out latent frame
+        self.rollout_ends = np.zeros((latents.shape[0], latents.shape[2], 2))
+
+    def anchored_target(self, i: int, b: int) -> torch.Tensor:
+        """Clip `i`'s block `b` [C, FPB, h, w] (normalised), its object moved to continue from where
+        the rollout of block b-1 left it: the clip's scenes and motion, the rollout's place. With
+        a rollout as context and the true block as target, the model learns to jump back to the
+        truth at a block's first frame (it drew those jumps)."""
+        assert self.tracks is not None and self.latent_stats is not None
+        scenes_i, positions = self.tracks[i]
+        height, width = self.size
+        last = FPB * b - 1  # the context's last latent frame
+        j = scenes.num_video_frames(last + 1) - 1  # its last video frame
+        period = np.asarray([width, height], dtype=np.float64)
+        drift = (self.rollout_ends[i, last] - positions[j] + period / 2) % period - period / 2
+        raw = latents_of(scenes_i, (positions + drift) % period, height, width, range(FPB * b, FPB * b + FPB))
+        mean, std = self.latent_stats
+        return (raw - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
 
     def batch(
         self, rng: random.Random, size: int, sigmas: list[float], ctx_noise: float, context_blocks: int
@@ -621,6 +671,10 @@ class DitData:
         prompts = []
         for n, (i, units, mask, prompt, _, k) in enumerate(exs):
             lat = self.latents[i]
+            # (no draw when off: the earlier rounds' random stream stays as it was)
+            anchored = bool(
+                self.anchored_context > 0 and self.rolled[i] and rng.random() < self.anchored_context
+            )
             u = len(units)
             umask[n, :u, :u] = torch.from_numpy(mask)
             for j in range(u, U):  # padding: attends to itself only
@@ -630,10 +684,12 @@ class DitData:
                 clean = lat[:, b * FPB : (b + 1) * FPB]
                 pos[n, sl] = torch.arange(pb * FPB, pb * FPB + FPB)
                 if kind == "c":
-                    if self.rolled[i] and rng.random() < self.self_context:
+                    if anchored or (self.rolled[i] and rng.random() < self.self_context):
                         clean = self.rollouts[i, :, b * FPB : (b + 1) * FPB]
                     x[n, :, sl] = clean + ctx_noise * torch.randn_like(clean) * rng.random()
                 else:
+                    if anchored and b > 0:
+                        clean = self.anchored_target(i, b)
                     si = rng.randrange(len(sigmas))
                     s = sigmas[si]
                     eps = torch.randn_like(clean)
@@ -697,6 +753,12 @@ def refresh_rollouts(
                     dit.context_pass(z, gen.encode_prompt(prompt), gen.cache, 0)
                 gen._recent[-1] = z
             data.rollouts[i, :, s : s + FPB] = z[0]
+        if data.latent_stats is not None:
+            mean, std = data.latent_stats
+            raw = data.rollouts[i] * std.view(-1, 1, 1, 1) + mean.view(-1, 1, 1, 1)
+            height, width = data.size
+            for f in range(raw.shape[1]):
+                data.rollout_ends[i, f] = read_latent(raw[:, f], height, width)[1][-1]
         data.rolled[i] = True
     dit.train(was_training)
     t5.train(was_training)
@@ -725,9 +787,7 @@ def channel_weights(quarter_weight: float) -> torch.Tensor:
     return w / w.mean()
 
 
-def dit_loss(
-    dit, t5, tok, batch, velocity_weight: float = 0.0, quarter_weight: float = 1.0, sigmas=None
-):
+def dit_loss(dit, t5, tok, batch, velocity_weight: float = 0.0, quarter_weight: float = 1.0, sigmas=None):
     x, x0, t, pos, umask, wts, prompts, chain = batch
     ctx = encode_text(t5, tok, prompts)
     if chain.any():
@@ -797,7 +857,7 @@ def train_dit(
     t0 = time.time()
     avg = None
     for step in range(steps):
-        if data.self_context > 0 and step % rollout_every == 0:
+        if (data.self_context > 0 or data.anchored_context > 0) and step % rollout_every == 0:
             t1 = time.time()
             refresh_rollouts(data, dit, t5, tok, cfg, rng, rollout_clips)
             log(f"{label} rolled out {rollout_clips} clips ({time.time() - t1:.0f}s)")
@@ -836,6 +896,20 @@ def main(argv=None) -> int:
         default=0.0,
         help="decoder loss weight of the background within 2 px of the object (sharp silhouettes); "
         "the recipe's second VAE round sets it",
+    )
+    ap.add_argument(
+        "--vae-stray-weight",
+        type=float,
+        default=0.0,
+        help="decoder loss weight of background pixels off by more than 10/255 farther than 2 px "
+        "from the object (stray pixels, ghosts); the recipe's third VAE round sets it",
+    )
+    ap.add_argument(
+        "--vae-latent-noise",
+        type=float,
+        default=0.1,
+        help="the decoder's training latents get Gaussian noise of up to this std (in latent std "
+        "units): the DiT's latents are not exact",
     )
     ap.add_argument("--vae-init", type=Path, default=None, help="continue from this vae.safetensors")
     ap.add_argument(
@@ -891,6 +965,15 @@ def main(argv=None) -> int:
         help="chance that a context block comes from the model's own rollout of its clip (the "
         "runner's generator, refreshed every --rollout-every steps), not the true latents: the "
         "model learns to continue what it drew itself, errors included, back to the true scene",
+    )
+    ap.add_argument(
+        "--anchored-context",
+        type=float,
+        default=0.0,
+        help="chance that an example's whole context is the model's own rollout of its clip and its "
+        "targets are the clip's blocks moved to continue from where the rollout left the object: "
+        "the model learns to carry on from what it drew, without the jump back to the truth that "
+        "--self-context's true targets teach",
     )
     ap.add_argument("--rollout-every", type=int, default=100)
     ap.add_argument(
@@ -954,7 +1037,9 @@ def main(argv=None) -> int:
             args.encoder_every,
             args.vae_lr,
             args.vae_edge_weight,
+            latent_noise=args.vae_latent_noise,
             checkpoint=lambda m: save("vae", m),
+            stray_weight=args.vae_stray_weight,
         )
         save("vae", vae)
         log(f"VAE done ({time.time() - t_start:.0f}s)")
@@ -963,11 +1048,12 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed + 2)
         rng = np.random.default_rng([args.seed, 2])
         nl = args.clip_blocks * FPB
-        schedules, latents = [], []
+        schedules, latents, tracks = [], [], []
         for _ in range(args.clips):
             sch, clip = random_clip(rng, nl, h, w, switch_prob=args.switch_prob, random_start=False)
             schedules.append(sch)
             latents.append(scene_latents(clip, h, w)[None])
+            tracks.append((clip.scenes, clip.positions))
         z = torch.cat(latents)
         z = (z - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
         log(f"rendered {len(schedules)} clips of {nl} latent frames ({time.time() - t_start:.0f}s)")
@@ -992,6 +1078,10 @@ def main(argv=None) -> int:
             self_context=args.self_context,
             first_block_share=args.first_block_share,
             chain_last=args.chain_last,
+            anchored_context=args.anchored_context,
+            tracks=tracks,
+            latent_stats=(mean, std),
+            size=(h, w),
         )
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
 

@@ -69,6 +69,25 @@ def test_latents_shift_one_cell_per_latent_frame(direction):
         assert torch.allclose(shifted, z[:, f + 1], atol=1e-5), (direction, f)
 
 
+def test_latents_of_any_positions_and_frames():
+    """`latents_of` lays out any latent frames of a clip from its scenes and per-frame places:
+    the clip's own places give `scene_latents`' frames; places moved by a cell give them moved
+    by a cell (what train_demo's anchored targets rely on); places moved by less, read back."""
+    import torch
+
+    from longlive_runner.demo.latents import latents_of, read_latent, scene_latents
+
+    clip = scenes.render({0: RED, 3: BLUE}, 9, 64, 64, start=(13.0, 40.0))
+    z = scene_latents(clip, 64, 64)
+    assert torch.equal(latents_of(clip.scenes, clip.positions, 64, 64, range(3, 6)), z[:, 3:6])
+    moved = latents_of(clip.scenes, (clip.positions + [8.0, -8.0]) % 64.0, 64, 64, range(4, 9))
+    assert torch.allclose(moved, torch.roll(z[:, 4:9], shifts=(-1, 1), dims=(2, 3)), atol=1e-5)
+    nudged = latents_of(clip.scenes, (clip.positions + [1.5, 0.25]) % 64.0, 64, 64, range(6, 7))
+    _, centres = read_latent(nudged[:, 0], 64, 64)
+    err = (centres - clip.positions[21:25] - [1.5, 0.25] + 32.0) % 64.0 - 32.0
+    assert np.abs(err).max() < 1e-3
+
+
 def test_read_latent_gives_every_video_frame_its_place():
     from longlive_runner.demo.latents import read_latent, scene_latents
 

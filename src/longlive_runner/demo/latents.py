@@ -37,6 +37,7 @@ and field k alone (built in by `scripts/train_demo.py`, `routed_decoder_init`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -91,29 +92,38 @@ def scene_latents(clip: Clip, height: int, width: int) -> torch.Tensor:
     num_latent = 1 + (t - 1) // TEMPORAL
     if num_video_frames(num_latent) != t:
         raise ValueError(f"a clip needs 1 + 4k video frames, got {t}")
+    return latents_of(clip.scenes, clip.positions, height, width, range(num_latent))
+
+
+def latents_of(
+    scenes: Sequence[Scene], positions: np.ndarray, height: int, width: int, latent_frames: range
+) -> torch.Tensor:
+    """The raw latents [CHANNELS, len(latent_frames), H/8, W/8] (float32) of a clip's latent frames
+    `latent_frames`, from its scene and object centre (x, y) per video frame (`scenes`,
+    `positions` [T, 2], from video frame 0): what `scene_latents` lays out, for any positions."""
     h, w = height // CELL, width // CELL
     style = Style.for_size(height, width)
     cx = (np.arange(w) + 0.5) * CELL  # cell centres, pixels
     cy = (np.arange(h) + 0.5) * CELL
-    out = np.empty((CHANNELS, num_latent, h, w), dtype=np.float32)
-    for lat in range(num_latent):
+    out = np.empty((CHANNELS, len(latent_frames), h, w), dtype=np.float32)
+    for n, lat in enumerate(latent_frames):
         frames = _video_frames_of_latent(lat)
-        scene = clip.scenes[frames[-1]]
-        quarters = [_quarter_coverage(scene.shape, clip.positions[j], height, width, style) for j in frames]
-        out[SHAPE, lat] = _one_hot(SHAPES, scene.shape)
+        scene = scenes[frames[-1]]
+        quarters = [_quarter_coverage(scene.shape, positions[j], height, width, style) for j in frames]
+        out[SHAPE, n] = _one_hot(SHAPES, scene.shape)
         for k, j in enumerate(frames):
-            x, y = clip.positions[j]
+            x, y = positions[j]
             px = 2.0 * math.pi * (cx - x) / width  # [w]
             py = 2.0 * math.pi * (cy - y) / height  # [h]
             f = FIELD * k
-            out[f + 0, lat] = np.cos(px)[None, :]
-            out[f + 1, lat] = np.sin(px)[None, :]
-            out[f + 2, lat] = np.cos(py)[:, None]
-            out[f + 3, lat] = np.sin(py)[:, None]
-            out[f + 4 : f + 8, lat] = quarters[k]
+            out[f + 0, n] = np.cos(px)[None, :]
+            out[f + 1, n] = np.sin(px)[None, :]
+            out[f + 2, n] = np.cos(py)[:, None]
+            out[f + 3, n] = np.sin(py)[:, None]
+            out[f + 4 : f + 8, n] = quarters[k]
         share = np.mean(quarters, axis=(0, 1))  # of each cell, over the latent's video frames
-        out[COLOR, lat] = _one_hot(list(COLORS), scene.color) * share
-        out[BACKGROUND, lat] = _one_hot(list(BACKGROUNDS), scene.background) * (1.0 - share)
+        out[COLOR, n] = _one_hot(list(COLORS), scene.color) * share
+        out[BACKGROUND, n] = _one_hot(list(BACKGROUNDS), scene.background) * (1.0 - share)
     return torch.from_numpy(out)
 
 
@@ -167,6 +177,7 @@ __all__ = [
     "POSITION_CHANNELS",
     "SHAPE",
     "latent_preview",
+    "latents_of",
     "read_latent",
     "scene_latents",
 ]
