@@ -132,6 +132,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from longlive_runner.demo import checker, scenes  # noqa: E402
 from longlive_runner.demo.latents import (  # noqa: E402
     BACKGROUND,
+    CELL,
     CHANNELS,
     COLOR,
     FIELD,
@@ -779,6 +780,29 @@ def frame_steps(z: torch.Tensor) -> torch.Tensor:
     return p[:, :, 1:] - p[:, :, :-1]
 
 
+def field_places(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The object's place that each video frame's phase fields name, in normalised latents
+    [B, C, F, h, w] (un-normalised with the per-channel `mean`, `std` [C]): per latent frame, field
+    and axis a unit vector (cos, sin) of the object's phase on the torus [B, F, 4, 2 (x, y), 2]
+    (`latents.read_latent`'s circular mean, differentiable)."""
+    B, _, F, h, w = z.shape
+    raw = z[:, :POSITION_CHANNELS] * std[:POSITION_CHANNELS].view(1, -1, 1, 1, 1)
+    raw = raw + mean[:POSITION_CHANNELS].view(1, -1, 1, 1, 1)
+    p = raw.reshape(B, TEMPORAL, FIELD, F, h, w)
+    ax = 2.0 * math.pi * (torch.arange(w) + 0.5) / w  # each cell's own phase
+    ay = 2.0 * math.pi * (torch.arange(h) + 0.5) / h
+    axes = []
+    for c, s_, a in (
+        (p[:, :, 0], p[:, :, 1], ax.view(1, 1, 1, 1, w)),
+        (p[:, :, 2], p[:, :, 3], ay.view(1, 1, 1, h, 1)),
+    ):
+        cos_o = (torch.cos(a) * c + torch.sin(a) * s_).mean((-2, -1))  # [B, 4, F]
+        sin_o = (torch.sin(a) * c - torch.cos(a) * s_).mean((-2, -1))
+        u = torch.stack([cos_o, sin_o], dim=-1)
+        axes.append(u / (u.norm(dim=-1, keepdim=True) + 1e-3))
+    return torch.stack(axes, dim=-2).permute(0, 2, 1, 3, 4)  # [B, F, 4, 2, 2]
+
+
 def channel_weights(quarter_weight: float) -> torch.Tensor:
     """x0 loss weight per latent channel [C]: the silhouette quarters' weighted by `quarter_weight`."""
     w = torch.ones(CHANNELS)
@@ -787,7 +811,17 @@ def channel_weights(quarter_weight: float) -> torch.Tensor:
     return w / w.mean()
 
 
-def dit_loss(dit, t5, tok, batch, velocity_weight: float = 0.0, quarter_weight: float = 1.0, sigmas=None):
+def dit_loss(
+    dit,
+    t5,
+    tok,
+    batch,
+    velocity_weight: float = 0.0,
+    quarter_weight: float = 1.0,
+    sigmas=None,
+    position_weight: float = 0.0,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+):
     x, x0, t, pos, umask, wts, prompts, chain = batch
     ctx = encode_text(t5, tok, prompts)
     if chain.any():
@@ -819,6 +853,15 @@ def dit_loss(dit, t5, tok, batch, velocity_weight: float = 0.0, quarter_weight: 
         pair_w = torch.minimum(frame_w[:, 1:], frame_w[:, :-1]) * same_block
         verr = ((frame_steps(x0_pred) - frame_steps(x0)) ** 2).mean(dim=(1, 3, 4))  # [B, 4F-1]
         loss = loss + velocity_weight * (verr * pair_w).sum() / pair_w.sum().clamp(min=1e-6)
+    if position_weight:
+        # where the phase fields put the object, in pixels^2 (chord on the unit circle times the
+        # frame's size / 2 pi, squared): the x0 loss spreads a place over 4 of 47 channels and
+        # every cell, and let the fields lag ~0.2 px a frame inside a block, then hop at the next
+        assert stats is not None
+        size = torch.tensor([float(x0.shape[-1]), float(x0.shape[-2])]) * CELL / (2.0 * math.pi)
+        chord = field_places(x0_pred, *stats) - field_places(x0, *stats)  # [B, F, 4, 2, 2]
+        perr = (chord.pow(2).sum(-1) * size.pow(2)).mean(dim=(2, 3))  # [B, F]
+        loss = loss + position_weight * (perr * wts).sum() / wts.sum().clamp(min=1e-6)
     return loss
 
 
@@ -841,6 +884,7 @@ def train_dit(
     quarter_weight: float = 1.0,
     rollout_every: int = 100,
     rollout_clips: int = 32,
+    position_weight: float = 0.0,
 ):
     if steps <= 0:
         return
@@ -854,6 +898,7 @@ def train_dit(
         opt, max_lr=[lr, lr * t5_lr_scale], total_steps=steps, pct_start=0.05
     )
     sigmas = denoising_sigmas(cfg.stream)
+    stats = (torch.tensor(cfg.vae.latents_mean), torch.tensor(cfg.vae.latents_std))
     t0 = time.time()
     avg = None
     for step in range(steps):
@@ -862,7 +907,7 @@ def train_dit(
             refresh_rollouts(data, dit, t5, tok, cfg, rng, rollout_clips)
             log(f"{label} rolled out {rollout_clips} clips ({time.time() - t1:.0f}s)")
         b = data.batch(rng, batch, sigmas, ctx_noise=ctx_noise, context_blocks=context_blocks)
-        loss = dit_loss(dit, t5, tok, b, velocity_weight, quarter_weight, sigmas)
+        loss = dit_loss(dit, t5, tok, b, velocity_weight, quarter_weight, sigmas, position_weight, stats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -950,6 +995,13 @@ def main(argv=None) -> int:
         default=0.0,
         help="weight of a loss on the object's step from each video frame to the next (the position "
         "fields' differences); the recipe's second DiT round sets it",
+    )
+    ap.add_argument(
+        "--position-weight",
+        type=float,
+        default=0.0,
+        help="weight of a loss on the object's place each video frame's phase fields name, in "
+        "pixels^2 (against the target's)",
     )
     ap.add_argument("--context-blocks", type=int, default=12, help="clean blocks before a target, at most")
     ap.add_argument(
@@ -1108,6 +1160,7 @@ def main(argv=None) -> int:
             quarter_weight=args.quarter_weight,
             rollout_every=args.rollout_every,
             rollout_clips=args.rollout_clips,
+            position_weight=args.position_weight,
         )
         save("dit", dit)
         save("t5", t5)
