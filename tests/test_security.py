@@ -137,6 +137,16 @@ def log_lines(runner: RunnerProcess, text: str) -> list[str]:
     return [line for line in runner.stderr_lines if text in line]
 
 
+def wait_for_log_sync(runner: RunnerProcess, text: str, timeout: float = 10.0) -> list[str]:
+    """`wait_for_log` for sync tests: the runner's stderr is read on its own thread, so a line can
+    arrive after the reply it belongs to."""
+    deadline = time.monotonic() + timeout
+    while not log_lines(runner, text):
+        assert time.monotonic() < deadline, f"never logged: {text!r}"
+        time.sleep(0.05)
+    return log_lines(runner, text)
+
+
 async def wait_for_log(runner: RunnerProcess, text: str, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while not log_lines(runner, text):
@@ -224,7 +234,7 @@ async def test_1_a_foreign_origin_may_not_open_the_websocket_or_read_info(local:
         await connect(local.url, origin="http://evil.example", open_timeout=TIMEOUT)  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
     assert request(port, "/", headers=(("Origin", "http://evil.example"),)).status == 200
-    assert log_lines(local, "pages from 'http://evil.example' may not use this runner")
+    assert await wait_for_log(local, "pages from 'http://evil.example' may not use this runner")
 
 
 class _Page(http.server.BaseHTTPRequestHandler):
@@ -271,7 +281,9 @@ def test_1_in_chromium_a_page_from_another_origin_fails_and_the_runners_own_page
             result = page.evaluate("window.attack")
             assert result["opened"] is False and result["messages"] == 0 and result["closed"] == 1006, result
             assert "protocol_version" not in (result["info"] or "")
-            assert log_lines(local, f"pages from 'http://127.0.0.1:{evil.server_address[1]}' may not use")
+            assert wait_for_log_sync(
+                local, f"pages from 'http://127.0.0.1:{evil.server_address[1]}' may not use"
+            )
 
             own = context.new_page()  # the runner's own page connects and shows the model
             own.goto(f"{local.http_url}/")
@@ -458,7 +470,7 @@ async def test_4_a_client_that_pings_and_never_reads_is_dropped_with_memory_boun
 def test_5_malformed_requests_get_4xx_and_one_log_line(local: RunnerProcess, secured: RunnerProcess) -> None:
     bad = send_raw(local.port, f"GET //[ HTTP/1.1\r\nHost: 127.0.0.1:{local.port}\r\n\r\n".encode())
     assert bad.status == 400 and bad.json()["error"] == "bad_request"
-    assert len(log_lines(local, "refused GET '//['")) == 1
+    assert len(wait_for_log_sync(local, "refused GET '//['")) == 1
     two = (("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}"))
     for websocket in (False, True):
         reply = request(secured.port, "/info" if not websocket else "/", headers=two, websocket=websocket)
@@ -525,6 +537,7 @@ async def test_6_the_token_rules_of_a_running_runner(
         == 429
     )
     assert request(port, "/info", headers=(("Authorization", f"Bearer {TOKEN}"),)).status == 200  # others
+    await wait_for_log(secured, "from 127.0.0.9: 401")
     (blocked,) = [line for line in log_lines(secured, "from 127.0.0.9: 401") if "WARNING" in line]
     assert TOKEN not in blocked  # the failure that blocked the address is a warning; the others info
 
