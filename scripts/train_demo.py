@@ -170,7 +170,8 @@ from longlive_runner.demo.latents import (  # noqa: E402
     FIELD,
     POSITION_CHANNELS,
     latents_of,
-    read_latent,
+    object_phases,
+    object_places,
     scene_latents,
 )
 from longlive_runner.demo.scenes import Scene  # noqa: E402
@@ -451,12 +452,12 @@ def decoder_loss(
     err = torch.where(((x >= 1) & (err > 0)) | ((x <= -1) & (err < 0)), torch.zeros_like(err), err)
     fg = ((x - x[..., :1, :1]).abs().sum(1, keepdim=True) > 0.1).float()
     wt = 1.0 + 3.0 * fg
+    near = torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))  # within 2 px
     if edge_weight:
-        near = torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))
         wt = wt + edge_weight * (near - fg)
     loss = (wt * (err.abs() + err**2)).mean() / wt.mean()
     if stray_weight:
-        far = 1.0 - torch.nn.functional.max_pool3d(fg, (1, 5, 5), stride=1, padding=(0, 2, 2))
+        far = 1.0 - near
         dist = err.pow(2).sum(1, keepdim=True).add(1e-8).sqrt()  # [B, 1, T, H, W]
         hinge = far * torch.relu(dist - STRAY_MARGIN) ** 2
         loss = loss + stray_weight * hinge.sum() / (x.shape[0] * x.shape[2])
@@ -638,7 +639,6 @@ class DitData:
         anchored_context: float = 0.0,
         tracks: list[tuple[list[Scene], np.ndarray]] | None = None,
         latent_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-        size: tuple[int, int] = (64, 64),
     ):
         self.latents = latents  # [N, C, F, h, w] normalised
         self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
@@ -656,13 +656,13 @@ class DitData:
         # `anchored_context`: the share of examples whose context is all the model's rollout, with
         # targets re-drawn from the clip's scenes moved to continue where the rollout left the
         # object (`anchored_target`); needs each clip's `tracks` (scene and object centre per
-        # video frame), the latents' (mean, std) and the frame size (height, width)
+        # video frame) and the latents' (mean, std)
         self.anchored_context = anchored_context
         if anchored_context > 0 and (tracks is None or latent_stats is None):
             raise ValueError("anchored_context needs the clips' tracks and the latent stats")
         self.tracks = tracks
         self.latent_stats = latent_stats
-        self.size = size
+        self.size = (latents.shape[-2] * CELL, latents.shape[-1] * CELL)  # frame (height, width)
         # the object's centre (x, y) in the last video frame of each rolled-out latent frame
         self.rollout_ends = np.zeros((latents.shape[0], latents.shape[2], 2))
 
@@ -786,12 +786,11 @@ def refresh_rollouts(
                     dit.context_pass(z, gen.encode_prompt(prompt), gen.cache, 0)
                 gen._recent[-1] = z
             data.rollouts[i, :, s : s + FPB] = z[0]
-        if data.latent_stats is not None:
+        if data.anchored_context > 0:
+            assert data.latent_stats is not None
             mean, std = data.latent_stats
-            raw = data.rollouts[i] * std.view(-1, 1, 1, 1) + mean.view(-1, 1, 1, 1)
-            height, width = data.size
-            for f in range(raw.shape[1]):
-                data.rollout_ends[i, f] = read_latent(raw[:, f], height, width)[1][-1]
+            raw = data.rollouts[i] * std.view(-1, 1, 1, 1) + mean.view(-1, 1, 1, 1)  # [C, F, h, w]
+            data.rollout_ends[i] = object_places(raw.transpose(0, 1), *data.size)[:, -1]
         data.rolled[i] = True
     dit.train(was_training)
     t5.train(was_training)
@@ -813,26 +812,12 @@ def frame_steps(z: torch.Tensor) -> torch.Tensor:
 
 
 def field_places(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """The object's place that each video frame's phase fields name, in normalised latents
-    [B, C, F, h, w] (un-normalised with the per-channel `mean`, `std` [C]): per latent frame, field
-    and axis a unit vector (cos, sin) of the object's phase on the torus [B, F, 4, 2 (x, y), 2]
-    (`latents.read_latent`'s circular mean, differentiable)."""
-    B, _, F, h, w = z.shape
-    raw = z[:, :POSITION_CHANNELS] * std[:POSITION_CHANNELS].view(1, -1, 1, 1, 1)
-    raw = raw + mean[:POSITION_CHANNELS].view(1, -1, 1, 1, 1)
-    p = raw.reshape(B, TEMPORAL, FIELD, F, h, w)
-    ax = 2.0 * math.pi * (torch.arange(w) + 0.5) / w  # each cell's own phase
-    ay = 2.0 * math.pi * (torch.arange(h) + 0.5) / h
-    axes = []
-    for c, s_, a in (
-        (p[:, :, 0], p[:, :, 1], ax.view(1, 1, 1, 1, w)),
-        (p[:, :, 2], p[:, :, 3], ay.view(1, 1, 1, h, 1)),
-    ):
-        cos_o = (torch.cos(a) * c + torch.sin(a) * s_).mean((-2, -1))  # [B, 4, F]
-        sin_o = (torch.sin(a) * c - torch.cos(a) * s_).mean((-2, -1))
-        u = torch.stack([cos_o, sin_o], dim=-1)
-        axes.append(u / (u.norm(dim=-1, keepdim=True) + 1e-3))
-    return torch.stack(axes, dim=-2).permute(0, 2, 1, 3, 4)  # [B, F, 4, 2, 2]
+    """Where each video frame's phase fields put the object, in normalised latents [B, C, F, h, w]
+    (un-normalised with the per-channel `mean`, `std` [C]): a unit vector (cos, sin) of the
+    object's phase per latent frame, field and axis [B, F, 4, 2 (x, y), 2]."""
+    raw = z * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
+    u = object_phases(raw.transpose(1, 2))  # [B, F, 4, 2, 2]
+    return u / (u.norm(dim=-1, keepdim=True) + 1e-3)
 
 
 def channel_weights(quarter_weight: float) -> torch.Tensor:
@@ -1165,7 +1150,6 @@ def main(argv=None) -> int:
             anchored_context=args.anchored_context,
             tracks=tracks,
             latent_stats=(mean, std),
-            size=(h, w),
         )
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
 

@@ -127,27 +127,41 @@ def latents_of(
     return torch.from_numpy(out)
 
 
-def _circular_position(cos_p: np.ndarray, sin_p: np.ndarray, cell: np.ndarray, size: int) -> float:
-    """The object's coordinate from the phase fields cos/sin(p) [h, w], p = 2*pi*(cell - object) /
-    size: each cell's phase turned back by its own position `cell` (pixels, broadcast to [h, w]),
-    then the circular mean."""
-    a = 2.0 * math.pi * cell / size
-    cos_o = (np.cos(a) * cos_p + np.sin(a) * sin_p).mean()  # cos(a - p) = cos of the object's phase
-    sin_o = (np.sin(a) * cos_p - np.cos(a) * sin_p).mean()
-    return (math.atan2(sin_o, cos_o) * size / (2.0 * math.pi)) % size
+def object_phases(raw: torch.Tensor) -> torch.Tensor:
+    """Raw latent frames [..., CHANNELS, h, w] -> for each video frame's field and each axis (x, y)
+    the circular mean (cos, sin) of the object's phase on the torus [..., 4, 2, 2]: each cell's
+    phase p = 2*pi*(cell - object) / size turned back by the cell's own phase, then averaged over
+    the cells (the mean's length says how well they agree). Differentiable: `read_latent` reads
+    places from it, and `scripts/train_demo.py`'s position loss trains through it."""
+    h, w = raw.shape[-2:]
+    p = raw[..., :POSITION_CHANNELS, :, :].unflatten(-3, (TEMPORAL, FIELD))  # [..., 4, FIELD, h, w]
+    ax = (2.0 * math.pi / w) * (torch.arange(w, dtype=raw.dtype) + 0.5)  # each cell's own phase
+    ay = (2.0 * math.pi / h) * (torch.arange(h, dtype=raw.dtype) + 0.5)
+    axes = []
+    for cos_p, sin_p, a in (
+        (p[..., 0, :, :], p[..., 1, :, :], ax[None, :]),
+        (p[..., 2, :, :], p[..., 3, :, :], ay[:, None]),
+    ):
+        cos_o = (torch.cos(a) * cos_p + torch.sin(a) * sin_p).mean((-2, -1))  # cos(a - p)
+        sin_o = (torch.sin(a) * cos_p - torch.cos(a) * sin_p).mean((-2, -1))
+        axes.append(torch.stack([cos_o, sin_o], dim=-1))
+    return torch.stack(axes, dim=-2)
+
+
+def object_places(raw: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Raw latent frames [..., CHANNELS, h, w] -> the object's centre (x, y) in pixels in each of
+    their 4 video frames [..., 4, 2] (the angle of `object_phases`)."""
+    u = object_phases(raw.detach().double().cpu()).numpy()  # [..., 4, 2, 2]
+    size = np.asarray([width, height], dtype=np.float64)
+    return (np.arctan2(u[..., 1], u[..., 0]) * size / (2.0 * math.pi)) % size
 
 
 def read_latent(raw: torch.Tensor, height: int, width: int) -> tuple[Scene, np.ndarray]:
     """One raw latent frame [CHANNELS, h, w] -> (the scene it names, the object's centre (x, y) in
     each of its 4 video frames [4, 2]), read by the circular mean of the position fields and the
     largest one-hot entries. The demo's analytic "decoder": it scores the DiT alone (eval --preview)."""
+    centres = object_places(raw, height, width)
     z = raw.detach().float().cpu().numpy()
-    h, w = z.shape[1:]
-    centres = np.empty((TEMPORAL, 2))
-    for k in range(TEMPORAL):
-        c_x, s_x, c_y, s_y = z[FIELD * k : FIELD * k + 4]
-        centres[k, 0] = _circular_position(c_x, s_x, (np.arange(w) + 0.5)[None, :] * CELL, width)
-        centres[k, 1] = _circular_position(c_y, s_y, (np.arange(h) + 0.5)[:, None] * CELL, height)
     shape = SHAPES[int(np.argmax(z[SHAPE].mean((1, 2))))]
     color = list(COLORS)[int(np.argmax(z[COLOR].sum((1, 2))))]
     background = list(BACKGROUNDS)[int(np.argmax(z[BACKGROUND].sum((1, 2))))]
@@ -178,6 +192,8 @@ __all__ = [
     "SHAPE",
     "latent_preview",
     "latents_of",
+    "object_phases",
+    "object_places",
     "read_latent",
     "scene_latents",
 ]
