@@ -152,6 +152,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -828,17 +829,33 @@ def channel_weights(quarter_weight: float) -> torch.Tensor:
     return w / w.mean()
 
 
+@dataclass(frozen=True)
+class DitOptions:
+    """One DiT round's optimisation and loss settings (the --dit-* / loss options of the CLI)."""
+
+    steps: int
+    batch: int
+    lr: float
+    context_blocks: int
+    t5_lr_scale: float = 0.1
+    velocity_weight: float = 0.0
+    position_weight: float = 0.0
+    quarter_weight: float = 1.0
+    ctx_noise: float = 0.1
+    rollout_every: int = 100
+    rollout_clips: int = 32
+
+
 def dit_loss(
     dit,
     t5,
     tok,
     batch,
-    velocity_weight: float = 0.0,
-    quarter_weight: float = 1.0,
-    sigmas=None,
-    position_weight: float = 0.0,
-    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    opts: DitOptions,
+    sigmas: list[float],
+    stats: tuple[torch.Tensor, torch.Tensor],
 ):
+    velocity_weight, position_weight = opts.velocity_weight, opts.position_weight
     x, x0, t, pos, umask, wts, prompts, chain = batch
     ctx = encode_text(t5, tok, prompts)
     if chain.any():
@@ -857,7 +874,7 @@ def dit_loss(
     v = dit_train_forward(dit, x, t, ctx, umask, pos)
     sig = (t / 1000.0)[:, None, :, None, None]
     x0_pred = x - sig * v
-    cw = channel_weights(quarter_weight).view(1, -1, 1, 1, 1)
+    cw = channel_weights(opts.quarter_weight).view(1, -1, 1, 1, 1)
     err = (cw * (x0_pred - x0) ** 2).mean(dim=(1, 3, 4))  # [B, F]
     loss = (err * wts).sum() / wts.sum().clamp(min=1e-6)
     if velocity_weight:
@@ -874,7 +891,6 @@ def dit_loss(
         # where the phase fields put the object, in pixels^2 (chord on the unit circle times the
         # frame's size / 2 pi, squared): the x0 loss spreads a place over 4 of 47 channels and
         # every cell, and let the fields lag ~0.2 px a frame inside a block, then hop at the next
-        assert stats is not None
         size = torch.tensor([float(x0.shape[-1]), float(x0.shape[-2])]) * CELL / (2.0 * math.pi)
         chord = field_places(x0_pred, *stats) - field_places(x0, *stats)  # [B, F, 4, 2, 2]
         perr = (chord.pow(2).sum(-1) * size.pow(2)).mean(dim=(2, 3))  # [B, F]
@@ -889,20 +905,11 @@ def train_dit(
     data: DitData,
     cfg,
     rng: random.Random,
-    steps: int,
-    batch: int,
-    lr: float,
-    context_blocks: int,
-    label: str,
-    t5_lr_scale: float = 0.1,
-    velocity_weight: float = 0.0,
+    opts: DitOptions,
+    label: str = "dit",
     checkpoint=None,
-    ctx_noise: float = 0.1,
-    quarter_weight: float = 1.0,
-    rollout_every: int = 100,
-    rollout_clips: int = 32,
-    position_weight: float = 0.0,
 ):
+    steps, lr = opts.steps, opts.lr
     if steps <= 0:
         return
     params = list(dit.parameters()) + list(t5.parameters())
@@ -912,19 +919,19 @@ def train_dit(
     # words and stops passing the others on (it learnt to ignore the direction word), so it
     # trains slower
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[lr, lr * t5_lr_scale], total_steps=steps, pct_start=0.05
+        opt, max_lr=[lr, lr * opts.t5_lr_scale], total_steps=steps, pct_start=0.05
     )
     sigmas = denoising_sigmas(cfg.stream)
     stats = (torch.tensor(cfg.vae.latents_mean), torch.tensor(cfg.vae.latents_std))
     t0 = time.time()
     avg = None
     for step in range(steps):
-        if (data.self_context > 0 or data.anchored_context > 0) and step % rollout_every == 0:
+        if (data.self_context > 0 or data.anchored_context > 0) and step % opts.rollout_every == 0:
             t1 = time.time()
-            refresh_rollouts(data, dit, t5, tok, cfg, rng, rollout_clips)
-            log(f"{label} rolled out {rollout_clips} clips ({time.time() - t1:.0f}s)")
-        b = data.batch(rng, batch, sigmas, ctx_noise=ctx_noise, context_blocks=context_blocks)
-        loss = dit_loss(dit, t5, tok, b, velocity_weight, quarter_weight, sigmas, position_weight, stats)
+            refresh_rollouts(data, dit, t5, tok, cfg, rng, opts.rollout_clips)
+            log(f"{label} rolled out {opts.rollout_clips} clips ({time.time() - t1:.0f}s)")
+        b = data.batch(rng, opts.batch, sigmas, ctx_noise=opts.ctx_noise, context_blocks=opts.context_blocks)
+        loss = dit_loss(dit, t5, tok, b, opts, sigmas, stats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -1157,27 +1164,20 @@ def main(argv=None) -> int:
             save("dit", dit)
             save("t5", t5)
 
-        train_dit(
-            dit,
-            t5,
-            tok,
-            data,
-            cfg,
-            py_rng,
-            args.dit_steps,
-            args.dit_batch,
-            args.dit_lr,
-            args.context_blocks,
-            "dit",
+        opts = DitOptions(
+            steps=args.dit_steps,
+            batch=args.dit_batch,
+            lr=args.dit_lr,
+            context_blocks=args.context_blocks,
             t5_lr_scale=args.t5_lr_scale,
             velocity_weight=args.velocity_weight,
-            checkpoint=dit_checkpoint,
-            ctx_noise=args.ctx_noise,
+            position_weight=args.position_weight,
             quarter_weight=args.quarter_weight,
+            ctx_noise=args.ctx_noise,
             rollout_every=args.rollout_every,
             rollout_clips=args.rollout_clips,
-            position_weight=args.position_weight,
         )
+        train_dit(dit, t5, tok, data, cfg, py_rng, opts, checkpoint=dit_checkpoint)
         save("dit", dit)
         save("t5", t5)
         log(f"DiT done ({time.time() - t_start:.0f}s)")
