@@ -572,6 +572,21 @@ def switch_blocks(schedule: dict[int, str]) -> list[int]:
     return sorted(t // FPB for t in schedule if t > 0)
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def reversal_segment_ends(schedule: dict[int, str], nb: int) -> list[int]:
+    """The end block (the next switch, or `nb`) of each segment that a direction reversal starts."""
+    ks = switch_blocks(schedule)
+    ends = []
+    for n, k in enumerate(ks):
+        before = scenes.scene_at(schedule, k * FPB - 1)
+        after = scenes.scene_at(schedule, k * FPB)
+        if OPPOSITE[before.direction] == after.direction:
+            ends.append(ks[n + 1] if n + 1 < len(ks) else nb)
+    return ends
+
+
 def build_example(
     nb: int, schedule: dict[int, str], rng: random.Random, context_blocks: int, end: int | None = None
 ):
@@ -640,6 +655,7 @@ class DitData:
         anchored_context: float = 0.0,
         tracks: list[tuple[list[Scene], np.ndarray]] | None = None,
         latent_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        reversal_share: float = 0.0,
     ):
         self.latents = latents  # [N, C, F, h, w] normalised
         self.sigma_weights = sigma_weights  # x0-space loss weight per sampling step
@@ -666,6 +682,13 @@ class DitData:
         self.size = (latents.shape[-2] * CELL, latents.shape[-1] * CELL)  # frame (height, width)
         # the object's centre (x, y) in the last video frame of each rolled-out latent frame
         self.rollout_ends = np.zeros((latents.shape[0], latents.shape[2], 2))
+        # `reversal_share`: the share of examples that end at the segment a direction reversal
+        # starts (so its switch block is a target): the rarest switch (about 1 in 12) and the
+        # one the model smeared, stepping the old way into the first new frame
+        self.reversal_share = reversal_share
+        self.reversals = [
+            (i, end) for i, sch in enumerate(schedules) for end in reversal_segment_ends(sch, self.nb)
+        ]
 
     def anchored_target(self, i: int, b: int) -> torch.Tensor:
         """Clip `i`'s block `b` [C, FPB, h, w] (normalised), its object moved to continue from where
@@ -688,8 +711,12 @@ class DitData:
     ):
         exs = []
         for _ in range(size):
-            i = rng.randrange(len(self.schedules))
             # (no draw when off: the earlier rounds' random stream stays as it was)
+            if self.reversal_share > 0 and self.reversals and rng.random() < self.reversal_share:
+                i, end = rng.choice(self.reversals)
+                exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks, end)))
+                continue
+            i = rng.randrange(len(self.schedules))
             end = 1 if self.first_block_share > 0 and rng.random() < self.first_block_share else None
             exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks, end)))
         U = max(len(e[1]) for e in exs)
@@ -993,6 +1020,13 @@ def main(argv=None) -> int:
         help="chance of a prompt switch at each block boundary of a DiT training clip: frequent switches "
         "make the prompt, not the motion or colour seen in the context, the reliable cue",
     )
+    ap.add_argument(
+        "--reversal-share",
+        type=float,
+        default=0.0,
+        help="share of DiT examples whose targets start at a direction reversal (left to right, "
+        "up to down and back)",
+    )
     ap.add_argument("--dit-steps", type=int, default=3000)
     ap.add_argument("--dit-batch", type=int, default=2)
     ap.add_argument("--t5-lr-scale", type=float, default=0.1, help="umT5 learning rate / DiT learning rate")
@@ -1157,6 +1191,7 @@ def main(argv=None) -> int:
             anchored_context=args.anchored_context,
             tracks=tracks,
             latent_stats=(mean, std),
+            reversal_share=args.reversal_share,
         )
         py_rng = random.Random(args.seed * 1000 + (13 if args.dit_init is not None else 3))
 
