@@ -587,17 +587,14 @@ def switch_blocks(schedule: dict[int, str]) -> list[int]:
     return sorted(t // FPB for t in schedule if t > 0)
 
 
-OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
 def reversal_segment_ends(schedule: dict[int, str], nb: int) -> list[int]:
     """The end block (the next switch, or `nb`) of each segment that a direction reversal starts."""
     ks = switch_blocks(schedule)
     ends = []
     for n, k in enumerate(ks):
-        before = scenes.scene_at(schedule, k * FPB - 1)
-        after = scenes.scene_at(schedule, k * FPB)
-        if OPPOSITE[before.direction] == after.direction:
+        (bx, by) = scenes.DIRECTIONS[scenes.scene_at(schedule, k * FPB - 1).direction]
+        (ax, ay) = scenes.DIRECTIONS[scenes.scene_at(schedule, k * FPB).direction]
+        if (ax, ay) == (-bx, -by):
             ends.append(ks[n + 1] if n + 1 < len(ks) else nb)
     return ends
 
@@ -729,10 +726,9 @@ class DitData:
             # (no draw when off: the earlier rounds' random stream stays as it was)
             if self.reversal_share > 0 and self.reversals and rng.random() < self.reversal_share:
                 i, end = rng.choice(self.reversals)
-                exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks, end)))
-                continue
-            i = rng.randrange(len(self.schedules))
-            end = 1 if self.first_block_share > 0 and rng.random() < self.first_block_share else None
+            else:
+                i = rng.randrange(len(self.schedules))
+                end = 1 if self.first_block_share > 0 and rng.random() < self.first_block_share else None
             exs.append((i, *build_example(self.nb, self.schedules[i], rng, context_blocks, end)))
         U = max(len(e[1]) for e in exs)
         C, _, h, w = self.latents.shape[1:]
@@ -897,7 +893,6 @@ def dit_loss(
     sigmas: list[float],
     stats: tuple[torch.Tensor, torch.Tensor],
 ):
-    velocity_weight, position_weight = opts.velocity_weight, opts.position_weight
     x, x0, t, pos, umask, wts, prompts, chain = batch
     ctx = encode_text(t5, tok, prompts)
     if chain.any():
@@ -919,7 +914,7 @@ def dit_loss(
     cw = channel_weights(opts.quarter_weight).view(1, -1, 1, 1, 1)
     err = (cw * (x0_pred - x0) ** 2).mean(dim=(1, 3, 4))  # [B, F]
     loss = (err * wts).sum() / wts.sum().clamp(min=1e-6)
-    if velocity_weight:
+    if opts.velocity_weight:
         # the object's step from each video frame to the next inside a block: without this term
         # the model draws a latent's 4 frames too close together (1.5 of 2 px) and catches up
         # with a hop at the next latent frame
@@ -928,15 +923,15 @@ def dit_loss(
         same_block = (torch.arange(F * TEMPORAL) // (TEMPORAL * FPB)).diff() == 0  # [4F-1]
         pair_w = torch.minimum(frame_w[:, 1:], frame_w[:, :-1]) * same_block
         verr = ((frame_steps(x0_pred) - frame_steps(x0)) ** 2).mean(dim=(1, 3, 4))  # [B, 4F-1]
-        loss = loss + velocity_weight * (verr * pair_w).sum() / pair_w.sum().clamp(min=1e-6)
-    if position_weight:
+        loss = loss + opts.velocity_weight * (verr * pair_w).sum() / pair_w.sum().clamp(min=1e-6)
+    if opts.position_weight:
         # where the phase fields put the object, in pixels^2 (chord on the unit circle times the
         # frame's size / 2 pi, squared): the x0 loss spreads a place over 4 of 47 channels and
         # every cell, and let the fields lag ~0.2 px a frame inside a block, then hop at the next
         size = torch.tensor([float(x0.shape[-1]), float(x0.shape[-2])]) * CELL / (2.0 * math.pi)
         chord = field_places(x0_pred, *stats) - field_places(x0, *stats)  # [B, F, 4, 2, 2]
         perr = (chord.pow(2).sum(-1) * size.pow(2)).mean(dim=(2, 3))  # [B, F]
-        loss = loss + position_weight * (perr * wts).sum() / wts.sum().clamp(min=1e-6)
+        loss = loss + opts.position_weight * (perr * wts).sum() / wts.sum().clamp(min=1e-6)
     return loss
 
 
