@@ -102,7 +102,7 @@ def test_the_import_reader_resolves_relative_imports() -> None:
     assert "longlive_runner.serving.server" in names  # `from ..server import ...`
     assert "longlive_runner.model.pipeline" in imported_modules(RUNNER / "serving" / "hub.py")
     assert "longlive_runner.cli" in imported_modules(RUNNER / "__main__.py")
-    assert "longlive_runner.serving.cluster.scheduler" in imported_modules(
+    assert "longlive_runner.serving.cluster.placement" in imported_modules(
         RUNNER / "serving" / "cluster" / "__init__.py"
     )
     assert runner_parts(RUNNER / "cli.py") >= {"arguments", "model", "serving", "weights"}

@@ -39,7 +39,7 @@ from longlive_runner.serving.cluster.gateway import (
     _with_session_id,
     session_param,
 )
-from longlive_runner.serving.cluster.scheduler import BUSY, DOWN, FREE, Assign, Reject, Scheduler, Wait
+from longlive_runner.serving.cluster.placement import BUSY, DOWN, FREE, Assign, Reject, Scheduler, Wait
 from longlive_runner.serving.cluster.worker import SessionWorker
 
 PROMPT = "a red circle moving right on a black background"

@@ -4,7 +4,7 @@
 model on N workers and serves `serve`'s protocol on one port; each connection gets its own session
 on a free worker, can be joined by id, or waits in a FIFO queue. The parts:
 
-- `scheduler`: workers, sessions and the queue, without I/O (the rules);
+- `placement`: who gets which worker: workers, sessions, owners and the queue, without I/O (the rules);
 - `worker`: `SessionWorker`, one model and one session (the runner's own `Runner` +
   `RunnerServer`), a Ray actor in a cluster;
 - `gateway`: `Gateway` (assigns, queues, proxies, notices dead workers) and `GatewayServer`
@@ -19,6 +19,6 @@ Importing this package needs neither Ray nor torch; Ray is imported where it is 
 
 from __future__ import annotations
 
-from .scheduler import Assign, Reject, Scheduler, SessionRecord, Wait, new_session_id
+from .placement import Assign, Reject, Scheduler, SessionRecord, Wait, new_session_id
 
 __all__ = ["Assign", "Reject", "Scheduler", "SessionRecord", "Wait", "new_session_id"]

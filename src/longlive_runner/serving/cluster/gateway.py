@@ -1,6 +1,6 @@
 """The cluster gateway: one websocket endpoint, a session per client on a free worker, a queue.
 
-`Gateway` is the asyncio half of the cluster (the bookkeeping is `scheduler.Scheduler`, without
+`Gateway` is the asyncio half of the cluster (the bookkeeping is `placement.Scheduler`, without
 I/O). For each client connection it:
 
 1. gives it a new session on a free worker (`hello` then carries `session_id`), or joins the
@@ -55,7 +55,7 @@ from longlive.protocol import (
 )
 
 from ..server import HEALTH_PATH, RunnerServer, _close_reason, _json_response
-from .scheduler import BUSY, DOWN, Assign, Reject, Scheduler, new_session_id
+from .placement import BUSY, DOWN, Assign, Reject, Scheduler, new_session_id
 
 __all__ = [
     "CLOSE_NO_SUCH_SESSION",
