@@ -87,3 +87,24 @@ async def test_the_sdk_returns_and_logs_the_warning(demo_pipe, caplog) -> None:
         caplog.clear()
         scheduled = await reactor.schedule_prompt(GOOD, 0)
         assert scheduled.warnings == () and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_rekeyed_prompt_is_a_warning_naming_where_it_takes_effect(tiny_pipe, caplog) -> None:
+    """A prompt scheduled in the decided past is moved a block later: the SDK says so (warning,
+    effective frame in the message and in the result), never only at info level."""
+    caplog.set_level(logging.INFO, logger="longlive")
+    async with Reactor.local(pipeline=tiny_pipe) as reactor:
+        await reactor.schedule_prompt("a cat", 0)
+        await reactor.start(seed=1)
+        await reactor.wait_for_frame(3)  # block 0 is out: frame 0 is in the past
+        scheduled = await reactor.schedule_prompt("a dog", 0)
+        assert scheduled.rekeyed and scheduled.requested_timestamp == 0
+        assert scheduled.effective_frame > 0 and scheduled.timestamp == scheduled.effective_frame
+        assert scheduled.effective_frame % 3 == 0
+        [record] = [r for r in caplog.records if "rekeyed" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        assert (
+            f"it takes effect at latent frame {scheduled.effective_frame} "
+            f"(video frame {scheduled.effective_video_frame}), not 0" in record.getMessage()
+        )
+        await reactor.reset()

@@ -71,6 +71,10 @@ def run_snippet(runner: RunnerProcess) -> list[list[int]]:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+    # A newcomer sees it run: a line per second of video, from the first frame on.
+    shown = [ln for ln in proc.stdout.splitlines() if ln.startswith("frame ")]
+    assert shown[:2] == ["frame 0: 0 s, 64x64", "frame 16: 1 s, 64x64"], proc.stdout
+    assert shown[-1] == "frame 160: 10 s, 64x64" and len(shown) == 11, proc.stdout
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("FRAMES ")][-1]
     seen: list[list[int]] = json.loads(line.removeprefix("FRAMES "))
     return seen

@@ -972,16 +972,29 @@ class Reactor:
     ) -> ScheduledPrompt:
         """Use `prompt` from latent frame `timestamp` on (same timestamp again = overwrite).
 
-        It takes effect at the next block boundary (`effective_frame`); a timestamp already
-        decided is re-keyed to the next free block (warning `rekeyed`). To switch at the next
-        block while generating, schedule at `current_start_frame + 3`.
+        It takes effect at the next block boundary: the result's `effective_frame` (and
+        `effective_video_frame`). A timestamp in the past or in a block already decided is moved
+        to the next free block: `rekeyed` is then true, `timestamp` and `effective_frame` say
+        where it went, and the `longlive` logger warns (printed with no logging set up). To
+        switch at the next block while generating, schedule at `current_start_frame + 3`.
         """
         result = await self._command(SchedulePrompt(prompt, timestamp), timeout)
         scheduled = ScheduledPrompt.from_data(result)
         for warning in scheduled.warnings:
-            # What the video will not show is a warning (printed by Python's default logging);
-            # where the prompt went (rekeyed, superseded) is in the result: info.
-            level = logging.INFO if warning.code in ("rekeyed", "superseded") else logging.WARNING
+            # What the video will not show where asked is a warning (printed by Python's default
+            # logging): a rekeyed prompt, an unknown word; `superseded` is the caller's own doing.
+            level = logging.INFO if warning.code == "superseded" else logging.WARNING
+            if warning.code == "rekeyed":
+                logger.warning(
+                    "schedule_prompt at %d was moved: it takes effect at latent frame %d (video frame %d), "
+                    "not %d [rekeyed] %s",
+                    timestamp,
+                    scheduled.effective_frame,
+                    scheduled.effective_video_frame,
+                    timestamp,
+                    warning.message,
+                )
+                continue
             logger.log(level, "schedule_prompt at %d: [%s] %s", timestamp, warning.code, warning.message)
         return scheduled
 
