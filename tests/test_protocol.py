@@ -60,10 +60,13 @@ from longlive.protocol import (
 from longlive.units import (
     block_start,
     block_video_frames,
+    decided_frame,
+    frontier_frame,
     latent_to_video_frame,
     next_block_boundary,
     seconds_to_latent_frame,
     seconds_to_video_frame,
+    timeline_end,
     video_frame_to_seconds,
     video_to_latent_frame,
 )
@@ -577,3 +580,27 @@ def test_encode_frame_into_writes_the_same_bytes_into_a_reused_buffer() -> None:
     with pytest.raises(BufferError):
         encode_frame_into(FrameHeader(0, 0, 0, 1, 2, 2), np.zeros((2, 2, 3), np.uint8), buffer)
     held.release()
+
+
+def test_frontier_and_decided_frames() -> None:
+    assert [frontier_frame(csf, busy) for csf, busy in ((0, False), (0, True), (9, False), (9, True))] == [
+        0,
+        3,
+        9,
+        12,
+    ]
+    assert [decided_frame(p, True) for p in (0, 3, 12)] == [0, 0, 9]
+    assert decided_frame(12, False) == -1  # nothing is decided before start
+    assert frontier_frame(8, True, frames_per_block=4) == 12 and decided_frame(12, True, frames_per_block=4) == 8
+    with pytest.raises(ValueError):
+        frontier_frame(-1, False)
+    with pytest.raises(ValueError):
+        decided_frame(3, True, frames_per_block=0)
+
+
+def test_timeline_end_covers_the_next_blocks_and_the_last_prompt() -> None:
+    assert timeline_end(0, 0) == 48  # 16 blocks at least
+    assert timeline_end(60, 0) == 84  # 8 blocks past the next one
+    assert timeline_end(0, 100) == 114  # 4 blocks past the last prompt, rounded up to a block (112 -> 114)
+    assert timeline_end(60, 0, max_frames=70) == 70
+    assert timeline_end(0, 0, frames_per_block=4) == 64

@@ -313,6 +313,40 @@ def test_live_schedule_in_the_future_is_kept_and_past_is_rekeyed() -> None:
     assert (nxt.start_frame, nxt.prompt, nxt.switched, nxt.previous_prompt) == (6, "e", True, "a")
 
 
+def test_state_carries_frontier_and_decided() -> None:
+    s = Session(max_frames=9)
+    assert (s.state().frontier, s.state().decided) == (0, -1)  # idle: nothing decided
+    schedule(s, "a", 0)
+    out = s.handle(Start(id="go"))
+    assert (out[-1].frontier, out[-1].decided) == (3, 0)  # type: ignore[attr-defined]  # block 0 about to begin
+    plan = s.next_block()
+    assert plan is not None
+    # running, block 0 in progress: the session's own P and D (the re-key rule) agree with `state`
+    assert (s.state().frontier, s.state().decided) == (s.frontier, s.decided) == (3, 0)
+    out = s.block_done(plan, plan.num_video_frames)
+    state = out[-1]
+    assert isinstance(state, State) and state.current_start_frame == 3
+    # between blocks: the runner begins block 3 right after this state, so a client counts it
+    assert (state.frontier, state.decided) == (6, 3) and (s.frontier, s.decided) == (3, 0)
+    s.next_block()
+    assert (s.frontier, s.decided) == (state.frontier, state.decided)
+    s.handle(Pause())  # paused while block 3 is generated: it still completes
+    assert (s.state().frontier, s.state().decided) == (6, 3)
+    plan = s.in_progress
+    assert plan is not None
+    out = s.block_done(plan, plan.num_video_frames)
+    assert (out[-1].frontier, out[-1].decided) == (6, 3)  # type: ignore[attr-defined]  # paused: nothing begins
+    s.handle(Resume())
+    plan = s.next_block()
+    assert plan is not None
+    out = s.block_done(plan, plan.num_video_frames)  # frame 9 + 3 > 9: finished
+    assert isinstance(out[-1], State) and out[-1].finished == "max_frames"
+    assert (out[-1].frontier, out[-1].decided) == (9, 6)  # a finished video keeps its decided past
+    wire = parse_message(encode_message(out[-1]))
+    assert isinstance(wire, State) and (wire.frontier, wire.decided) == (9, 6)
+    assert (s.handle(Reset())[-1].frontier, s.state().decided) == (0, -1)  # type: ignore[attr-defined]
+
+
 def test_rekey_while_paused_and_at_start() -> None:
     s = started("a")
     r = schedule(s, "a2", 0).result  # started, block 0 not planned yet: 0 is still P

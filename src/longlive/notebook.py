@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidStateError
-from .units import latent_to_video_frame
+from .units import latent_to_video_frame, next_block_boundary, timeline_end
 
 if TYPE_CHECKING:
     from ._client import Reactor
@@ -250,6 +250,7 @@ class LiveView:
         csf = r.current_start_frame
         fps = hello.fps if hello is not None else 16
         fpb = hello.frames_per_block if hello is not None else 3
+        tc = hello.temporal_compression if hello is not None else 4
         max_frames = hello.max_frames if hello is not None else 1024
         phase: str
         if state is None:
@@ -260,7 +261,7 @@ class LiveView:
             phase = "paused" if state.paused else "running"
         else:
             phase = "idle"
-        video = latent_to_video_frame(csf)
+        video = latent_to_video_frame(csf, tc)
         rate = self._fps()
         prompt = state.current_prompt if state is not None else None
         text = f"frame {csf} (video {video}, {video / fps:.2f} s) · {phase} · {rate:.1f} fps" + (
@@ -268,9 +269,7 @@ class LiveView:
         )
         prompts = sorted((state.scheduled_prompts if state is not None else {}).items())
         in_force = state.in_force if state is not None else None  # the runner says which (protocol 7.2)
-        last_ts = prompts[-1][0] if prompts else 0
-        end = max(16 * fpb, csf + 8 * fpb, last_ts + 4 * fpb)
-        end = min(math.ceil(end / fpb) * fpb, max_frames)
+        end = timeline_end(csf, prompts[-1][0] if prompts else 0, fpb, max_frames)
 
         def pct(f: float) -> str:
             return f"{100 * f / end:.3f}%"
@@ -288,7 +287,7 @@ class LiveView:
         bold = ' style="font-weight:bold"'
         rows = "".join(
             f"<li{bold if ts == in_force else ''}><code>{ts}</code> "
-            f"({latent_to_video_frame(math.ceil(ts / fpb) * fpb) / fps:.2f} s): {esc(p)}"
+            f"({latent_to_video_frame(next_block_boundary(ts, fpb), tc) / fps:.2f} s): {esc(p)}"
             f"{' ← in force' if ts == in_force else ''}</li>"
             for ts, p in prompts
         )

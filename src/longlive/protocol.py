@@ -33,8 +33,8 @@ from .units import (
     DEFAULT_FPS,
     DEFAULT_FRAMES_PER_BLOCK,
     DEFAULT_TEMPORAL_COMPRESSION,
-    block_start,
     block_video_frames,
+    prompt_in_force,
 )
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "StartResult",
     "State",
     "UnknownMessage",
+    "block_frame_headers",
     "decode_frame",
     "encode_block_frames",
     "encode_envelope",
@@ -117,24 +118,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-# ----------------------------------------------------------------------------------------------
-# The prompt schedule (docs/protocol.md, section 6.2)
-# ----------------------------------------------------------------------------------------------
-def prompt_in_force(
-    schedule: Mapping[int, object], frame: int, frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK
-) -> int | None:
-    """The timestamp of the prompt in force at latent `frame`; None when no prompt is.
-
-    The rule of the whole protocol: a block is generated under the prompt scheduled at the
-    largest timestamp `<=` the block's start, so a prompt at a timestamp inside a block takes
-    effect at the next block. `frame` may be any latent frame (>= 0): the block holding it
-    counts. `schedule` maps timestamps to prompts (`State.scheduled_prompts`; only its keys are
-    read). A runner decides each block's prompt with it and sends the result in `State.in_force`.
-    """
-    start = block_start(frame, frames_per_block)
-    return max((t for t in schedule if t <= start), default=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,6 +297,14 @@ class State(Message):
     #: frame, `prompt_in_force(scheduled_prompts, current_start_frame - 1)`; from `start` until
     #: the first block is done, the one at 0. None when idle, and from a runner older than this field.
     in_force: int | None = None
+    #: `P`, the first block whose prompt is not decided yet (docs/protocol.md, section 6.2), counting
+    #: the block a running video is about to begin: `current_start_frame + frames_per_block` while
+    #: running or while a paused video finishes its block, else `current_start_frame`. A prompt
+    #: scheduled before `decided` is re-keyed here. None from a runner older than this field.
+    frontier: int | None = None
+    #: `D`, the last decided latent frame: prompts at timestamps `<= decided` are or were in force
+    #: and cannot be removed; -1 while idle. None from a runner older than this field.
+    decided: int | None = None
 
     @property
     def idle(self) -> bool:
@@ -982,17 +973,25 @@ def encode_frame_into(header: FrameHeader, rgb: np.ndarray, buffer: bytearray) -
     return memoryview(buffer)
 
 
+def block_frame_headers(
+    frames: np.ndarray, *, block_start_frame: int, first_video_frame: int, generation: int = 0
+) -> list[FrameHeader]:
+    """The header of every frame of a block (`frames`: uint8 [n, H, W, 3]), in order."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4:
+        raise ValueError(f"frames must be an array [n, H, W, 3], got shape {np.shape(frames)}")
+    n, h, w = frames.shape[:3]
+    return [FrameHeader(first_video_frame + i, block_start_frame, i, n, h, w, generation) for i in range(n)]
+
+
 def encode_block_frames(
     frames: np.ndarray, *, block_start_frame: int, first_video_frame: int, generation: int = 0
 ) -> Iterator[bytes]:
     """Binary messages for every frame of a block (`frames`: uint8 [n, H, W, 3]), in order."""
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4:
-        raise ValueError(f"frames must be an array [n, H, W, 3], got shape {np.shape(frames)}")
-    n, h, w = frames.shape[:3]
-    for i in range(n):
-        yield encode_frame(
-            FrameHeader(first_video_frame + i, block_start_frame, i, n, h, w, generation), frames[i]
-        )
+    headers = block_frame_headers(
+        frames, block_start_frame=block_start_frame, first_video_frame=first_video_frame, generation=generation
+    )
+    for header, rgb in zip(headers, frames, strict=True):
+        yield encode_frame(header, rgb)
 
 
 def decode_frame(

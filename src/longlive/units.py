@@ -1,13 +1,18 @@
-"""Frame arithmetic: latent frames <-> video frames <-> seconds, and block boundaries.
+"""Frame and schedule arithmetic: latent frames <-> video frames <-> seconds, block boundaries,
+the prompt in force and the decided past. The one statement of each rule, shared by the client,
+the runner (session, CLI, pipeline, demo) and the tests.
 
 The protocol counts in the model's latent frames (docs/protocol.md, section 2). The VAE decodes
 the first latent frame to one video frame and every later one to `temporal_compression` (4)
 video frames, so a block of 3 latent frames is 9 video frames at the start and 12 after.
+
+Pure arithmetic on ints (standard library only), so that the model side may use it too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 __all__ = [
     "DEFAULT_FPS",
@@ -15,10 +20,14 @@ __all__ = [
     "DEFAULT_TEMPORAL_COMPRESSION",
     "block_start",
     "block_video_frames",
+    "decided_frame",
+    "frontier_frame",
     "latent_to_video_frame",
     "next_block_boundary",
+    "prompt_in_force",
     "seconds_to_latent_frame",
     "seconds_to_video_frame",
+    "timeline_end",
     "video_frame_to_seconds",
     "video_to_latent_frame",
 ]
@@ -107,3 +116,62 @@ def next_block_boundary(frame: int, frames_per_block: int = DEFAULT_FRAMES_PER_B
     """
     n = _positive(frames_per_block, "frames_per_block")
     return -(-_index(frame, "frame") // n) * n
+
+
+# ----------------------------------------------------------------------------------------------
+# The prompt schedule (docs/protocol.md, section 6.2)
+# ----------------------------------------------------------------------------------------------
+def prompt_in_force(
+    schedule: Iterable[int], frame: int, frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK
+) -> int | None:
+    """The timestamp of the prompt in force at latent `frame`; None when no prompt is.
+
+    The rule of the whole protocol: a block is generated under the prompt scheduled at the
+    largest timestamp `<=` the block's start, so a prompt at a timestamp inside a block takes
+    effect at the next block. `frame` may be any latent frame (>= 0): the block holding it
+    counts. `schedule` gives the timestamps (a mapping of timestamps to prompts, such as
+    `State.scheduled_prompts`, is read by its keys). A runner decides each block's prompt with
+    it and sends the result in `State.in_force`.
+    """
+    start = block_start(frame, frames_per_block)
+    return max((t for t in schedule if t <= start), default=None)
+
+
+def frontier_frame(
+    current_start_frame: int, block_in_progress: bool, frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK
+) -> int:
+    """`P`: the start of the first block whose prompt is not decided yet.
+
+    A block's prompt is decided when the runner begins it: `P` is the next block's start
+    (`current_start_frame`) plus one block while a block is in progress.
+    """
+    n = _positive(frames_per_block, "frames_per_block")
+    return _index(current_start_frame, "current_start_frame") + (n if block_in_progress else 0)
+
+
+def decided_frame(frontier: int, started: bool, frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK) -> int:
+    """`D`: the last decided latent frame; prompts at timestamps `<= D` are fixed.
+
+    `max(P - frames_per_block, 0)` once the video started (the prompt at 0 is in force from
+    `start` on), -1 before (nothing is decided while idle).
+    """
+    n = _positive(frames_per_block, "frames_per_block")
+    p = _index(frontier, "frontier")
+    return max(p - n, 0) if started else -1
+
+
+def timeline_end(
+    current_start_frame: int,
+    last_timestamp: int,
+    frames_per_block: int = DEFAULT_FRAMES_PER_BLOCK,
+    max_frames: int | None = None,
+) -> int:
+    """The latent frame where a timeline view ends: 16 blocks at least, 8 blocks past the next
+    block and 4 past the last scheduled prompt, rounded up to a block, at most `max_frames`.
+
+    The notebook view uses it; the live page (static/app.js, `timelineEnd`) follows the same rule.
+    """
+    n = _positive(frames_per_block, "frames_per_block")
+    end = max(16 * n, _index(current_start_frame, "current_start_frame") + 8 * n, last_timestamp + 4 * n)
+    end = next_block_boundary(end, n)
+    return end if max_frames is None else min(end, max_frames)

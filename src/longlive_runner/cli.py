@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from longlive.units import block_start, latent_to_video_frame, next_block_boundary
+
 from .arguments import CLIError, add_model_args, load_from_args, unknown_model
 from .model.config import DEFAULT_MODEL
 
@@ -152,9 +154,9 @@ def schedule_notes(
 ) -> None:
     """Notes for prompts that take effect elsewhere than written, or never; a note for a cap."""
     n = frames_per_block
-    end = -(-num_frames // n) * n  # generated: whole blocks
+    end = next_block_boundary(num_frames, n)  # generated: whole blocks
     if limit is not None and end > limit:
-        capped = (limit // n) * n
+        capped = block_start(limit, n)
         note(
             f"--frames {num_frames}: this model stops at latent frame {limit} (its max_latent_frames); "
             f"the video ends at frame {capped}"
@@ -162,7 +164,7 @@ def schedule_notes(
         end = capped
     effective: dict[int, int] = {}
     for frame in sorted(schedule):
-        at = -(-frame // n) * n
+        at = next_block_boundary(frame, n)
         if frame >= end:
             note(f"the prompt at frame {frame} is past the end of the video (frame {end}): it is not used")
             continue
@@ -208,8 +210,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = pipe.config
     schedule_notes(schedule, cfg.frames_per_block, args.frames, cfg.stream.max_latent_frames)
     prompt_check(pipe, schedule)
-    n_blocks = -(-args.frames // cfg.frames_per_block)
-    total_video = sum(cfg.video_frames_for_block(b * cfg.frames_per_block) for b in range(n_blocks))
+    total_video = latent_to_video_frame(
+        next_block_boundary(args.frames, cfg.frames_per_block), cfg.vae.temporal_compression
+    )
     start = time.perf_counter()
     with (
         VideoWriter(args.out, fps=cfg.fps) as writer,

@@ -50,6 +50,7 @@ from .scenes import (
     Clip,
     Scene,
     Style,
+    latent_of_video_frame,
     num_video_frames,
     render_frame,
     shape_coverage,
@@ -71,9 +72,10 @@ def _one_hot(names: list[str] | tuple[str, ...], name: str) -> np.ndarray:
 
 
 def _video_frames_of_latent(latent: int) -> list[int]:
-    return (
-        [0] * TEMPORAL if latent == 0 else [TEMPORAL * latent - (TEMPORAL - 1) + k for k in range(TEMPORAL)]
-    )
+    if latent == 0:  # the first latent frame decodes to one video frame, drawn in all 4 slots
+        return [0] * TEMPORAL
+    first = num_video_frames(latent)
+    return list(range(first, first + TEMPORAL))
 
 
 def _quarter_coverage(shape: str, centre: np.ndarray, height: int, width: int, style: Style) -> np.ndarray:
@@ -89,7 +91,7 @@ def _quarter_coverage(shape: str, centre: np.ndarray, height: int, width: int, s
 def scene_latents(clip: Clip, height: int, width: int) -> torch.Tensor:
     """A rendered clip's raw latents [CHANNELS, L, H/8, W/8] (float32), L = its latent frames."""
     t = len(clip.scenes)
-    num_latent = 1 + (t - 1) // TEMPORAL
+    num_latent = latent_of_video_frame(t - 1) + 1 if t > 0 else 0
     if num_video_frames(num_latent) != t:
         raise ValueError(f"a clip needs 1 + 4k video frames, got {t}")
     return latents_of(clip.scenes, clip.positions, height, width, range(num_latent))

@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from longlive.units import latent_to_video_frame, prompt_in_force, video_to_latent_frame
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (255, 0, 0),
     "green": (0, 255, 0),
@@ -116,12 +118,12 @@ def vocabulary() -> list[str]:
 
 # --- schedules --------------------------------------------------------------------------------
 def scene_at(schedule: Mapping[int, str], latent_frame: int, frames_per_block: int = 3) -> Scene:
-    """The scene in force for a latent frame: the prompt at the largest timestamp <= its block start."""
-    s = latent_frame - latent_frame % frames_per_block
-    times = [t for t in schedule if t <= s]
-    if not times:
+    """The scene in force for a latent frame: the prompt at the largest timestamp <= its block start
+    (`longlive.units.prompt_in_force`)."""
+    t = prompt_in_force(schedule, latent_frame, frames_per_block)
+    if t is None:
         raise ValueError("the schedule needs a prompt at frame 0")
-    return parse_prompt(schedule[max(times)])
+    return parse_prompt(schedule[t])
 
 
 def sample_scene(rng: np.random.Generator) -> Scene:
@@ -171,18 +173,20 @@ def sample_schedule(
 
 
 # --- frame layout -----------------------------------------------------------------------------
+# The demo's names for the arithmetic of `longlive.units` (with its temporal compression, TEMPORAL).
 def num_video_frames(num_latent_frames: int) -> int:
-    return 1 + TEMPORAL * (num_latent_frames - 1) if num_latent_frames > 0 else 0
+    """Video frames decoded from `num_latent_frames` latent frames (1 + 4(F-1); 0 for none)."""
+    return latent_to_video_frame(num_latent_frames, TEMPORAL)
 
 
 def latent_of_video_frame(j: int) -> int:
-    return 0 if j == 0 else (j - 1) // TEMPORAL + 1
+    """The latent frame that decodes to video frame `j`."""
+    return video_to_latent_frame(j, TEMPORAL)
 
 
 def block_video_range(start_frame: int, frames_per_block: int = 3) -> tuple[int, int]:
     """[first, end) video frames of the block starting at latent frame `start_frame`."""
-    first = 0 if start_frame == 0 else TEMPORAL * start_frame - (TEMPORAL - 1)
-    return first, num_video_frames(start_frame + frames_per_block)
+    return num_video_frames(start_frame), num_video_frames(start_frame + frames_per_block)
 
 
 # --- rendering --------------------------------------------------------------------------------

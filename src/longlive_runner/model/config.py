@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longlive.units import block_video_frames
+
 # Per-channel statistics of the Wan2.1 VAE latent space (see docs/architecture.md).
 WAN_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -146,9 +148,7 @@ class PipelineConfig:
 
     def video_frames_for_block(self, start_frame: int) -> int:
         """Decoded video frames of the block starting at latent frame `start_frame` (9 then 12)."""
-        t = self.vae.temporal_compression
-        n = self.stream.frames_per_block
-        return (1 + (n - 1) * t) if start_frame == 0 else n * t
+        return block_video_frames(start_frame, self.stream.frames_per_block, self.vae.temporal_compression)
 
     def validate(self) -> None:
         s, d = self.stream, self.dit

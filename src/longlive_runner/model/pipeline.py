@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from longlive.units import prompt_in_force
+
 from . import checkpoints as ckpt
 from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
 from .dit import CausalWanDiT
@@ -65,18 +67,19 @@ class Pipeline:
 
         `schedule` maps latent frame -> prompt (a text or a `PromptEmbedding`) and must have a
         prompt at frame 0. Before the block starting at frame `s`, the prompt in force is the one at
-        the largest timestamp <= s. `seed` seeds the noise of the video; `noise` replaces it.
+        the largest timestamp <= s (`longlive.units.prompt_in_force`, the protocol's rule). `seed`
+        seeds the noise of the video; `noise` replaces it.
         """
         if 0 not in schedule:
             raise ValueError("the schedule needs a prompt at frame 0")
         if num_frames <= 0:
             raise ValueError("num_frames must be positive")
         gen = self.generator(seed, noise)
-        times = sorted(schedule)
+        n = self.config.frames_per_block
         while gen.current_start_frame < num_frames and gen.finished is None:
-            s = gen.current_start_frame
-            prompt = schedule[max(t for t in times if t <= s)]
-            yield gen.generate_block(prompt)
+            t = prompt_in_force(schedule, gen.current_start_frame, n)
+            assert t is not None  # the schedule has a prompt at 0
+            yield gen.generate_block(schedule[t])
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from longlive.protocol import (
     Pause,
     Reset,
     State,
+    block_frame_headers,
     encode_frame,
     encode_frame_into,
     encode_message,
@@ -597,20 +598,13 @@ class Runner:
             self.detach(peer, CLOSE_POLICY, reason)
 
     def _send_frames(self, plan: BlockPlan, frames: np.ndarray) -> None:
-        n, h, w = frames.shape[:3]
         frames.flags.writeable = False  # shared by every peer
         peers = list(self._peers)
-        for i in range(n):
-            header = FrameHeader(
-                video_frame=plan.first_video_frame + i,
-                block_start_frame=plan.start_frame,
-                index_in_block=i,
-                frames_in_block=n,
-                height=h,
-                width=w,
-                generation=plan.epoch,
-            )
-            frame = OutFrame(header, frames[i])
+        headers = block_frame_headers(
+            frames, block_start_frame=plan.start_frame, first_video_frame=plan.first_video_frame, generation=plan.epoch
+        )
+        for header, rgb in zip(headers, frames, strict=True):
+            frame = OutFrame(header, rgb)
             for peer in peers:
                 peer.put_frame(frame)
 

@@ -59,7 +59,13 @@ from longlive.protocol import (
     prompt_in_force,
     validate_command,
 )
-from longlive.units import block_video_frames, latent_to_video_frame, next_block_boundary
+from longlive.units import (
+    block_video_frames,
+    decided_frame,
+    frontier_frame,
+    latent_to_video_frame,
+    next_block_boundary,
+)
 
 if TYPE_CHECKING:
     from ..model.config import PipelineConfig
@@ -222,15 +228,30 @@ class Session:
 
     @property
     def frontier(self) -> int:
-        """`P`: the start of the first block whose prompt is not decided yet."""
-        return self._current_start_frame + (self.frames_per_block if self._in_progress is not None else 0)
+        """`P`: the start of the first block whose prompt is not decided yet (`units.frontier_frame`)."""
+        return frontier_frame(self._current_start_frame, self._in_progress is not None, self.frames_per_block)
 
     @property
     def decided(self) -> int:
         """`D`: prompts at timestamps `<= D` are fixed (-1 while idle; block 0 counts from `start`)."""
-        if not self._running:
-            return -1
-        return max(self.frontier - self.frames_per_block, 0)
+        return decided_frame(self.frontier, self._running, self.frames_per_block)
+
+    @property
+    def announced_frontier(self) -> int:
+        """`State.frontier`: `P` counting the block a running video is about to begin.
+
+        A `state` is sent between blocks and nothing is sent when the runner begins the next one,
+        which it does at once (or after the pace's wait) while the video runs: so a client reading
+        `state` should take that block as in progress. Paused, idle or finished: `P` itself.
+        """
+        about_to_begin = self._in_progress is not None or self.phase == "running"
+        return frontier_frame(self._current_start_frame, about_to_begin, self.frames_per_block)
+
+    @property
+    def announced_decided(self) -> int:
+        """`State.decided`: `D` for `announced_frontier`; -1 while idle. A finished video keeps
+        its decided past (its prompts cannot be removed either: the video ended)."""
+        return decided_frame(self.announced_frontier, self.phase != "idle", self.frames_per_block)
 
     def prompt_at(self, frame: int) -> str | None:
         """The prompt in force for the block holding latent `frame` (`protocol.prompt_in_force`)."""
@@ -276,6 +297,8 @@ class Session:
             scheduled_prompts=self.schedule,
             seed=self._seed,
             in_force=self.in_force,
+            frontier=self.announced_frontier,
+            decided=self.announced_decided,
         )
 
     def progress(self) -> Progress:

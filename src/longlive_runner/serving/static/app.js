@@ -132,21 +132,17 @@
     return "idle";
   }
 
-  // The first block not decided yet (P) and the last decided frame (D), section 6.2. The page
-  // must predict these: `state` is a snapshot sent between blocks, and nothing is sent when the
-  // runner begins the next one, so a running video is taken to have its next block in progress
-  // (true except while the runner waits to keep real-time pace). Only the frame hint and the
-  // "applied" marks use them; the runner's reply to a command is the truth. Which prompt is in force is not predicted: the
-  // runner sends it (`state.in_force`, the protocol's rule, longlive.protocol.prompt_in_force).
-  function undecided() {
-    const p = phase();
-    if (p === "running") return S.csf + fpb();
-    return S.csf;
-  }
-  function lastDecided() {
-    const p = phase();
-    if (p === "idle" || p === "unknown") return -1;
-    return Math.max(undecided() - fpb(), 0);
+  // The first block not decided yet (P) and the last decided frame (D), section 6.2: the runner
+  // sends both in `state` (`frontier`, `decided`: longlive.units.frontier_frame / decided_frame,
+  // counting the block a running video is about to begin), as it sends the prompt in force
+  // (`in_force`). Only the frame hint and the "applied" marks use them; the runner's reply to a
+  // command is the truth.
+  const undecided = () => (S.state && S.state.frontier != null ? S.state.frontier : S.csf);
+  const lastDecided = () => (S.state && S.state.decided != null ? S.state.decided : -1);
+  // Where the timeline ends: the rule of longlive.units.timeline_end (the notebook view's).
+  function timelineEnd(lastTs) {
+    const n = fpb();
+    return Math.min(blockBoundary(Math.max(16 * n, S.csf + 8 * n, lastTs + 4 * n)), maxFrames());
   }
   function defaultTimestamp() {
     return Math.min(undecided(), maxFrames());
@@ -828,9 +824,7 @@
           .sort((a, b) => a[0] - b[0])
       : [];
     const step = fpb();
-    const lastTs = prompts.length ? prompts[prompts.length - 1][0] : 0;
-    let end = Math.max(16 * step, S.csf + 8 * step, lastTs + 4 * step);
-    end = Math.min(Math.ceil(end / step) * step, maxFrames());
+    const end = timelineEnd(prompts.length ? prompts[prompts.length - 1][0] : 0);
     const pct = (f) => `${((100 * f) / end).toFixed(4)}%`;
     const running = phase() === "running";
     const inForce = st && st.in_force != null ? st.in_force : null; // the prompt of the last block
