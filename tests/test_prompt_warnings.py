@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 
 import pytest
 
 from longlive import Reactor
 from longlive_runner import load_pipeline
-from longlive_runner.model.tokenizer import prompt_warnings
+from longlive_runner.model.tokenizer import TextTokenizer, prompt_warnings
 from longlive_runner.serving.hub import Runner
 
 GOOD = "a red circle moving right on a black background"
@@ -108,3 +110,60 @@ async def test_a_rekeyed_prompt_is_a_warning_naming_where_it_takes_effect(tiny_p
             f"(video frame {scheduled.effective_video_frame}), not 0" in record.getMessage()
         )
         await reactor.reset()
+
+
+def test_a_prompt_of_unknown_pieces_is_analysed_in_linear_time(demo_pipe, tiny_pipe) -> None:
+    """U+FDFA normalizes (NFKC) to 18 characters in 4 words: 2,000 of them are 8,000 (demo) or
+    12,002 (tiny) unknown pieces in one written word. Each piece is looked up, not its word
+    rescanned (that cost 2.8 s per prompt), and the warning names a bounded excerpt."""
+    for tokenizer in (demo_pipe.text_encoder.tokenizer, tiny_pipe.text_encoder.tokenizer):
+        for prompt in ("\ufdfa" * 2000, "\ufdfa " * 1000, " ".join(f"w{i}" for i in range(600))[:2000]):
+            best = min(_timed(tokenizer, prompt) for _ in range(3))
+            assert best < 0.25, (prompt[:10], best)  # about 20 ms on 2 busy cores
+            warnings = dict(prompt_warnings(tokenizer, prompt))
+            assert len(warnings.get("unknown_words", "")) < 600
+        analysis = tokenizer.analyze("\ufdfa" * 2000)
+        assert analysis.tokens == tokenizer.count_tokens("\ufdfa" * 2000) > 6000
+        assert analysis.unknown_words == ["\ufdfa" * 2000]  # the whole word, as written
+    message = dict(prompt_warnings(tiny_pipe.text_encoder.tokenizer, " ".join(f"\u00e9{i}" for i in range(20))))
+    assert "'\u00e90', '\u00e91', '\u00e92', '\u00e93', '\u00e94', '\u00e95', '\u00e96', '\u00e97' and 12 more:" in message[
+        "unknown_words"
+    ]
+
+
+async def test_long_prompts_are_analysed_off_the_event_loop(demo_pipe, monkeypatch) -> None:
+    """The hub tokenizes a long prompt on its prompt thread (the event loop only waits for it),
+    a short one in place; either way the ack carries the warnings, in the order sent."""
+    threads: list[str] = []
+    analyse = Runner._analyse
+
+    def spy(self: Runner, prompt: str) -> list[tuple[str, str]]:
+        threads.append(threading.current_thread().name)
+        return analyse(self, prompt)
+
+    monkeypatch.setattr(Runner, "_analyse", spy)
+    async with Runner(demo_pipe) as runner:
+        conn = runner.connect_local()
+        assert json.loads(await conn.recv())["type"] == "hello"
+        long_bad = "a purple elephant " + "red " * 12  # 66 characters, 16 tokens: not cut
+        for i, prompt in enumerate((long_bad, "a purple elephant")):
+            await conn.send_text(
+                json.dumps({"type": "schedule_prompt", "data": {"new_prompt": prompt, "timestamp": 3 * i}, "id": f"{i}"})
+            )
+        acks = []
+        while len(acks) < 2:
+            msg = json.loads(await conn.recv())
+            if msg.get("id") in ("0", "1"):
+                acks.append(msg)
+        assert [a["id"] for a in acks] == ["0", "1"]
+        for ack in acks:
+            assert [w["code"] for w in ack["data"]["warnings"]] == ["unknown_words"]
+            assert "'purple', 'elephant'" in ack["data"]["warnings"][0]["message"]
+        assert threads[0] == "longlive-prompts" and threads[1] == threading.current_thread().name
+        await conn.close()
+
+
+def _timed(tokenizer: TextTokenizer, prompt: str) -> float:
+    start = time.perf_counter()
+    prompt_warnings(tokenizer, prompt)
+    return time.perf_counter() - start

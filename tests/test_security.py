@@ -582,6 +582,86 @@ async def test_8_one_address_cannot_take_every_slot(local: RunnerProcess) -> Non
 
 
 # Keep last: it reads the logs of everything above.
+# ----------------------------------------------------------------------------------------------
+# 9. A prompt that is cheap to send and expensive to read
+# ----------------------------------------------------------------------------------------------
+#: U+FDFA: one character NFKC expands into 18 (four words), none of which the tiny tokenizer has:
+#: 2,000 of them normalize to 36,000 characters and 12,002 unknown pieces.
+WORST_PROMPT = "\ufdfa" * 2000
+
+
+async def test_9_prompts_of_unknown_pieces_never_stall_the_event_loop(local: RunnerProcess) -> None:
+    """Four clients each schedule 5 worst-case prompts at once while the video plays; `/health`,
+    polled all along, answers as fast as ever (it took 10 s when the analysis ran on the loop)."""
+    latencies: list[float] = []
+    polling = threading.Event()
+
+    def poll_health() -> None:
+        while not polling.is_set():
+            t = time.perf_counter()
+            assert request(local.port, "/health").status == 200
+            latencies.append(time.perf_counter() - t)
+            time.sleep(0.01)
+
+    async with Reactor(local.url) as driver:
+        await driver.reset()
+        await driver.schedule_prompt("a cat", 0)
+        await driver.start(seed=1)
+        baseline_poller = threading.Thread(target=poll_health)
+        baseline_poller.start()
+        await asyncio.sleep(1.0)
+        polling.set()
+        await asyncio.to_thread(baseline_poller.join)
+        baseline, latencies = latencies, []
+        polling.clear()
+
+        async def burst(k: int) -> list[float]:
+            took: list[float] = []
+            async with connect(local.url, open_timeout=TIMEOUT, max_size=None) as ws:
+                json.loads(await ws.recv())  # hello
+                for i in range(5):
+                    msg_id = f"w{k}-{i}"
+                    t = time.perf_counter()
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "schedule_prompt",
+                                "id": msg_id,
+                                "data": {"new_prompt": WORST_PROMPT, "timestamp": 3000 + 30 * (5 * k + i)},
+                            }
+                        )
+                    )
+                    while True:
+                        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                        got = json.loads(raw) if isinstance(raw, str) else {}  # frames: skipped
+                        if got.get("id") == msg_id:
+                            break
+                    took.append(time.perf_counter() - t)
+                    assert got["type"] == "ack", got
+                    codes = {w["code"]: w["message"] for w in got["data"]["warnings"]}
+                    assert "the prompt is 12003 tokens" in codes["prompt_truncated"]
+                    assert len(codes["unknown_words"]) < 300  # the word named, cut short
+            return took
+
+        poller = threading.Thread(target=poll_health)
+        poller.start()
+        start = time.perf_counter()
+        tooks = await asyncio.gather(*(burst(k) for k in range(4)))
+        elapsed = time.perf_counter() - start
+        polling.set()
+        await asyncio.to_thread(poller.join)
+        await driver.reset()
+    acks = sorted(t for took in tooks for t in took)
+    print(
+        f"\n20 worst-case prompts from 4 clients in {elapsed:.2f} s (slowest ack {acks[-1] * 1e3:.0f} ms); "
+        f"/health: {len(latencies)} polls, worst {max(latencies) * 1e3:.0f} ms "
+        f"(before the burst: worst {max(baseline) * 1e3:.0f} ms of {len(baseline)})"
+    )
+    # Was 2.8 s per prompt on the loop (56 s for the burst, /health stalled for seconds).
+    assert elapsed < 10.0 and acks[-1] < 2.0
+    assert len(latencies) >= 10 and max(latencies) < max(0.25, 3 * max(baseline))
+
+
 def test_the_logs_hold_no_token_and_no_traceback(local: RunnerProcess, secured: RunnerProcess) -> None:
     request(secured.port, f"/info?%74oken={TOKEN}")  # the encoded name: masked all the same
     request(secured.port, f"/?token={TOKEN}", websocket=True)

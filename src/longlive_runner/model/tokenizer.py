@@ -7,15 +7,33 @@ with `<pad>` (id 0) or truncated to `text_len` (the `</s>` survives truncation).
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+_WORD = re.compile(r"\S+")
+
+#: `prompt_warnings` names at most this many unknown words, each cut to `NAMED_WORD_CHARS`
+#: characters (a prompt of 2,000 unknown characters gets a warning of bounded size).
+MAX_NAMED_WORDS = 8
+NAMED_WORD_CHARS = 40
+
+
+@dataclass(frozen=True)
+class PromptAnalysis:
+    """What the tokenizer makes of a prompt (`TextTokenizer.analyze`)."""
+
+    tokens: int
+    """Tokens, the EOS included, before truncation (`count_tokens`)."""
+    unknown_words: list[str]
+    """Words holding a piece that maps to the unknown token (`unknown_words`)."""
 
 
 def clean_text(text: str) -> str:
@@ -74,24 +92,42 @@ class TextTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         """The words of `text` (as written, in order, once each) holding a token that maps to the
         unknown token: words the model cannot read, which therefore do not steer the video."""
-        unk = self.unk_id
-        if unk is None:
-            return []
+        return self.analyze(text).unknown_words
+
+    def analyze(self, text: str) -> PromptAnalysis:
+        """`count_tokens` and `unknown_words` of `text` from one encoding, in time linear in the
+        length of the text (once normalized): what `prompt_warnings` needs.
+
+        The encoding goes through `encode_batch`, which releases the GIL, so that a caller may run
+        this on a worker thread without stalling the event loop's thread (serving/hub.py)."""
         cleaned = clean_text(text)
-        encoding = self._raw.encode(cleaned, add_special_tokens=False)
-        words: list[str] = []
-        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+        [encoding] = self._raw.encode_batch([cleaned], add_special_tokens=False)
+        ids = encoding.ids
+        special = self._raw.post_processor
+        count = len(ids) + (special.num_special_tokens_to_add(False) if special is not None else 0)
+        unk = self.unk_id
+        if unk is None or unk not in ids:
+            return PromptAnalysis(count, [])
+        # The whitespace-delimited words of the cleaned text, as (start, end) character offsets;
+        # every unknown piece names the word its offsets fall in, found by bisection (a prompt
+        # whose normalization expands one character into many pieces, e.g. U+FDFA under NFKC,
+        # costs a lookup per piece, not a scan of its word).
+        spans = [m.span() for m in _WORD.finditer(cleaned)]
+        starts = [a for a, _ in spans]
+        seen: set[int] = set()
+        for token_id, (start, end) in zip(ids, encoding.offsets):
             if token_id != unk:
                 continue
-            # the whole whitespace-delimited word around the unknown piece
-            while start > 0 and not cleaned[start - 1].isspace():
-                start -= 1
-            while end < len(cleaned) and not cleaned[end].isspace():
-                end += 1
-            word = cleaned[start:end]
-            if word and word not in words:
-                words.append(word)
-        return words
+            i = bisect.bisect_right(starts, start) - 1
+            if i < 0 or start >= spans[i][1]:  # the piece starts in whitespace: the next word
+                i += 1
+                if i >= len(spans) or spans[i][0] >= max(end, start + 1):
+                    continue
+            seen.add(i)
+        words: dict[str, None] = {}  # in order of first appearance, once each
+        for i in sorted(seen):
+            words.setdefault(cleaned[spans[i][0] : spans[i][1]], None)
+        return PromptAnalysis(count, list(words))
 
 
 def prompt_warnings(
@@ -104,7 +140,8 @@ def prompt_warnings(
       model's grammar) appended to the message.
     """
     out: list[tuple[str, str]] = []
-    n = tokenizer.count_tokens(prompt)
+    analysis = tokenizer.analyze(prompt)
+    n = analysis.tokens
     if n > tokenizer.text_len:
         out.append(
             (
@@ -112,15 +149,21 @@ def prompt_warnings(
                 f"the prompt is {n} tokens; the text encoder keeps {tokenizer.text_len}, the rest is ignored",
             )
         )
-    unknown = tokenizer.unknown_words(prompt)
+    unknown = analysis.unknown_words
     if unknown:
-        named = ", ".join(repr(w) for w in unknown)
+        named = ", ".join(repr(_shorten(w)) for w in unknown[:MAX_NAMED_WORDS])
+        if len(unknown) > MAX_NAMED_WORDS:
+            named += f" and {len(unknown) - MAX_NAMED_WORDS} more"
         they = "it is" if len(unknown) == 1 else "they are"
         message = (
             f"the model does not know {named}: {they} read as the unknown token and will not steer the video"
         )
         out.append(("unknown_words", message + (f"; {hint}" if hint else "")))
     return out
+
+
+def _shorten(word: str) -> str:
+    return word if len(word) <= NAMED_WORD_CHARS else word[: NAMED_WORD_CHARS - 3] + "..."
 
 
 def build_tiny_tokenizer() -> Tokenizer:

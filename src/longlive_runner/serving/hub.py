@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -87,6 +88,12 @@ CLOSE_POLICY = 1008  # the peer let too much text pile up
 CLOSE_TRY_AGAIN_LATER = 1013  # too many peers
 
 T = TypeVar("T")
+
+#: A `schedule_prompt` whose prompt has at least this many characters is analysed for warnings
+#: (`prompt_warnings`: tokenizing it) on the runner's prompt thread, not on the event loop: a
+#: 2,000-character prompt can normalize to 36,000 characters (U+FDFA under NFKC) and take tens
+#: of milliseconds to tokenize. Shorter ones cost well under a millisecond: analysed in place.
+PROMPT_THREAD_CHARS = 64
 
 
 class OutFrame:
@@ -417,6 +424,8 @@ class Runner:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._block_in_flight = False
         self._closed = False
+        self._prompt_worker: _Worker | None = None
+        self._analysed: tuple[str, list[tuple[str, str]]] | None = None  # for the command at hand
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -429,6 +438,7 @@ class Runner:
         self._worker = _Worker("longlive-generation")
         pipe, seed = self.pipe, self.session.default_seed
         self._gen = await self._worker.submit(lambda: pipe.generator(seed))
+        self._prompt_worker = _Worker("longlive-prompts")
         self._drive_task = self._loop.create_task(self._drive(), name="longlive-runner")
 
     async def close(self, timeout: float = 60.0) -> None:
@@ -447,6 +457,8 @@ class Runner:
             self._drive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drive_task
+        if self._prompt_worker is not None:
+            self._prompt_worker.stop()  # a daemon thread: it ends after the analysis at hand
         if self._worker is not None:
             try:
                 await asyncio.wait_for(self._worker.stop(), timeout)
@@ -556,6 +568,22 @@ class Runner:
         """An in-process connection: the same protocol, frames as numpy arrays (no encoding)."""
         self._require_loop()
         return LocalConnection(self, self.attach(f"local-{self._peer_count + 1}"))
+
+    async def receive(self, peer: Peer, text: str) -> None:
+        """`receive_text` for a caller on the event loop (the websocket server, local
+        connections): a long prompt's analysis (`prompt_warnings`) runs first on the prompt
+        thread, one at a time, so that no prompt stalls the event loop (other clients' frames,
+        `/health`); the command is then applied as `receive_text` does, in the order sent."""
+        prompt = _long_prompt(text, self.limits)
+        if prompt is not None and self._prompt_worker is not None and peer in self._peers:
+            analysed = await self._prompt_worker.submit(lambda: (prompt, self._analyse(prompt)))
+            self._analysed = analysed
+            try:
+                self.receive_text(peer, text)
+            finally:
+                self._analysed = None
+            return
+        self.receive_text(peer, text)
 
     def receive_text(self, peer: Peer, text: str) -> None:
         """A text message from `peer`: apply it to the session and send out the result."""
@@ -746,7 +774,13 @@ class Runner:
         self._wake.set()
 
     def _prompt_warnings(self, prompt: str) -> list[tuple[str, str]]:
-        """`prompt_truncated` and `unknown_words` (docs/protocol.md, section 6.1)."""
+        """`prompt_truncated` and `unknown_words` (docs/protocol.md, section 6.1); analysed
+        already on the prompt thread when `receive` got the command."""
+        if self._analysed is not None and self._analysed[0] == prompt:
+            return self._analysed[1]
+        return self._analyse(prompt)
+
+    def _analyse(self, prompt: str) -> list[tuple[str, str]]:
         tokenizer = getattr(getattr(self.pipe, "text_encoder", None), "tokenizer", None)
         if tokenizer is None:
             return []
@@ -765,6 +799,23 @@ class Runner:
             running = None
         if running is not self._loop:
             raise RuntimeError("use the runner from the event loop it was started on")
+
+
+def _long_prompt(text: str, limits: Limits) -> str | None:
+    """The prompt of a `schedule_prompt` message, if it is long enough to be analysed off the
+    event loop (`PROMPT_THREAD_CHARS`) and short enough to be accepted; None otherwise (the
+    session itself parses and checks every message)."""
+    if not PROMPT_THREAD_CHARS <= len(text) <= limits.max_message_bytes or "schedule_prompt" not in text:
+        return None
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    data = msg.get("data") if isinstance(msg, dict) and msg.get("type") == "schedule_prompt" else None
+    prompt = data.get("new_prompt") if isinstance(data, dict) else None
+    if not isinstance(prompt, str) or not PROMPT_THREAD_CHARS <= len(prompt) <= limits.max_prompt_chars:
+        return None
+    return prompt
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -832,7 +883,7 @@ class LocalConnection:
         if not isinstance(text, str):
             raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
         self._check_open()
-        self._runner.receive_text(self._peer, text)
+        await self._runner.receive(self._peer, text)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message (the runner refuses it with `unexpected_binary`)."""

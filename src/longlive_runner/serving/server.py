@@ -356,7 +356,7 @@ class RunnerServer:
         try:
             async for message in ws:
                 if isinstance(message, str):
-                    self.runner.receive_text(peer, message)
+                    await self.runner.receive(peer, message)
                 else:
                     self.runner.receive_binary(peer, message)
         except ConnectionClosed:
