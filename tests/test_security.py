@@ -204,6 +204,30 @@ def test_the_access_rules_on_their_own() -> None:
     assert refusal is not None and refusal.status == 403 and refusal.error == "host_not_allowed"
     assert "secret-token" not in repr(AccessConfig(token="secret-token"))
 
+    # Only wrong credentials count: absent ones (any page's <img>) never lock the right token out.
+    guarded = AccessPolicy(AccessConfig(token="right-token-0123456789", max_auth_failures=3))
+    own_host = ("127.0.0.1:8765",)
+
+    def ask(target: str = "/info", **facts: Any) -> str | None:
+        refusal = guarded.check(RequestFacts("GET", target, host=own_host, peer="127.0.0.1", **facts), now=1.0)
+        return refusal.error if refusal else None
+
+    for extra in ({}, {"authorization": ("Basic dTpw",)}, {"authorization": ("Bearer ",)}):
+        assert [ask(**extra) for _ in range(10)] == ["unauthorized"] * 10
+        assert ask("/info?token=") == "unauthorized"
+    # A request another site's page makes, with or without a guess, is refused before the count.
+    for target in ("/info", "/info?token=guess", "/"):
+        for site in ("cross-site", "same-site", "Cross-Site"):
+            assert [ask(target, fetch_site=(site,)) for _ in range(5)] == ["cross_site_request"] * 5
+    assert ask(authorization=("Bearer right-token-0123456789",)) is None
+    assert ask("/info?token=right-token-0123456789", fetch_site=("same-origin",)) is None
+    assert ask(fetch_site=("none",), authorization=("Bearer right-token-0123456789",)) is None
+    # An allowed Origin (the runner's own page) is not "another site", whatever else is said.
+    assert ask("/?token=right-token-0123456789", origin=("http://127.0.0.1:8765",), fetch_site=("cross-site",)) is None
+    # Wrong tokens still count: 3 of them lock the address (the right token too, for the window).
+    assert [ask("/info?token=wrong") for _ in range(3)] == ["unauthorized"] * 3
+    assert ask(authorization=("Bearer right-token-0123456789",)) == "too_many_failures"
+
 
 # ----------------------------------------------------------------------------------------------
 # 1. Cross-site WebSocket hijacking
@@ -540,6 +564,73 @@ async def test_6_the_token_rules_of_a_running_runner(
     await wait_for_log(secured, "from 127.0.0.9: 401")
     (blocked,) = [line for line in log_lines(secured, "from 127.0.0.9: 401") if "WARNING" in line]
     assert TOKEN not in blocked  # the failure that blocked the address is a warning; the others info
+
+
+IMG_HEADERS = (  # what Chromium sends for <img src="http://127.0.0.1:PORT/info"> on another site
+    ("Sec-Fetch-Site", "cross-site"),
+    ("Sec-Fetch-Mode", "no-cors"),
+    ("Sec-Fetch-Dest", "image"),
+    ("Accept", "image/avif,image/webp,image/apng,*/*;q=0.8"),
+)
+
+CREDENTIAL_LESS_PAGE = """<!doctype html><title>pending</title><body><script>
+const base = "http://127.0.0.1:%(port)d";
+const targets = [];
+for (let i = 0; i < 15; i++) targets.push(base + "/info?n=" + i, base + "/info?token=guess" + i);
+let left = targets.length + 2;
+const done = () => { if (--left === 0) document.title = "done"; };
+for (const url of targets) { const img = new Image(); img.onload = img.onerror = done; img.src = url; }
+fetch(base + "/info", {mode: "no-cors"}).finally(done);
+fetch(base + "/info?token=guess", {mode: "no-cors"}).finally(done);
+</script>"""
+
+
+def test_6_requests_without_credentials_never_lock_the_right_token_out(secured: RunnerProcess) -> None:
+    """What any web page (or a script without the token) can send from 127.0.0.1, the address
+    every local client shares: none of it counts as a failed token, so the right token works."""
+    port = secured.port
+    right = (("Authorization", f"Bearer {TOKEN}"),)
+    for _ in range(12):
+        assert request(port, "/info").status == 401  # no credentials: not a guess
+        assert request(port, "/", websocket=True).status == 401
+        img = request(port, "/info", headers=IMG_HEADERS)
+        assert img.status == 403 and img.json()["error"] == "cross_site_request"
+        assert request(port, "/info?token=guess", headers=IMG_HEADERS).status == 403  # another site's guess
+        assert request(port, "/info", headers=(("Authorization", "Basic dXNlcjpwYXNz"),)).status == 401
+    assert request(port, "/info", headers=right).status == 200
+    assert asyncio.run(_connects(secured.url))
+
+    # A real page of another origin, in Chromium: 30 images and 2 no-cors fetches of /info (half
+    # with a guessed token); then the right token from the same address still works.
+    from _browser import launch_chromium  # Playwright + system Chromium; skips (or fails in CI) without
+
+    with launch_chromium() as browser:
+        handler = type("ImagePage", (_Page,), {"html": (CREDENTIAL_LESS_PAGE % {"port": port}).encode()})
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+            page.wait_for_function("document.title === 'done'")
+        finally:
+            context.close()
+            evil.shutdown()
+            evil.server_close()
+    wait_for_log_sync(secured, ": 403 a page from another site")
+    deadline = time.monotonic() + 10
+    while len(log_lines(secured, ": 403 a page from another site")) < 24 + 32 and time.monotonic() < deadline:
+        time.sleep(0.05)  # 24 raw requests above, then the page's 32
+    assert len(log_lines(secured, ": 403 a page from another site")) == 24 + 32
+    assert request(port, "/info", headers=right).status == 200
+    assert asyncio.run(_connects(secured.url))
+    # Wrong tokens from a program still count (test_6_the_token_rules_of_a_running_runner).
+
+
+async def _connects(url: str) -> bool:
+    async with Reactor(url, token=TOKEN, connect_timeout=TIMEOUT) as reactor:
+        return reactor.connected
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,8 +12,14 @@ rule is tested on its own. The threat model and the reasons are in docs/security
   A request without `Origin` (the SDK, curl: not a browser) is not a cross-site request.
 - **Token**: `Authorization: Bearer <token>`, or the query parameter named exactly `token`
   (browsers cannot set headers on a WebSocket); compared in constant time.
-- **Failures**: an address that failed the token `max_failures` times within `window` seconds is
-  answered 429 (its tries, right or wrong, are not checked) until the window lets it go.
+- **Other sites** (fetch metadata): a request a browser marks as made by another site's page
+  (`Sec-Fetch-Site: cross-site` or `same-site`, e.g. `<img src="http://runner/info">`, which
+  sends no `Origin`) may not use a protected resource, unless its `Origin` is allowed.
+- **Failures**: an address that presented a wrong token `max_failures` times within `window`
+  seconds is answered 429 (its tries, right or wrong, are not checked) until the window lets it
+  go. Only wrong credentials count: a request without any (no `Authorization: Bearer`, no
+  `token=`) is not a guess, and a request from another site's page is refused before the
+  count, so that no page a user visits can lock the right token out of the address.
 - **Connections per address**: `ConnectionCounter`; IPv6 addresses count per /64 (one host
   usually holds the whole /64).
 
@@ -60,6 +66,9 @@ __all__ = [
 
 #: A token guarding a runner reachable from other machines has at least this many characters.
 MIN_PUBLIC_TOKEN_CHARS = 16
+#: `Sec-Fetch-Site` values of a request made by another site's page.
+_OTHER_SITES = frozenset({"cross-site", "same-site"})
+
 #: Token failures per address and window before the address is answered 429.
 DEFAULT_MAX_AUTH_FAILURES = 10
 DEFAULT_AUTH_FAILURE_WINDOW = 60.0
@@ -346,6 +355,9 @@ class RequestFacts:
     origin: tuple[str, ...] = ()
     authorization: tuple[str, ...] = ()
     peer: str | None = None
+    fetch_site: tuple[str, ...] = ()
+    """`Sec-Fetch-Site` (browsers send it on every request: `same-origin`, `same-site`,
+    `cross-site` or `none`; other clients do not)."""
 
     @classmethod
     def from_headers(
@@ -359,6 +371,7 @@ class RequestFacts:
             origin=tuple(get_all("Origin")),
             authorization=tuple(get_all("Authorization")),
             peer=peer,
+            fetch_site=tuple(get_all("Sec-Fetch-Site")),
         )
 
 
@@ -403,7 +416,8 @@ class AccessPolicy:
 
         In order: the target (400), `Host` (400 malformed, 403 not this runner's name without a
         token), the method (405), then for a `protected` resource (the websocket, `/info`):
-        `Origin` (403), the failure limit (429) and the token (401).
+        `Origin` (403), another site's page (403), the failure limit (429) and the token (401;
+        counted as a failure only when a token was presented and is wrong).
         """
         try:
             split_target(request.target)
@@ -443,6 +457,13 @@ class AccessPolicy:
                 f"pages from {origin!r} may not use this runner (only its own page, and origins "
                 "given with --allow-origin)",
             )
+        if origin is None and any(v.strip().lower() in _OTHER_SITES for v in request.fetch_site):
+            return Refusal(
+                403,
+                "cross_site_request",
+                "a page from another site may not use this runner (its browser says so with "
+                "Sec-Fetch-Site); open the runner's own page, or use the SDK",
+            )
         if self._token is None:
             return None
         key = address_key(request.peer)
@@ -455,9 +476,12 @@ class AccessPolicy:
                 (("Retry-After", str(int(wait) + 1)),),
                 warn=False,
             )
-        if self._authorized(request):
+        presented = self._presented(request)
+        if presented is not None and self._matches(presented):
             return None
-        blocked = self.limiter.record_failure(key, now)
+        # No credentials at all is not a guess (what any page's <img> would send): refused,
+        # never counted, so that it cannot lock the right token out of this address.
+        blocked = self.limiter.record_failure(key, now) if presented is not None else False
         return Refusal(
             401,
             "unauthorized",
@@ -467,16 +491,23 @@ class AccessPolicy:
             warn=blocked,
         )
 
-    def _authorized(self, request: RequestFacts) -> bool:
-        assert self._token is not None
+    @staticmethod
+    def _presented(request: RequestFacts) -> list[str] | None:
+        """The tokens `request` presents (a Bearer value, `token=` values); None when it presents
+        none: no credentials, not wrong ones. Two `Authorization` headers are ambiguous
+        credentials: presented, and never right ([] matches nothing)."""
         if len(request.authorization) > 1:
-            return False  # ambiguous credentials: refused, whatever they hold
+            return []
         presented: list[str] = []
         if request.authorization:
             scheme, _, value = request.authorization[0].strip().partition(" ")
-            if scheme.lower() == "bearer":
+            if scheme.lower() == "bearer" and value.strip():
                 presented.append(value.strip())
-        presented += query_tokens(request.target.partition("?")[2])
+        presented += [t for t in query_tokens(request.target.partition("?")[2]) if t]
+        return presented or None
+
+    def _matches(self, presented: list[str]) -> bool:
+        assert self._token is not None
         # Every candidate is compared (constant time each); no early exit on the first match.
         ok = False
         for candidate in presented:
