@@ -168,8 +168,10 @@ def test_encode_shapes_and_validation(tiny_vae: WanVAE):
 
 
 def test_to_uint8():
-    video = torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0, 0.5]).view(1, 1, 6, 1, 1).expand(2, 3, 6, 2, 4)
+    # inputs in [-1, 1], as the decoders return them (they clamp; to_uint8 does not clamp again)
+    video = torch.tensor([-1.0, 0.0, 1.0, -0.999, 0.999, 0.5]).view(1, 1, 6, 1, 1).expand(2, 3, 6, 2, 4)
     frames = to_uint8(video)
     assert isinstance(frames, np.ndarray)
     assert frames.dtype == np.uint8 and frames.shape == (6, 2, 4, 3)
-    assert frames[:, 0, 0, 0].tolist() == [0, 128, 255, 255, 0, 191]  # 127.5 rounds to even, 191.25 -> 191
+    assert frames[:, 0, 0, 0].tolist() == [0, 128, 255, 0, 255, 191]  # 127.5 rounds to even, 191.25 -> 191
+    assert torch.equal(video, video.clamp(-1.0, 1.0))  # the input is left as it was

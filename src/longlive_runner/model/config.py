@@ -25,6 +25,24 @@ WAN_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
 
+# Per-channel statistics of the Wan2.2 VAE latent space (48 channels; `Wan2_2_VAE` in the reference).
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -51,23 +69,47 @@ class DiTConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """The Wan2.1 causal 3D VAE (4x temporal, 8x spatial compression)."""
+    """A Wan causal 3D VAE.
+
+    The defaults are the Wan2.1 VAE (4x temporal, 8x spatial compression, 16 channels);
+    `WAN22_VAE` below is the Wan2.2 VAE (`is_residual`, `patch_size` 2: 4x16x16, 48 channels).
+    The field names follow diffusers' `AutoencoderKLWan` config.
+    """
 
     z_dim: int = 16
-    base_dim: int = 96
+    base_dim: int = 96  # encoder width
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN_LATENTS_STD
+    decoder_base_dim: int | None = None  # decoder width (None: base_dim)
+    patch_size: int = 1  # pixels folded into channels before the encoder (2: RGB -> 12 channels)
+    is_residual: bool = False  # Wan2.2: levels with parameter-free avg-down / dup-up shortcuts
+
+    @property
+    def decoder_dim(self) -> int:
+        return self.base_dim if self.decoder_base_dim is None else self.decoder_base_dim
 
     @property
     def spatial_compression(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
+        return 2 ** (len(self.dim_mult) - 1) * self.patch_size
 
     @property
     def temporal_compression(self) -> int:
         return 2 ** sum(self.temporal_downsample)
+
+
+#: The Wan2.2 VAE of Wan2.2-TI2V-5B (`Wan2.2_VAE.pth`), the VAE of LongLive 2.0.
+WAN22_VAE = VAEConfig(
+    z_dim=48,
+    base_dim=160,
+    decoder_base_dim=256,
+    latents_mean=WAN22_LATENTS_MEAN,
+    latents_std=WAN22_LATENTS_STD,
+    patch_size=2,
+    is_residual=True,
+)
 
 
 @dataclass(frozen=True)

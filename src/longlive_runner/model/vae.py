@@ -151,14 +151,15 @@ class Resample(nn.Module):
       stream (the first latent frame) is not upsampled in time; its context then starts as zeros.
     downsample3d: `time_conv` (kernel 3, stride 2, no padding) sees the previous chunk's last frame.
       The first chunk (the first frame) passes through unchanged in time.
-    Spatial upsampling halves the channels.
+    Spatial upsampling goes to `up_dim` channels: half of `dim` in Wan2.1 (the default), `dim` in Wan2.2.
     """
 
-    def __init__(self, dim: int, mode: str):
+    def __init__(self, dim: int, mode: str, up_dim: int | None = None):
         super().__init__()
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
-            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            out = dim // 2 if up_dim is None else up_dim
+            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, out, 3, padding=1))
         elif mode in ("downsample2d", "downsample3d"):
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
         else:
@@ -194,6 +195,8 @@ class Resample(nn.Module):
 
 
 class Encoder3d(nn.Module):
+    """conv1 -> downsampling levels -> middle (res, attention, res) -> head (norm, SiLU, conv)."""
+
     def __init__(
         self,
         dim: int,
@@ -201,24 +204,32 @@ class Encoder3d(nn.Module):
         dim_mult: tuple[int, ...],
         num_res_blocks: int,
         temporal_down: tuple[bool, ...],
+        in_channels: int = 3,
     ):
         super().__init__()
         dims = [dim * m for m in (1, *dim_mult)]
-        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
-        layers: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
-            for _ in range(num_res_blocks):
-                layers.append(ResidualBlock(in_dim, out_dim))
-                in_dim = out_dim
-            if i != len(dim_mult) - 1:
-                layers.append(Resample(out_dim, "downsample3d" if temporal_down[i] else "downsample2d"))
-        self.downsamples = nn.Sequential(*layers)
+        self.conv1 = CausalConv3d(in_channels, dims[0], 3, padding=1)
+        self.downsamples = nn.Sequential(*self.levels(dims, num_res_blocks, temporal_down))
         d = dims[-1]
         self.middle = nn.Sequential(ResidualBlock(d, d), AttentionBlock(d), ResidualBlock(d, d))
         self.head = nn.Sequential(RMSNorm(d), nn.SiLU(), CausalConv3d(d, z_dim, 3, padding=1))
 
+    @staticmethod
+    def levels(dims: list[int], num_res_blocks: int, temporal_down: tuple[bool, ...]) -> list[nn.Module]:
+        # Wan2.1: one flat list, `num_res_blocks` residual blocks per level and a downsampler between
+        layers: list[nn.Module] = []
+        last = len(dims) - 2
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            for _ in range(num_res_blocks):
+                layers.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if i != last:
+                layers.append(Resample(out_dim, "downsample3d" if temporal_down[i] else "downsample2d"))
+        return layers
+
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        # x [B, 3, t, H, W] (t = 1 or a whole multiple of the temporal compression) -> [B, z_dim, t', H/8, W/8]
+        # x [B, in_channels, t, H, W] (t = 1 or a whole multiple of the temporal compression)
+        #   -> [B, z_dim, t', H/8, W/8]
         x = self.conv1(x, cache)
         for layer in (*self.downsamples, *self.middle):
             x = layer(x, cache)
@@ -227,6 +238,8 @@ class Encoder3d(nn.Module):
 
 
 class Decoder3d(nn.Module):
+    """conv1 -> middle (res, attention, res) -> upsampling levels -> head (norm, SiLU, conv)."""
+
     def __init__(
         self,
         dim: int,
@@ -234,27 +247,34 @@ class Decoder3d(nn.Module):
         dim_mult: tuple[int, ...],
         num_res_blocks: int,
         temporal_up: tuple[bool, ...],
+        out_channels: int = 3,
     ):
         super().__init__()
         dims = [dim * m for m in (dim_mult[-1], *dim_mult[::-1])]
         self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1)
         d = dims[0]
         self.middle = nn.Sequential(ResidualBlock(d, d), AttentionBlock(d), ResidualBlock(d, d))
+        self.upsamples = nn.Sequential(*self.levels(dims, num_res_blocks, temporal_up))
+        d = dims[-1]
+        self.head = nn.Sequential(RMSNorm(d), nn.SiLU(), CausalConv3d(d, out_channels, 3, padding=1))
+
+    @staticmethod
+    def levels(dims: list[int], num_res_blocks: int, temporal_up: tuple[bool, ...]) -> list[nn.Module]:
+        # Wan2.1: one flat list, `num_res_blocks + 1` residual blocks per level and an upsampler between
         layers: list[nn.Module] = []
+        last = len(dims) - 2
         for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:
                 in_dim //= 2  # the previous level's upsampler halved the channels
             for _ in range(num_res_blocks + 1):
                 layers.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
-            if i != len(dim_mult) - 1:
+            if i != last:
                 layers.append(Resample(out_dim, "upsample3d" if temporal_up[i] else "upsample2d"))
-        self.upsamples = nn.Sequential(*layers)
-        d = dims[-1]
-        self.head = nn.Sequential(RMSNorm(d), nn.SiLU(), CausalConv3d(d, 3, 3, padding=1))
+        return layers
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        # x [B, z_dim, 1, h, w] (one latent frame) -> [B, 3, 1 (first frame) or 4, 8h, 8w]
+        # x [B, z_dim, 1, h, w] (one latent frame) -> [B, out_channels, 1 (first frame) or 4, 8h, 8w]
         x = self.conv1(x, cache)
         for layer in (*self.middle, *self.upsamples):
             x = layer(x, cache)
@@ -263,8 +283,14 @@ class Decoder3d(nn.Module):
 
 
 class WanVAE(nn.Module):
-    """The Wan2.1 VAE. Public methods take and return latents in the DiT's normalised space."""
+    """The Wan2.1 VAE. Public methods take and return latents in the DiT's normalised space.
 
+    The Wan2.2 VAE (`vae2.Wan22VAE`) is this class with other encoder/decoder levels and pixels
+    folded into channels (`to_channels` / `to_pixels`); everything else here is shared.
+    """
+
+    encoder_class: type[Encoder3d] = Encoder3d
+    decoder_class: type[Decoder3d] = Decoder3d
     latents_mean: torch.Tensor  # [1, z_dim, 1, 1, 1] float32 (non-persistent buffers)
     latents_std: torch.Tensor
 
@@ -274,15 +300,17 @@ class WanVAE(nn.Module):
             raise ValueError("temporal_downsample needs one entry per downsampling level (len(dim_mult) - 1)")
         if len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
             raise ValueError("latents_mean and latents_std need z_dim entries")
+        self._check_family(cfg)
         self.cfg = cfg
-        z = cfg.z_dim
-        self.encoder = Encoder3d(
-            cfg.base_dim, 2 * z, cfg.dim_mult, cfg.num_res_blocks, cfg.temporal_downsample
+        z, pixels = cfg.z_dim, 3 * cfg.patch_size**2
+        levels = (cfg.dim_mult, cfg.num_res_blocks)
+        self.encoder = self.encoder_class(
+            cfg.base_dim, 2 * z, *levels, cfg.temporal_downsample, in_channels=pixels
         )
         self.conv1 = nn.Conv3d(2 * z, 2 * z, 1)  # -> mu, log_var
         self.conv2 = nn.Conv3d(z, z, 1)
-        self.decoder = Decoder3d(
-            cfg.base_dim, z, cfg.dim_mult, cfg.num_res_blocks, cfg.temporal_downsample[::-1]
+        self.decoder = self.decoder_class(
+            cfg.decoder_dim, z, *levels, cfg.temporal_downsample[::-1], out_channels=pixels
         )
         # Not part of the checkpoint. Built on a real device even when the weights are on "meta"
         # (loaders build there, then assign the checkpoint); rebuilt in float32 by `_apply`.
@@ -291,6 +319,11 @@ class WanVAE(nn.Module):
         mean, std = self._latent_stats(device)
         self.register_buffer("latents_mean", mean, persistent=False)
         self.register_buffer("latents_std", std, persistent=False)
+
+    @staticmethod
+    def _check_family(cfg: VAEConfig) -> None:
+        if cfg.is_residual or cfg.patch_size != 1:
+            raise ValueError("is_residual or patch_size > 1 is the Wan2.2 VAE: use vae2.build_vae(cfg)")
 
     def _latent_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, self.cfg.z_dim, 1, 1, 1)
@@ -305,53 +338,79 @@ class WanVAE(nn.Module):
             self.latents_mean, self.latents_std = self._latent_stats(self.latents_mean.device)
         return self
 
-    def stream_decoder(self) -> StreamingDecoder:
-        return StreamingDecoder(self)
+    def to_channels(self, video: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, T, H, W] -> the encoder's input (Wan2.1: unchanged)."""
+        return video
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output -> video [B, 3, T, H, W] (Wan2.1: unchanged)."""
+        return x
+
+    def stream_decoder(self, clip_start: bool = False) -> StreamingDecoder:
+        return StreamingDecoder(self, clip_start)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Whole video: normalised latents [B, C, n, h, w] -> video [B, 3, 1+4(n-1), 8h, 8w] in [-1, 1]."""
+        """Whole video: normalised latents [B, C, n, h, w] -> video [B, 3, 1+4(n-1), H, W] in [-1, 1]."""
         return StreamingDecoder(self).decode(z)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Video [B, 3, 1+4k, H, W] in [-1, 1] -> normalised latent means [B, C, 1+k, H/8, W/8]."""
-        tc = self.cfg.temporal_compression
+        """Video [B, 3, 1+4k, H, W] in [-1, 1] -> normalised latent means [B, C, 1+k, h, w]."""
+        tc, sc = self.cfg.temporal_compression, self.cfg.spatial_compression
         if (video.shape[2] - 1) % tc:
             raise ValueError(f"encode needs 1 + {tc}k frames, got {video.shape[2]}")
-        video = video.to(self.conv1.weight.dtype)
+        if video.shape[3] % sc or video.shape[4] % sc:
+            raise ValueError(f"encode needs height and width multiples of {sc}, got {tuple(video.shape[3:])}")
+        x = self.to_channels(video.to(self.conv1.weight.dtype))
         cache: CausalCache = {}
-        chunks = [video[:, :, :1], *video[:, :, 1:].split(tc, dim=2)]
+        chunks = [x[:, :, :1], *x[:, :, 1:].split(tc, dim=2)]
         x = torch.cat([self.encoder(chunk, cache) for chunk in chunks], dim=2)
         mu = self.conv1(x)[:, : self.cfg.z_dim]
         return (mu - self.latents_mean) / self.latents_std
 
 
 class StreamingDecoder:
-    """Decodes a latent video block by block; conv contexts carry over, so blocks join seamlessly."""
+    """Decodes a latent video chunk by chunk.
 
-    def __init__(self, vae: WanVAE):
+    clip_start=False (continuous): conv contexts carry over, so the chunks join seamlessly and
+      together equal the whole-video decode; the first chunk yields 1 + 4(n-1) frames, later ones 4n.
+    clip_start=True: every chunk is decoded as the start of a new video (contexts dropped first), so
+      every chunk of n latents yields 1 + 4(n-1) frames (8 -> 29), with no context across chunks.
+    """
+
+    def __init__(self, vae: WanVAE, clip_start: bool = False):
         self.vae = vae
+        self.clip_start = clip_start
         self.cache: CausalCache = {}
 
     def reset(self) -> None:
-        """Forget the previous blocks (start a new video)."""
+        """Forget the previous chunks (start a new video)."""
         self.cache = {}
+
+    def frames_for(self, n: int, first: bool) -> int:
+        """Video frames that decoding n latent frames yields (first: the video's first chunk)."""
+        t = self.vae.cfg.temporal_compression
+        return 1 + t * (n - 1) if first or self.clip_start else t * n
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [B, C, n, h, w] -> video [B, 3, T, 8h, 8w] in [-1, 1].
-
-        T = 1 + 4(n-1) for the first block of a video, 4n afterwards.
-        """
+        """Normalised latents [B, C, n, h, w] -> video [B, 3, T, H, W] in [-1, 1] (T: `frames_for`)."""
+        if self.clip_start:
+            self.reset()
         vae = self.vae
         z = z.to(vae.conv2.weight.dtype)
         x = vae.conv2(z * vae.latents_std + vae.latents_mean)
         frames = [vae.decoder(x[:, :, i : i + 1], self.cache) for i in range(x.shape[2])]
-        return torch.cat(frames, dim=2).clamp_(-1.0, 1.0)
+        return vae.to_pixels(torch.cat(frames, dim=2)).clamp_(-1.0, 1.0)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """Batch item 0 of a video [B, 3, T, H, W] in [-1, 1] -> uint8 frames [T, H, W, 3]."""
-    x = video[0].float().clamp(-1.0, 1.0).mul(0.5).add(0.5).mul(255.0).round().to(torch.uint8)
+    """Batch item 0 of a video [B, 3, T, H, W] in [-1, 1] -> uint8 frames [T, H, W, 3].
+
+    The decoders already clamp to [-1, 1] (`StreamingDecoder.decode`), so this does not clamp again:
+    a value outside [-1, 1] would not saturate here.
+    """
+    x = video[0].float().mul(0.5)  # a new tensor: the rest works in place on it
+    x = x.add_(0.5).mul_(255.0).round_().to(torch.uint8)
     return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
