@@ -28,7 +28,8 @@ from longlive import (
     State,
     UnknownMessage,
 )
-from longlive.protocol import FrameHeader, encode_frame, encode_message, hello_for
+from longlive.protocol import FrameHeader, encode_frame, encode_message
+from longlive.protocol.runner import hello_for
 
 H, W = 4, 6
 

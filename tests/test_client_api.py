@@ -112,16 +112,11 @@ def test_fields_of_a_newer_runner_are_ignored_and_kept_raw() -> None:
     assert ScheduledPrompt.from_data(bare) == ScheduledPrompt(12, 10, 12, 45)
 
 
-def test_results_are_frozen_and_the_old_names_still_import() -> None:
+def test_results_are_frozen_and_exported_at_top_level() -> None:
     result = StartResult(generation=0, seed=1)
     with pytest.raises(AttributeError):
         result.seed = 2  # type: ignore[misc]
-    from longlive._types import PromptWarning as OldWarning
-    from longlive._types import ScheduledPrompt as OldScheduled
-
-    assert OldScheduled is ScheduledPrompt is longlive.ScheduledPrompt
-    assert OldWarning is PromptWarning is longlive.PromptWarning
-    assert ScheduledPrompt.from_result(WIRE[0][1]) == WIRE[0][0]
+    assert ScheduledPrompt is longlive.ScheduledPrompt and PromptWarning is longlive.PromptWarning
     assert json.loads(encode_message(result.to_ack()))["data"] == {
         "command": "start",
         "generation": 0,

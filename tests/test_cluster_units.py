@@ -30,7 +30,8 @@ from longlive import (
     Reactor,
 )
 from longlive._client import _with_session
-from longlive.protocol import encode_message, hello_for, parse_message
+from longlive.protocol import encode_message, parse_message
+from longlive.protocol.runner import hello_for
 from longlive_runner.serving.cluster.gateway import (
     CLOSE_NO_SUCH_SESSION,
     Gateway,

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 
+import longlive.protocol
 from longlive.errors import (
     CommandError,
     CommandTimeoutError,
@@ -50,13 +51,11 @@ from longlive.protocol import (
     encode_block_frames,
     encode_frame,
     encode_message,
-    hello_for,
     is_reply,
-    parse_command,
     parse_message,
     prompt_in_force,
-    validate_command,
 )
+from longlive.protocol.runner import hello_for, parse_command, validate_command
 from longlive.units import (
     block_start,
     block_video_frames,
@@ -604,3 +603,31 @@ def test_timeline_end_covers_the_next_blocks_and_the_last_prompt() -> None:
     assert timeline_end(0, 100) == 114  # 4 blocks past the last prompt, rounded up to a block (112 -> 114)
     assert timeline_end(60, 0, max_frames=70) == 70
     assert timeline_end(0, 0, frames_per_block=4) == 64
+
+
+def test_each_field_is_read_by_its_declared_codec() -> None:
+    from longlive.protocol.codecs import FRAME_MAP, INT, FieldError, optional, wire_fields
+
+    assert [(f.name, f.required) for f in wire_fields(SchedulePrompt)] == [("new_prompt", True), ("timestamp", True)]
+    assert "raw" not in {f.name for f in wire_fields(longlive.protocol.ScheduledPrompt)}  # not a wire field
+    assert INT.decode(3) == 3 and optional(INT).decode(None) is None
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(FieldError):
+            INT.decode(bad)
+    assert FRAME_MAP.encode({9: "b", 0: "a"}) == {"0": "a", "9": "b"}
+    assert FRAME_MAP.decode({"0": "a"}) == {0: "a"}
+    with pytest.raises(ProtocolError, match=r"data.timestamp must be an integer, got bool"):
+        parse_command('{"type": "remove_prompt", "data": {"timestamp": true}}')
+    with pytest.raises(ProtocolError, match=r"data.seed must be an integer or null, got str"):
+        parse_command('{"type": "start", "data": {"seed": "1"}}')
+
+
+def test_a_checked_frame_encodes_without_a_second_check() -> None:
+    from longlive.protocol import check_frame
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    header = FrameHeader(5, 3, 0, 12, 2, 3, generation=1)
+    check_frame(header, rgb)
+    assert encode_frame(header, rgb, check=False) == encode_frame(header, rgb)
+    with pytest.raises(ValueError):
+        check_frame(FrameHeader(5, 3, 12, 12, 2, 3), rgb)  # index_in_block >= frames_in_block

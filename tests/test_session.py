@@ -618,3 +618,20 @@ def test_final_schedule_reproduces_every_block_prompt(seed: int) -> None:
     for start, prompt in generated:
         key = max(k for k in final if k <= start)
         assert final[key] == prompt, (start, final)
+
+
+def test_a_command_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import longlive.protocol.runner as runner_side
+
+    calls: list[str] = []
+    check = runner_side.check_values
+
+    def counting(cmd: object, limits: object = DEFAULT_LIMITS) -> None:
+        calls.append(cmd.type)  # type: ignore[attr-defined]
+        check(cmd, limits)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner_side, "check_values", counting)
+    s = Session()
+    ack(s.handle_text(encode_message(SchedulePrompt("a", 0, id="1"))))  # parse_command checks it
+    ack(s.handle(Start(id="2")))  # built in code: handle checks it
+    assert calls == ["schedule_prompt", "start"]

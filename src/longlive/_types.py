@@ -1,5 +1,5 @@
 """Typed values the client hands out: frames, connection status. (The command results are in
-`longlive.protocol`: `ScheduledPrompt`, `StartResult`, ...; re-exported here for earlier callers.)"""
+`longlive.protocol`: `ScheduledPrompt`, `StartResult`, ...)"""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from typing import Final, Literal
 
 import numpy as np
 
-from .protocol import FrameHeader, PromptWarning, ScheduledPrompt
+from .protocol import FrameHeader
 
 __all__ = [
     "USE_CLIENT_DEFAULT",
     "FramePolicy",
     "Frame",
-    "PromptWarning",
-    "ScheduledPrompt",
     "Status",
     "UseClientDefault",
 ]

@@ -51,6 +51,7 @@ from longlive.protocol import (
     Reset,
     State,
     block_frame_headers,
+    check_frame,
     encode_frame,
     encode_frame_into,
     encode_message,
@@ -102,6 +103,7 @@ class OutFrame:
     __slots__ = ("_encoded", "header", "rgb")
 
     def __init__(self, header: FrameHeader, rgb: np.ndarray) -> None:
+        check_frame(header, rgb)  # once: every peer's encoding below skips the check
         self.header = header
         self.rgb = rgb
         self._encoded: bytes | None = None
@@ -109,7 +111,7 @@ class OutFrame:
     def encoded(self) -> bytes:
         """The binary frame message (docs/protocol.md, section 4)."""
         if self._encoded is None:
-            self._encoded = encode_frame(self.header, self.rgb)
+            self._encoded = encode_frame(self.header, self.rgb, check=False)
         return self._encoded
 
     def encode_into(self, buffer: bytearray) -> memoryview:
@@ -123,7 +125,7 @@ class OutFrame:
         if self._encoded is not None:
             return memoryview(self._encoded)
         try:
-            return encode_frame_into(self.header, self.rgb, buffer)
+            return encode_frame_into(self.header, self.rgb, buffer, check=False)
         except BufferError:  # a view of the buffer is still alive somewhere: do not touch it
             return memoryview(self.encoded())
 

@@ -54,11 +54,9 @@ from longlive.protocol import (
     Start,
     StartResult,
     State,
-    hello_for,
-    parse_command,
     prompt_in_force,
-    validate_command,
 )
+from longlive.protocol.runner import hello_for, parse_command, validate_command
 from longlive.units import (
     block_video_frames,
     decided_frame,
@@ -314,11 +312,11 @@ class Session:
     def handle_text(self, text: str | bytes) -> list[Message]:
         """Parse and apply one client text message; never raises (bugs become `internal`)."""
         try:
-            command = parse_command(text, limits=self.limits)
+            command = parse_command(text, limits=self.limits)  # validated: types and values
         except ProtocolError as exc:
             return self.reject(exc)
         try:
-            return self.handle(command)
+            return self._apply(command)
         except Exception as exc:  # the client must get its one reply
             logger.exception("session failed on %s", command.type)
             return self.reject(
@@ -338,17 +336,23 @@ class Session:
         return [CommandErrorMessage.from_exception(error)]
 
     def handle(self, command: Command) -> list[Message]:
-        """Apply a parsed command: its reply (if it has an id) followed by any broadcasts."""
+        """Apply a command built in code (validated here): its reply (if it has an id) followed by
+        any broadcasts. `handle_text` applies a client's text, validated once by `parse_command`."""
+        if type(command) not in self._HANDLERS:
+            raise TypeError(f"not a command: {command!r}")
         if self._finish_reason is not None and isinstance(command, self._REFUSED_WHEN_FINISHED):
             return self._refuse_finished(command)  # before validation: a late timestamp is not the fault
         try:
             validate_command(command, self.limits)
         except ProtocolError as exc:
             return self.reject(exc)
-        handler = self._HANDLERS.get(type(command))
-        if handler is None:
-            raise TypeError(f"not a command: {command!r}")
-        return handler(self, command)
+        return self._HANDLERS[type(command)](self, command)
+
+    def _apply(self, command: Command) -> list[Message]:
+        """Apply a valid command; a finished video refuses all but `reset` and `get_state`."""
+        if self._finish_reason is not None and isinstance(command, self._REFUSED_WHEN_FINISHED):
+            return self._refuse_finished(command)
+        return self._HANDLERS[type(command)](self, command)
 
     def _ack(self, command: Command, result: CommandResult | State) -> list[Message]:
         """The reply carrying `result` (a typed result of `longlive.protocol`; `get_state`'s is a
@@ -367,8 +371,6 @@ class Session:
         )
 
     def _schedule_prompt(self, cmd: SchedulePrompt) -> list[Message]:
-        if self._finish_reason is not None:
-            return self._refuse_finished(cmd)
         n, frontier, decided = self.frames_per_block, self.frontier, self.decided
         warnings: list[PromptWarning] = []
         if cmd.timestamp > decided:
@@ -459,8 +461,6 @@ class Session:
         return forget if size <= limit else None
 
     def _remove_prompt(self, cmd: RemovePrompt) -> list[Message]:
-        if self._finish_reason is not None:
-            return self._refuse_finished(cmd)
         t = cmd.timestamp
         if t not in self._schedule:
             return self._refuse(cmd, ErrorCode.NO_SUCH_PROMPT, f"no prompt is scheduled at frame {t}")
@@ -474,8 +474,6 @@ class Session:
         return [*self._ack(cmd, RemovePromptResult(timestamp=t, removed_prompt=removed)), self.state()]
 
     def _start(self, cmd: Start) -> list[Message]:
-        if self._finish_reason is not None:
-            return self._refuse_finished(cmd)
         if self._running:
             where = f"frame {self._current_start_frame}"
             return self._refuse(
@@ -502,8 +500,6 @@ class Session:
         ]
 
     def _pause(self, cmd: Pause) -> list[Message]:
-        if self._finish_reason is not None:
-            return self._refuse_finished(cmd)
         if not self._running:
             return self._refuse(
                 cmd, ErrorCode.NOT_RUNNING, "no video is running: schedule a prompt at 0 and call start()"
@@ -516,8 +512,6 @@ class Session:
         return [*self._ack(cmd, PauseResult(effective_frame=self.frontier)), self.state()]
 
     def _resume(self, cmd: Resume) -> list[Message]:
-        if self._finish_reason is not None:
-            return self._refuse_finished(cmd)
         if not self._running:
             return self._refuse(
                 cmd, ErrorCode.NOT_RUNNING, "no video is running: schedule a prompt at 0 and call start()"
