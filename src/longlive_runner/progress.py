@@ -81,7 +81,8 @@ def progress_bar(
 
 def format_bytes(n: float) -> str:
     """A size in bytes as the bars write it (tqdm's SI form: 2.50MB)."""
-    return tqdm.format_sizeof(n, suffix="B", divisor=1000)
+    text: str = tqdm.format_sizeof(n, suffix="B", divisor=1000)
+    return text
 
 
 def shorten(text: str, width: int = 40) -> str:

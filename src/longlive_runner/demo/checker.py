@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -67,7 +68,8 @@ class FrameMeasure:
 
 def _nearest(colors: np.ndarray, palette: np.ndarray) -> np.ndarray:
     d = ((colors[..., None, :] - palette) ** 2).sum(-1)
-    return d.argmin(-1)
+    nearest: np.ndarray = d.argmin(-1)
+    return nearest
 
 
 def _border(frame: np.ndarray, width: int = 2) -> np.ndarray:
@@ -142,7 +144,7 @@ def measure_frame(
     return out
 
 
-def measure_frames(frames: np.ndarray, **kw) -> list[FrameMeasure]:
+def measure_frames(frames: np.ndarray, **kw: Any) -> list[FrameMeasure]:
     return [measure_frame(f, **kw) for f in frames]
 
 
@@ -237,8 +239,12 @@ class Score:
         return "\n".join(lines)
 
 
-def _majority(values: list) -> object:
-    return Counter(values).most_common(1)[0][0] if values else None
+_T = TypeVar("_T")
+
+
+def _majority(values: list[_T]) -> _T:
+    """The most common of `values` (a block always has frames: `values` is never empty)."""
+    return Counter(values).most_common(1)[0][0]
 
 
 def score(
@@ -274,8 +280,8 @@ def score(
             BlockScore(
                 start_frame=s,
                 expected=expected[a],
-                color=_majority([m.color for m in ms]),  # type: ignore[arg-type]
-                background=_majority([m.background for m in ms]),  # type: ignore[arg-type]
+                color=_majority([m.color for m in ms]),
+                background=_majority([m.background for m in ms]),
                 direction=direction_of(*mv, min_motion),
                 motion=mv,
             )

@@ -85,7 +85,8 @@ def _quarter_coverage(shape: str, centre: np.ndarray, height: int, width: int, s
     cov = shape_coverage(shape, dx, dy, style.radius)
     h, w = height // CELL, width // CELL
     q = cov.reshape(h, 2, QUARTER, w, 2, QUARTER).mean((2, 5))  # [h, 2 (row), w, 2 (col)]
-    return q.transpose(1, 3, 0, 2).reshape(4, h, w)
+    quarters: np.ndarray = q.transpose(1, 3, 0, 2).reshape(4, h, w)
+    return quarters
 
 
 def scene_latents(clip: Clip, height: int, width: int) -> torch.Tensor:
@@ -136,7 +137,7 @@ def object_phases(raw: torch.Tensor) -> torch.Tensor:
     the cells (the mean's length says how well they agree). Differentiable: `read_latent` reads
     places from it, and `scripts/train_demo.py`'s position loss trains through it."""
     h, w = raw.shape[-2:]
-    p = raw[..., :POSITION_CHANNELS, :, :].unflatten(-3, (TEMPORAL, FIELD))  # [..., 4, FIELD, h, w]
+    p = raw[..., :POSITION_CHANNELS, :, :].reshape(*raw.shape[:-3], TEMPORAL, FIELD, h, w)  # [..., 4, FIELD, h, w]
     ax = (2.0 * math.pi / w) * (torch.arange(w, dtype=raw.dtype) + 0.5)  # each cell's own phase
     ay = (2.0 * math.pi / h) * (torch.arange(h, dtype=raw.dtype) + 0.5)
     axes = []
@@ -155,7 +156,8 @@ def object_places(raw: torch.Tensor, height: int, width: int) -> np.ndarray:
     their 4 video frames [..., 4, 2] (the angle of `object_phases`)."""
     u = object_phases(raw.detach().double().cpu()).numpy()  # [..., 4, 2, 2]
     size = np.asarray([width, height], dtype=np.float64)
-    return (np.arctan2(u[..., 1], u[..., 0]) * size / (2.0 * math.pi)) % size
+    places: np.ndarray = (np.arctan2(u[..., 1], u[..., 0]) * size / (2.0 * math.pi)) % size
+    return places
 
 
 def read_latent(raw: torch.Tensor, height: int, width: int) -> tuple[Scene, np.ndarray]:

@@ -226,7 +226,8 @@ def shape_coverage(scene_shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -
         d2 = -s3 * dx - 0.5 * dy - ri  # upper-left edge
         d3 = s3 * dx - 0.5 * dy - ri  # upper-right edge
         sdf = np.maximum(np.maximum(d1, d2), d3)
-    return np.clip(0.5 - sdf, 0.0, 1.0)
+    coverage: np.ndarray = np.clip(0.5 - sdf, 0.0, 1.0)
+    return coverage
 
 
 def torus_offsets(height: int, width: int, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from longlive_runner.model.config import T5Config
 
 
-def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device=None) -> torch.Tensor:
+def relative_position_buckets(
+    length: int, num_buckets: int, max_distance: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Bidirectional T5 buckets of (key position - query position): long [L, L] in [0, num_buckets)."""
     pos = torch.arange(length, device=device)
     rel = pos[None, :] - pos[:, None]  # [Lq, Lk]
@@ -83,7 +85,8 @@ class T5RelativeEmbedding(nn.Module):
 
     def forward(self, buckets: torch.Tensor) -> torch.Tensor:
         # buckets [L, L] -> bias [1, H, L, L]
-        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+        bias: torch.Tensor = self.embedding(buckets)  # [L, L, H]
+        return bias.permute(2, 0, 1).unsqueeze(0)
 
 
 class T5Attention(nn.Module):
@@ -106,7 +109,8 @@ class T5Attention(nn.Module):
         scores = q @ k.transpose(-2, -1) + bias  # T5: no 1/sqrt(head_dim) scaling
         attn = F.softmax(scores.float(), dim=-1).to(q.dtype)
         y = (attn @ v).transpose(1, 2).reshape(B, L, D)
-        return self.o(y)
+        out: torch.Tensor = self.o(y)
+        return out
 
 
 class T5FeedForward(nn.Module):
@@ -119,7 +123,8 @@ class T5FeedForward(nn.Module):
         self.fc2 = nn.Linear(ffn_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(x) * self.gate(x))
+        out: torch.Tensor = self.fc2(self.fc1(x) * self.gate(x))
+        return out
 
 
 class T5Block(nn.Module):
@@ -187,4 +192,5 @@ class UMT5Encoder(nn.Module):
             mask_bias.masked_fill_(mask.view(B, 1, 1, L) == 0, torch.finfo(x.dtype).min)
         for block in self.layers:
             x = block(x, buckets, mask_bias)
-        return self.norm(x)
+        out: torch.Tensor = self.norm(x)
+        return out
