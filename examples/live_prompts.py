@@ -2,7 +2,11 @@
 
     python examples/live_prompts.py                           # in-process, the demo model
     python examples/live_prompts.py --url ws://127.0.0.1:8765 # a running `longlive-runner serve`
-    printf 'a blue square\\na green triangle\\n' | python examples/live_prompts.py --blocks 6
+    printf 'a blue square moving up on a gray background\\na green triangle moving left on a navy background\\n' \\
+        | python examples/live_prompts.py --blocks 6
+
+The demo model draws prompts of one form, `a COLOR SHAPE moving DIRECTION on a BACKGROUND
+background` (a prompt outside it is scheduled with a `prompt_form` warning, printed here).
 
 Each line is scheduled at the next block boundary (`current_start_frame + 3`: the block being
 generated is already decided), and never before an earlier typed prompt, so none overwrites

@@ -1,10 +1,12 @@
 """Render a prompt schedule from a JSON file to an mp4, through the SDK.
 
-    python examples/record_schedule.py schedule.json --out story.mp4
-    python examples/record_schedule.py schedule.json --frames 48 --url ws://127.0.0.1:8765
+    python examples/record_schedule.py                      # examples/schedule.json -> schedule.mp4
+    python examples/record_schedule.py my_story.json --out story.mp4
+    python examples/record_schedule.py --frames 48 --url ws://127.0.0.1:8765
 
-The file holds latent-frame timestamps (blocks of 3; 16 fps video, 4 video frames per latent frame
-after the first), either as an object or as a list:
+The file (by default `schedule.json`, shipped next to this script) holds latent-frame timestamps
+(blocks of 3; 16 fps video, 4 video frames per latent frame after the first), either as an object
+or as a list:
 
     {"0": "a red circle moving right on a black background",
      "12": "a blue square moving right on a black background",
@@ -26,6 +28,9 @@ from typing import Any
 
 from longlive import PromptSwitched, Reactor, latent_to_video_frame, next_block_boundary
 from longlive_runner.cli import DEFAULT_MODEL
+
+#: The example schedule of the docstring, shipped with the script.
+SHIPPED_SCHEDULE = Path(__file__).resolve().with_name("schedule.json")
 
 
 def read_schedule(path: Path) -> dict[int, str]:
@@ -73,9 +78,18 @@ async def record(reactor: Reactor, schedule: dict[int, str], frames: int, out: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("schedule", type=Path, help="JSON schedule file")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output mp4 (default: the schedule's name .mp4)"
+        "schedule",
+        type=Path,
+        nargs="?",
+        default=SHIPPED_SCHEDULE,
+        help="JSON schedule file (default: the schedule.json next to this script)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output mp4 (default: the schedule's name with .mp4, in the current directory)",
     )
     parser.add_argument(
         "--frames", type=int, default=None, help="latent frames to record (rounded up to blocks)"
@@ -96,7 +110,7 @@ def main() -> None:
     frames = args.frames if args.frames is not None else max(schedule) + 12
     if frames < 1:
         parser.error("--frames must be >= 1")
-    out = args.out or args.schedule.with_suffix(".mp4")
+    out = args.out or Path(args.schedule.with_suffix(".mp4").name)
     if args.url:
         reactor = Reactor(args.url, command_timeout=30, max_buffered_frames=0)
     else:

@@ -89,12 +89,15 @@ def test_generate_notes_what_it_does_differently_and_warns_of_unknown_words(tmp_
     assert "note: the prompt at frame 7 takes effect at frame 9, the next block boundary" in err
     assert "note: the prompt at frame 8 replaces the one at frame 7: both take effect at frame 9" in err
     assert "note: the prompt at frame 99 is past the end of the video (frame 12): it is not used" in err
-    # A prompt with words the demo cannot read: one warning naming them, and what it draws.
+    # A prompt with words the demo cannot read: one warning naming them, and what it draws; one
+    # saying what it lacks of the demo's form, with the prompt in the form.
     warning = [line for line in err.splitlines() if "warning:" in line]
-    assert len(warning) == 1, err
-    assert "prompt at frame 1 ('a purple elephant')" in warning[0]
+    assert len(warning) == 2, err
+    assert all("prompt at frame 1 ('a purple elephant')" in line for line in warning)
     assert "the model does not know 'purple', 'elephant'" in warning[0]
     assert "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'" in warning[0]
+    assert "it has no COLOR, SHAPE, DIRECTION or BACKGROUND" in warning[1]
+    assert "in the form: 'a red circle moving right on a black background'" in warning[1]
 
 
 def test_generate_help_shows_every_default():

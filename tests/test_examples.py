@@ -11,6 +11,7 @@ import ast
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -164,6 +165,38 @@ def test_record_schedule_renders_a_json_schedule_file(runner_url, tmp_path):
     (tmp_path / "bad.json").write_text('{"3": "a red circle moving up on a black background"}')
     bad = run_example("record_schedule.py", "bad.json", "--url", runner_url, cwd=tmp_path)
     assert bad.returncode != 0 and "needs a prompt at latent frame 0" in bad.stderr
+
+
+def test_record_schedule_runs_as_its_docstring_says_with_the_shipped_schedule(tmp_path):
+    """`python examples/record_schedule.py` with no file: the shipped examples/schedule.json (the
+    docstring's), written to schedule.mp4 in the current directory."""
+    shipped = json.loads((EXAMPLES / "schedule.json").read_text())
+    doc = ast.get_docstring(ast.parse((EXAMPLES / "record_schedule.py").read_text())) or ""
+    assert all(f'"{t}": "{p}"' in doc for t, p in shipped.items()), "the docstring's schedule is not the file's"
+    proc = run_example("record_schedule.py", "--frames", "15", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "  12 -> takes effect at latent frame   12: 'a blue square moving right" in proc.stdout
+    assert "switched at latent frame 12 (video frame 45): 'a blue square moving right" in proc.stdout
+    n = latent_to_video_frame(15)
+    assert f"wrote {n} frames (expected {n}) to schedule.mp4" in proc.stdout
+    assert len(video_frames(tmp_path / "schedule.mp4", DEMO_SIZE)) == n
+    assert not (EXAMPLES / "schedule.mp4").exists()
+
+
+def test_the_examples_prompt_the_demo_in_its_form():
+    """Every prompt an example's docstring suggests is of the demo model's form (`a blue square`
+    alone gives a blotchy, shape-shifting video: the `prompt_form` warning)."""
+    from longlive_runner.demo.scenes import form_problem
+
+    seen = 0
+    for path in sorted(EXAMPLES.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for quoted in re.findall(r"'([^']*)'|\"([^\"]*)\"", doc):
+            for text in "".join(quoted).split("\\n"):
+                if re.match(r"an? [a-z]", text):
+                    assert form_problem(text) is None, (path.name, text)
+                    seen += 1
+    assert seen >= 6
 
 
 def test_scripts_default_to_the_cli_model_and_take_small_sizes():

@@ -60,8 +60,9 @@ async def test_the_ack_names_the_unknown_words(demo_pipe) -> None:
             if msg.get("id") == "1":
                 break
         assert msg["type"] == "ack"
-        [warning] = msg["data"]["warnings"]
-        assert warning["code"] == "unknown_words"
+        warning, form = msg["data"]["warnings"]
+        assert (warning["code"], form["code"]) == ("unknown_words", "prompt_form")
+        assert "it has no COLOR, SHAPE, DIRECTION or BACKGROUND" in form["message"]
         assert "the model does not know 'purple', 'elephant'" in warning["message"]
         assert (
             "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'"
@@ -82,10 +83,12 @@ async def test_the_sdk_returns_and_logs_the_warning(demo_pipe, caplog) -> None:
     caplog.set_level(logging.INFO, logger="longlive")
     async with Reactor.local(pipeline=demo_pipe) as reactor:
         scheduled = await reactor.schedule_prompt("a purple elephant", 0)
-        assert [w.code for w in scheduled.warnings] == ["unknown_words"]
+        assert [w.code for w in scheduled.warnings] == ["unknown_words", "prompt_form"]
         assert "'purple', 'elephant'" in scheduled.warnings[0].message
         [record] = [r for r in caplog.records if "unknown_words" in r.getMessage()]
         assert record.levelno == logging.WARNING  # shown by Python's default logging, unlike info
+        [record] = [r for r in caplog.records if "prompt_form" in r.getMessage()]
+        assert record.levelno == logging.WARNING
         caplog.clear()
         scheduled = await reactor.schedule_prompt(GOOD, 0)
         assert scheduled.warnings == () and not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -157,7 +160,7 @@ async def test_long_prompts_are_analysed_off_the_event_loop(demo_pipe, monkeypat
                 acks.append(msg)
         assert [a["id"] for a in acks] == ["0", "1"]
         for ack in acks:
-            assert [w["code"] for w in ack["data"]["warnings"]] == ["unknown_words"]
+            assert [w["code"] for w in ack["data"]["warnings"]] == ["unknown_words", "prompt_form"]
             assert "'purple', 'elephant'" in ack["data"]["warnings"][0]["message"]
         assert threads[0] == "longlive-prompts" and threads[1] == threading.current_thread().name
         await conn.close()
@@ -167,3 +170,38 @@ def _timed(tokenizer: TextTokenizer, prompt: str) -> float:
     start = time.perf_counter()
     prompt_warnings(tokenizer, prompt)
     return time.perf_counter() - start
+
+
+def test_prompts_out_of_the_demo_form_are_warned_naming_what_is_missing(demo_pipe, tiny_pipe) -> None:
+    """`a blue square` has only known words, yet the demo model, trained on one form, draws a
+    blotchy shape-shifting video from it: the warning names the parts it lacks and the form."""
+    from longlive_runner.model.tokenizer import model_form, model_hint
+
+    demo = demo_pipe.text_encoder.tokenizer
+    form, hint = model_form(demo_pipe.config), model_hint(demo_pipe.config)
+    assert form is not None and model_form(tiny_pipe.config) is None  # other models: open vocabulary
+
+    def warned(prompt: str) -> dict[str, str]:
+        return dict(prompt_warnings(demo, prompt, hint=hint, form=form))
+
+    for good in (GOOD, "An orange triangle moving DOWN on a dark green background"):
+        assert warned(good) == {}
+    cases = {
+        "a blue square": ("it has no DIRECTION or BACKGROUND", "a blue square moving right on a black background"),
+        "a green triangle moving up": ("it has no BACKGROUND", "a green triangle moving up on a black background"),
+        "a cyan circle moving left on a dark green background please": (
+            "out of the form's order",
+            "a cyan circle moving left on a dark green background",
+        ),
+        "a red square on a navy background moving down": (
+            "out of the form's order",
+            "a red square moving down on a navy background",
+        ),
+    }
+    for prompt, (what, rewritten) in cases.items():
+        got = warned(prompt)
+        assert list(got) == ["prompt_form"] or "unknown_words" in got, (prompt, got)
+        message = got["prompt_form"]
+        assert what in message and f"in the form: {rewritten!r}" in message, message
+        if "unknown_words" not in got:  # the form and its words, once
+            assert "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'" in message

@@ -181,15 +181,16 @@ def schedule_notes(
 
 
 def prompt_check(pipe: Any, schedule: dict[int, str]) -> None:
-    """Warn about prompts the model cannot read (unknown words, too many tokens)."""
-    from .model.tokenizer import model_hint, prompt_warnings
+    """Warn about prompts the model cannot read (unknown words, too many tokens, out of the
+    demo model's form)."""
+    from .model.tokenizer import model_form, model_hint, prompt_warnings
 
     tokenizer = getattr(getattr(pipe, "text_encoder", None), "tokenizer", None)
     if tokenizer is None:
         return
-    hint = model_hint(pipe.config)
+    hint, form = model_hint(pipe.config), model_form(pipe.config)
     for frame, text in sorted(schedule.items()):
-        for _code, message in prompt_warnings(tokenizer, text, hint=hint):
+        for _code, message in prompt_warnings(tokenizer, text, hint=hint, form=form):
             warn(f"prompt at frame {frame} ({text!r}): {message}")
 
 

@@ -108,6 +108,60 @@ def grammar() -> str:
     )
 
 
+#: What `form_problem` puts in a missing slot of its example prompt.
+FORM_EXAMPLE = Scene(color="red", shape="circle", direction="right", background="black")
+
+
+def form_problem(text: str) -> str | None:
+    """None for a prompt of the demo's form (`parse_prompt` reads it, every value known); else
+    what is wrong with it, for the `prompt_form` warning: the parts it lacks (or that its words
+    are out of the form's order) and the prompt rewritten in the form, from the values it has.
+
+    The demo model was trained on that form only: a prompt outside it (`a blue square`) is out of
+    its distribution and gives a blotchy, shape-shifting video."""
+    try:
+        parse_prompt(text)
+        return None
+    except ValueError:
+        pass
+    words = text.lower().split()
+    used: set[int] = set()
+    background = None
+    for i, word in enumerate(words):
+        if word == "background":
+            for n in (2, 1):  # "dark green" before "green"
+                phrase = " ".join(words[max(i - n, 0) : i])
+                if i - n >= 0 and phrase in BACKGROUNDS:
+                    background, used = phrase, set(range(i - n, i + 1))
+                    break
+            if background is not None:
+                break
+    rest = [w for i, w in enumerate(words) if i not in used]
+    found = {
+        "COLOR": next((w for w in rest if w in COLORS), None),
+        "SHAPE": next((w for w in rest if w in SHAPES), None),
+        "DIRECTION": next((w for w in rest if w in DIRECTIONS), None),
+        "BACKGROUND": background,
+    }
+    example = format_prompt(
+        Scene(
+            color=found["COLOR"] or FORM_EXAMPLE.color,
+            shape=found["SHAPE"] or FORM_EXAMPLE.shape,
+            direction=found["DIRECTION"] or FORM_EXAMPLE.direction,
+            background=found["BACKGROUND"] or FORM_EXAMPLE.background,
+        )
+    )
+    missing = [part for part, value in found.items() if value is None]
+    if missing:
+        what = "it has no " + (", ".join(missing[:-1]) + " or " if len(missing) > 1 else "") + missing[-1]
+    else:
+        what = "its words are out of the form's order, or a part comes twice"
+    return (
+        f"the prompt is not of the demo model's form ({what}): the video will be out of what the "
+        f"model was trained on (blotchy, the shape changing); in the form: {example!r}"
+    )
+
+
 def vocabulary() -> list[str]:
     """Every word a demo prompt can contain (for a word-level tokenizer)."""
     words = {"a", "an", "moving", "on", "background", *COLORS, *SHAPES, *DIRECTIONS}

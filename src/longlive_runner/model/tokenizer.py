@@ -11,6 +11,7 @@ import bisect
 import html
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,13 +132,19 @@ class TextTokenizer:
 
 
 def prompt_warnings(
-    tokenizer: TextTokenizer, prompt: str, *, hint: str | None = None
+    tokenizer: TextTokenizer,
+    prompt: str,
+    *,
+    hint: str | None = None,
+    form: Callable[[str], str | None] | None = None,
 ) -> list[tuple[str, str]]:
     """Warnings for a prompt, as (code, message) pairs (docs/protocol.md, section 6.1):
 
     - `prompt_truncated`: more tokens than the text encoder keeps;
     - `unknown_words`: words that map to the unknown token (named), with `hint` (e.g. the demo
-      model's grammar) appended to the message.
+      model's grammar) appended to the message;
+    - `prompt_form`: for a model trained on one form of prompt (`model_form`), what `form` says
+      is wrong with this one (the parts it lacks), with `hint` appended.
     """
     out: list[tuple[str, str]] = []
     analysis = tokenizer.analyze(prompt)
@@ -159,6 +166,9 @@ def prompt_warnings(
             f"the model does not know {named}: {they} read as the unknown token and will not steer the video"
         )
         out.append(("unknown_words", message + (f"; {hint}" if hint else "")))
+    problem = form(prompt) if form is not None else None  # linear in the prompt
+    if problem:  # the hint once: already in the unknown_words warning, if any
+        out.append(("prompt_form", problem + (f"; {hint}" if hint and not unknown else "")))
     return out
 
 
@@ -192,6 +202,16 @@ def build_tiny_tokenizer() -> Tokenizer:
     )
     tok.add_special_tokens([PAD, EOS, UNK])
     return tok
+
+
+def model_form(config: object) -> Callable[[str], str | None] | None:
+    """For a model trained on one form of prompt (the demo model), what is wrong with a prompt
+    (None when nothing is), for the `prompt_form` warning; None for others."""
+    if getattr(config, "name", None) == "demo":
+        from ..demo.scenes import form_problem
+
+        return form_problem
+    return None
 
 
 def model_hint(config: object) -> str | None:

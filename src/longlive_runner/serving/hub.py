@@ -60,7 +60,7 @@ from longlive.protocol import (
 from longlive.units import block_video_frames
 
 from ..model.generator import GenerationFinished
-from ..model.tokenizer import model_hint, prompt_warnings
+from ..model.tokenizer import model_form, model_hint, prompt_warnings
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
 from .session import BlockPlan, Session
 
@@ -787,7 +787,8 @@ class Runner:
         if tokenizer is None:
             return []
         try:
-            return prompt_warnings(tokenizer, prompt, hint=model_hint(self.pipe.config))
+            cfg = self.pipe.config
+            return prompt_warnings(tokenizer, prompt, hint=model_hint(cfg), form=model_form(cfg))
         except Exception:  # pragma: no cover - a warning must never break scheduling
             logger.exception("checking the prompt for warnings failed")
             return []
