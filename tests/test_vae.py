@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
+from _vae_weights import random_weights
 from longlive_runner.model.config import PRESETS, VAEConfig
 from longlive_runner.model.vae import WanVAE, to_uint8
 
@@ -20,17 +21,7 @@ LATENT_HW = (4, 6)
 
 def random_vae(cfg: VAEConfig, seed: int = 0) -> WanVAE:
     """A VAE with every parameter random: RMS gammas and zero-initialised projections included."""
-    torch.manual_seed(seed)
-    vae = WanVAE(cfg).eval()
-    with torch.no_grad():
-        for name, p in vae.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
-            else:  # conv weights [out, in, ...]: unit-variance outputs
-                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
-    return vae
+    return random_weights(lambda: WanVAE(cfg), seed)
 
 
 def diffusers_vae(vae: WanVAE) -> AutoencoderKLWan:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
+from _vae_weights import random_weights
 from longlive_runner.model.checkpoints import CheckpointError
 from longlive_runner.model.config import WAN22_VAE, VAEConfig
 from longlive_runner.model.vae import WanVAE
@@ -31,17 +32,7 @@ LATENT_HW = (3, 4)  # -> video 48 x 64
 
 def random_vae(cfg: VAEConfig, seed: int = 0) -> Wan22VAE:
     """Every parameter random (RMS gammas and zero-initialised projections included)."""
-    torch.manual_seed(seed)
-    vae = Wan22VAE(cfg).eval()
-    with torch.no_grad():
-        for name, p in vae.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
-            else:  # conv weights [out, in, ...]: unit-variance outputs
-                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
-    return vae
+    return random_weights(lambda: Wan22VAE(cfg), seed)
 
 
 # --- the test-side key map: native Wan2.2 names -> diffusers names ------------------------------
