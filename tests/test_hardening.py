@@ -475,7 +475,7 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded(served, monkeypa
 
     async def sample() -> None:
         while True:
-            samples.append((model.blocks, slow_peer.queued_frames, slow_peer.queued_text_bytes, rss_bytes()))
+            samples.append((model.blocks, slow_peer.queued_frames, slow_peer.queued_text_chars, rss_bytes()))
             if model.blocks >= 20 and not rss_at_20:
                 rss_at_20.append(rss_bytes())
             await asyncio.sleep(0.005)
@@ -496,8 +496,8 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded(served, monkeypa
     peak_text = max(s[2] for s in samples)
     assert peak_frames <= runner.max_queued_frames and peak_frames * frame_bytes <= 48 * frame_bytes
     # Text is never dropped (progress and state of every block wait for it) but is capped:
-    # past `max_queued_text_bytes` the client is disconnected (1008). 200 blocks stay well under.
-    assert peak_text <= runner.max_queued_text_bytes // 16
+    # past `max_queued_text_chars` the client is disconnected (1008). 200 blocks stay well under.
+    assert peak_text <= runner.max_queued_text_chars // 16
     # 200 blocks are ~73 MB of frames; the process grew by far less than that.
     growth = max(s[3] for s in samples if s[0] >= 20) - rss_at_20[0]
     print(

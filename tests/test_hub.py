@@ -284,7 +284,7 @@ async def test_a_slow_peer_loses_oldest_frames_and_never_slows_the_others(tiny_p
 
 
 async def test_a_peer_that_never_reads_is_disconnected_before_text_piles_up(tiny_pipe) -> None:
-    async with Runner(tiny_pipe, max_queued_text_bytes=4000) as runner:
+    async with Runner(tiny_pipe, max_queued_text_chars=4000) as runner:
         reader = await greeted(runner.connect_local())
         silent = runner.connect_local()
         for _ in range(60):
@@ -298,7 +298,7 @@ async def test_a_peer_that_never_reads_is_disconnected_before_text_piles_up(tiny
 
 
 async def test_state_snapshots_never_pile_up_for_a_peer_that_does_not_read(tiny_pipe) -> None:
-    async with Runner(tiny_pipe, max_queued_text_bytes=4000) as runner:
+    async with Runner(tiny_pipe, max_queued_text_chars=4000) as runner:
         reader = await greeted(runner.connect_local())
         silent = runner.connect_local()
         for n in range(200):  # 200 state broadcasts of ~230 bytes: 11x the text cap
@@ -309,7 +309,7 @@ async def test_state_snapshots_never_pile_up_for_a_peer_that_does_not_read(tiny_
         assert (await recv(silent))["type"] == "hello"  # type: ignore[index]
         state = await recv(silent)
         assert state["data"]["scheduled_prompts"] == {"0": "prompt 199"}  # type: ignore[index]
-        assert silent.peer.queued_text_bytes == 0 and silent.peer.get_nowait() is None
+        assert silent.peer.queued_text_chars == 0 and silent.peer.get_nowait() is None
 
 
 async def test_max_peers_refuses_with_a_clear_reason(tiny_pipe) -> None:

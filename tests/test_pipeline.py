@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _fresh_python import fresh_python
-from longlive_runner import GenerationFinished, load_pipeline
+from longlive_runner import FrameLimitReached, load_pipeline
 from longlive_runner.model.config import get_preset
 from longlive_runner.model.scheduler import denoising_sigmas, denoising_timesteps
 
@@ -86,7 +86,7 @@ def test_generation_ends_cleanly_at_the_user_limit():
     while gen.finished is None:
         starts.append(gen.generate_block("x").start_frame)
     assert starts == [0, 3, 6] and gen.finished == "max_frames"
-    with pytest.raises(GenerationFinished) as info:
+    with pytest.raises(FrameLimitReached) as info:
         gen.generate_block("x")
     assert info.value.reason == "max_frames"
 
@@ -222,3 +222,11 @@ def test_building_on_meta_runs_no_random_init() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'sympy'))))\n"
     )
     assert fresh_python(code) == "[]"
+
+
+def test_the_old_name_of_frame_limit_reached_still_imports_with_a_warning() -> None:
+    import longlive_runner
+
+    with pytest.warns(DeprecationWarning, match="FrameLimitReached"):
+        old = longlive_runner.GenerationFinished
+    assert old is FrameLimitReached

@@ -458,12 +458,12 @@ def test_pause_and_resume_refused_when_idle() -> None:
     assert refusal(s.handle(Resume(id="1"))) == "not_running"
 
 
-# --- reset and epochs ------------------------------------------------------------------------------------
+# --- reset and generations ------------------------------------------------------------------------------------
 def test_reset_bumps_the_generation_and_drops_stale_results() -> None:
     s = started()
     run_block(s)
     plan = s.next_block()
-    assert plan is not None and plan.epoch == 0
+    assert plan is not None and plan.generation == 0
     out = s.handle(Reset(id="r"))
     assert types(out) == ["ack", "generation_finished", "state"]
     assert ack(out).result == {"generation": 1}
@@ -478,7 +478,7 @@ def test_reset_bumps_the_generation_and_drops_stale_results() -> None:
     assert s.block_done(plan, 12) == []
     assert s.block_failed(plan, RuntimeError("late")) == []
     fresh, out = run_block(s)
-    assert (fresh.epoch, fresh.start_frame, fresh.prompt) == (1, 0, "new")
+    assert (fresh.generation, fresh.start_frame, fresh.prompt) == (1, 0, "new")
     assert out[0] == Progress(3, 9, 1)
 
 

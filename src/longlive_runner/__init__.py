@@ -5,13 +5,14 @@ Names are imported lazily, so the torch-free parts (the session state machine) l
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .model.checkpoints import CheckpointError
     from .model.config import PRESETS, PipelineConfig, get_preset
-    from .model.generator import Block, GenerationFinished, NoiseSource, PromptEmbedding, VideoGenerator
+    from .model.generator import Block, FrameLimitReached, NoiseSource, PromptEmbedding, VideoGenerator
     from .model.pipeline import Pipeline, load_pipeline
 
 _EXPORTS = {
@@ -20,7 +21,7 @@ _EXPORTS = {
     "get_preset": "model.config",
     "CheckpointError": "model.checkpoints",
     "Block": "model.generator",
-    "GenerationFinished": "model.generator",
+    "FrameLimitReached": "model.generator",
     "VideoGenerator": "model.generator",
     "PromptEmbedding": "model.generator",
     "NoiseSource": "model.generator",
@@ -32,7 +33,7 @@ __all__ = [
     "PRESETS",
     "Block",
     "CheckpointError",
-    "GenerationFinished",
+    "FrameLimitReached",
     "NoiseSource",
     "Pipeline",
     "PipelineConfig",
@@ -43,7 +44,20 @@ __all__ = [
 ]
 
 
+#: Old names: still importable, with a DeprecationWarning naming the new one.
+_RENAMED = {"GenerationFinished": "FrameLimitReached"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(
+            f"longlive_runner.{name} is now longlive_runner.{new} ({name} is the protocol's message, "
+            "longlive.GenerationFinished)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = new
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'longlive_runner' has no attribute {name!r}")

@@ -81,13 +81,9 @@ def parse_prompt_arg(value: str) -> tuple[int, str]:
     return int(frame), text.strip()
 
 
-def read_schedule_file(path: Path) -> dict[int, str]:
-    """A JSON object {"frame": "prompt"}, a JSON list, or JSONL of {"timestamp", "prompt"|"new_prompt"}."""
-    return dict(read_schedule_entries(path))
-
-
 def read_schedule_entries(path: Path) -> list[tuple[int, str]]:
-    """The (frame, prompt) entries of a schedule file, in file order (repeats kept)."""
+    """The (frame, prompt) entries of a schedule file, in file order (repeats kept): a JSON object
+    {"frame": "prompt"}, a JSON list, or JSONL of {"timestamp", "prompt"|"new_prompt"}."""
     try:
         text = path.read_text()
     except OSError as exc:

@@ -46,8 +46,11 @@ NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
 NoiseSource = NoiseFn | torch.Generator
 
 
-class GenerationFinished(RuntimeError):
-    """Raised when a block is asked for past the user's frame limit (`max_latent_frames`)."""
+class FrameLimitReached(RuntimeError):
+    """Raised when a block is asked for past the user's frame limit (`max_latent_frames`).
+
+    (Called `GenerationFinished` before, the name of the protocol's message: the runner reports
+    it to clients as a `longlive.protocol.GenerationFinished` message with reason "max_frames".)"""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -180,7 +183,7 @@ class VideoGenerator:
     def generate_block(self, prompt: Prompt) -> Block:
         """Generate, cache and decode the next block under `prompt` (a text or a PromptEmbedding)."""
         if self.finished is not None:
-            raise GenerationFinished(self.finished)
+            raise FrameLimitReached(self.finished)
         s, n = self.current_start_frame, self._stream.frames_per_block
         dit = self.pipe.dit
         context = self.encode_prompt(prompt)  # [1, L, text_dim]

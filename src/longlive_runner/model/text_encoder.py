@@ -58,6 +58,3 @@ class TextEncoder:
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return feats
-
-    def clear_cache(self) -> None:
-        self._cache.clear()

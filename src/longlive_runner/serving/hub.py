@@ -18,7 +18,7 @@ Each peer has a bounded outgoing queue (docs/protocol.md, section 1.2): frames a
 first when a peer falls `max_queued_frames` behind (it is told with a `frames_dropped` message),
 text messages are never dropped, except a `state` snapshot that a newer one replaces before it was
 sent (the newer one is queued last, so a peer always ends with the latest snapshot), and a peer
-that lets more than `max_queued_text_bytes` of text pile up is disconnected (close code 1008). A
+that lets more than `max_queued_text_chars` of text pile up is disconnected (close code 1008). A
 slow peer never slows the others: queueing never waits.
 
 Transports attach peers: `connect_local()` (the in-process `LocalConnection`, this module) and the
@@ -59,7 +59,7 @@ from longlive.protocol import (
 )
 from longlive.units import block_video_frames
 
-from ..model.generator import GenerationFinished
+from ..model.generator import FrameLimitReached
 from ..model.tokenizer import model_form, model_hint, prompt_warnings
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
 from .session import BlockPlan, Session
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_QUEUED_FRAMES",
-    "DEFAULT_MAX_QUEUED_TEXT_BYTES",
+    "DEFAULT_MAX_QUEUED_TEXT_CHARS",
     "LocalConnection",
     "Peer",
     "Runner",
@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 #: Frames queued per peer before the oldest are dropped: 4 blocks (3 s of video at 16 fps).
 DEFAULT_MAX_QUEUED_FRAMES = 48
 #: Text queued per peer (in characters) before the peer is disconnected as too slow.
-DEFAULT_MAX_QUEUED_TEXT_BYTES = 4 * 2**20
+DEFAULT_MAX_QUEUED_TEXT_CHARS = 4 * 2**20
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -142,15 +142,15 @@ class Peer:
     previous snapshot still waiting: that one is never sent.
     """
 
-    def __init__(self, name: str, *, max_queued_frames: int, max_queued_text_bytes: int) -> None:
+    def __init__(self, name: str, *, max_queued_frames: int, max_queued_text_chars: int) -> None:
         self.name = name
         self.max_queued_frames = max_queued_frames
-        self.max_queued_text_bytes = max_queued_text_bytes
+        self.max_queued_text_chars = max_queued_text_chars
         # [seq, text]; text None: a snapshot superseded by a newer one (skipped, compacted away).
         self._texts: deque[list[Any]] = deque()
         self._frames: deque[tuple[int, OutFrame]] = deque()
         self._seq = 0
-        self._text_bytes = 0
+        self._text_chars = 0
         self._live_texts = 0
         self._superseded = 0
         self._queued_state: list[Any] | None = None
@@ -179,9 +179,9 @@ class Peer:
         return self._live_texts
 
     @property
-    def queued_text_bytes(self) -> int:
-        """Size of the queued text messages (in characters), bounded by `max_queued_text_bytes`."""
-        return self._text_bytes
+    def queued_text_chars(self) -> int:
+        """Size of the queued text messages (in characters), bounded by `max_queued_text_chars`."""
+        return self._text_chars
 
     def put_text(self, text: str, *, state: bool = False) -> bool:
         """Queue a text message; False (nothing queued) when the text backlog is over the limit.
@@ -193,11 +193,11 @@ class Peer:
             return True
         old = self._queued_state if state else None
         freed = len(old[1]) if old is not None else 0
-        if self._text_bytes - freed + len(text) > self.max_queued_text_bytes:
+        if self._text_chars - freed + len(text) > self.max_queued_text_chars:
             return False
         if old is not None:
             old[1] = None
-            self._text_bytes -= freed
+            self._text_chars -= freed
             self._live_texts -= 1
             self._superseded += 1
             self.states_superseded += 1
@@ -207,7 +207,7 @@ class Peer:
         entry = [self._seq, text]
         self._texts.append(entry)
         self._seq += 1
-        self._text_bytes += len(text)
+        self._text_chars += len(text)
         self._live_texts += 1
         if state:
             self._queued_state = entry
@@ -255,7 +255,7 @@ class Peer:
             if entry is self._queued_state:
                 self._queued_state = None
             text: str = entry[1]
-            self._text_bytes -= len(text)
+            self._text_chars -= len(text)
             self._live_texts -= 1
             return text
         return self._frames.popleft()[1]
@@ -278,7 +278,7 @@ class Peer:
         self.close_code, self.close_reason = code, reason
         self._texts.clear()
         self._frames.clear()
-        self._text_bytes = 0
+        self._text_chars = 0
         self._live_texts = self._superseded = 0
         self._queued_state = None
         self._ready.set()
@@ -362,7 +362,7 @@ class Runner:
     - `limits`: the protocol limits announced in `hello` (`max_frames` is capped by the model);
     - `seed`: the seed of a `start` that has none;
     - `max_peers`: connections beyond it are closed at once (code 1013); None = no limit;
-    - `max_queued_frames`, `max_queued_text_bytes`: the per-peer queue policy (module docstring);
+    - `max_queued_frames`, `max_queued_text_chars`: the per-peer queue policy (module docstring);
     - `grace_period`: when the last peer leaves, a running session is paused at once (the block
       being generated completes; nothing more is generated for no one). A peer that connects
       within `grace_period` seconds finds the video paused where it was (it may `resume` or
@@ -381,7 +381,7 @@ class Runner:
         seed: int = 0,
         max_peers: int | None = None,
         max_queued_frames: int = DEFAULT_MAX_QUEUED_FRAMES,
-        max_queued_text_bytes: int = DEFAULT_MAX_QUEUED_TEXT_BYTES,
+        max_queued_text_chars: int = DEFAULT_MAX_QUEUED_TEXT_CHARS,
         grace_period: float | None = None,
         pace: str = "fast",
         lead_blocks: int = DEFAULT_LEAD_BLOCKS,
@@ -408,7 +408,7 @@ class Runner:
         )
         self.max_peers = max_peers
         self.max_queued_frames = max_queued_frames
-        self.max_queued_text_bytes = max_queued_text_bytes
+        self.max_queued_text_chars = max_queued_text_chars
         self.grace_period = grace_period
         self.pace = pace
         self.lead_blocks = lead_blocks
@@ -538,7 +538,7 @@ class Runner:
         peer = Peer(
             name or f"peer-{self._peer_count}",
             max_queued_frames=self.max_queued_frames,
-            max_queued_text_bytes=self.max_queued_text_bytes,
+            max_queued_text_chars=self.max_queued_text_chars,
         )
         if self.max_peers is not None and len(self._peers) >= self.max_peers:
             peer.close(
@@ -623,7 +623,7 @@ class Runner:
 
     def _put_text(self, peer: Peer, text: str, *, state: bool = False) -> None:
         if not peer.put_text(text, state=state):
-            reason = f"client too slow: more than {peer.max_queued_text_bytes} bytes of messages not read"
+            reason = f"client too slow: more than {peer.max_queued_text_chars} characters of messages not read"
             logger.warning("disconnecting %s: %s", peer.name, reason)
             self.detach(peer, CLOSE_POLICY, reason)
 
@@ -631,7 +631,7 @@ class Runner:
         frames.flags.writeable = False  # shared by every peer
         peers = list(self._peers)
         headers = block_frame_headers(
-            frames, block_start_frame=plan.start_frame, first_video_frame=plan.first_video_frame, generation=plan.epoch
+            frames, block_start_frame=plan.start_frame, first_video_frame=plan.first_video_frame, generation=plan.generation
         )
         for header, rgb in zip(headers, frames, strict=True):
             frame = OutFrame(header, rgb)
@@ -673,7 +673,7 @@ class Runner:
             fut = self._worker.submit(lambda: self._generate(plan))
             fut.add_done_callback(_consume)
             block = await asyncio.shield(fut)
-        except GenerationFinished as exc:
+        except FrameLimitReached as exc:
             if self.session.is_current(plan):
                 self._dispatch(self.session.finished(exc.reason))
             return
@@ -729,7 +729,7 @@ class Runner:
             if plan.first:
                 gen.reset(plan.seed)
             return gen.generate_block(plan.prompt)
-        except GenerationFinished:
+        except FrameLimitReached:
             raise
         except BaseException:
             self._recover_generator(gen)

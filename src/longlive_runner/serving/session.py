@@ -81,7 +81,7 @@ PromptWarnings = Callable[[str], Iterable[tuple[str, str]]]
 class BlockPlan:
     """What the generation loop must generate next."""
 
-    epoch: int  # the session's generation when planned; a reset makes the plan stale
+    generation: int  # the session's generation when planned (its frames carry it); a reset makes the plan stale
     start_frame: int  # latent frame of the block's first frame
     prompt: str  # the prompt in force for this block
     switched: bool  # the prompt differs from the previous block's
@@ -564,7 +564,7 @@ class Session:
             raise RuntimeError(f"no prompt in force at frame {s}")
         previous = self._current_prompt
         self._in_progress = BlockPlan(
-            epoch=self.generation,
+            generation=self.generation,
             start_frame=s,
             prompt=prompt,
             switched=previous is not None and prompt != previous,

@@ -136,10 +136,6 @@ class Scheduler:
         except ValueError:
             return None
 
-    def session_of(self, ticket: Hashable) -> SessionRecord | None:
-        sid = self._where.get(ticket)
-        return self.sessions.get(sid) if sid is not None else None
-
     def count(self, state: str) -> int:
         return sum(1 for w in self.workers if w.state == state)
 
