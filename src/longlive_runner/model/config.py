@@ -93,11 +93,11 @@ class VAEConfig:
 
     @property
     def spatial_compression(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1) * self.patch_size
+        return (1 << (len(self.dim_mult) - 1)) * self.patch_size
 
     @property
     def temporal_compression(self) -> int:
-        return 2 ** sum(self.temporal_downsample)
+        return 1 << sum(self.temporal_downsample)
 
 
 #: The Wan2.2 VAE of Wan2.2-TI2V-5B (`Wan2.2_VAE.pth`), the VAE of LongLive 2.0.

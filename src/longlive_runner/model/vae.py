@@ -20,6 +20,7 @@ lives in a `CausalCache` (a dict keyed by the layer that owns the context).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -92,7 +93,8 @@ class RMSNorm(nn.Module):
         # computed ~10x faster on CPU (its vector-norm kernel is slow over a strided dim).
         xf = x.float()
         inv_norm = torch.rsqrt(xf.square().sum(1, keepdim=True).clamp_min(1e-24))
-        return (xf * inv_norm).to(x.dtype) * (self.gamma * self.scale)
+        out: torch.Tensor = (xf * inv_norm).to(x.dtype) * (self.gamma * self.scale)
+        return out
 
 
 class ResidualBlock(nn.Module):
@@ -111,7 +113,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         norm1, act1, conv1, norm2, act2, _, conv2 = self.residual
-        h = self.shortcut(x)
+        h: torch.Tensor = self.shortcut(x)
         x = conv1(act1(norm1(x)), cache)
         x = conv2(act2(norm2(x)), cache)
         return x + h
@@ -234,7 +236,8 @@ class Encoder3d(nn.Module):
         for layer in (*self.downsamples, *self.middle):
             x = layer(x, cache)
         norm, act, conv = self.head
-        return conv(act(norm(x)), cache)
+        out: torch.Tensor = conv(act(norm(x)), cache)
+        return out
 
 
 class Decoder3d(nn.Module):
@@ -279,7 +282,8 @@ class Decoder3d(nn.Module):
         for layer in (*self.middle, *self.upsamples):
             x = layer(x, cache)
         norm, act, conv = self.head
-        return conv(act(norm(x)), cache)
+        out: torch.Tensor = conv(act(norm(x)), cache)
+        return out
 
 
 class WanVAE(nn.Module):
@@ -331,7 +335,7 @@ class WanVAE(nn.Module):
         std = torch.tensor(self.cfg.latents_std, dtype=torch.float32, device=device).view(shape)
         return mean, std
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> WanVAE:
         # .to(dtype) would round and to_empty() would wipe the statistics: rebuild them.
         super()._apply(fn, recurse)
         if self.latents_mean.device.type != "meta":
@@ -364,9 +368,9 @@ class WanVAE(nn.Module):
             raise ValueError(f"encode needs height and width multiples of {sc}, got {tuple(video.shape[3:])}")
         x = self.to_channels(video.to(self.conv1.weight.dtype))
         cache: CausalCache = {}
-        chunks = [x[:, :, :1], *x[:, :, 1:].split(tc, dim=2)]
+        chunks = [x[:, :, :1], *torch.split(x[:, :, 1:], tc, dim=2)]
         x = torch.cat([self.encoder(chunk, cache) for chunk in chunks], dim=2)
-        mu = self.conv1(x)[:, : self.cfg.z_dim]
+        mu: torch.Tensor = self.conv1(x)[:, : self.cfg.z_dim]
         return (mu - self.latents_mean) / self.latents_std
 
 

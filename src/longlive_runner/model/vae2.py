@@ -120,7 +120,7 @@ class DownLevel(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         # [B, in_dim, t, H, W] -> [B, out_dim, t' (t/2 in time when temporal), H/2, W/2 (when down)]
-        h = self.avg_shortcut(x)
+        h: torch.Tensor = self.avg_shortcut(x)
         for layer in self.downsamples:
             x = layer(x, cache)
         return x + h
@@ -149,7 +149,7 @@ class UpLevel(nn.Module):
             return x
         time_conv = getattr(self.upsamples[-1], "time_conv", None)  # the upsampler's, when temporal
         first = time_conv is not None and time_conv not in cache  # before the upsampler registers it
-        h = self.avg_shortcut(x, first)
+        h: torch.Tensor = self.avg_shortcut(x, first)
         for layer in self.upsamples:
             x = layer(x, cache)
         return x + h
