@@ -107,3 +107,43 @@ def test_generate_help_shows_every_default():
     for option in ("--seed SEED", "--out OUT", "--frames FRAMES"):
         assert option in text
     assert "(default 0)" in text and "(default longlive.mp4)" in text and "(default 24)" in text
+
+
+# A Python without the runner extra, as `pip install longlive` leaves it: its modules are hidden
+# from the import system (sitecustomize runs before anything else).
+WITHOUT_RUNNER_EXTRA = """
+import sys
+HIDDEN = {"torch", "safetensors", "einops", "tokenizers", "tqdm", "httpx"}
+class _Hide:
+    def __init__(self, inner):
+        self.inner = inner
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            return None
+        return self.inner.find_spec(name, path, target)
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
+"""
+
+
+def test_without_the_runner_extra_every_use_is_a_one_line_hint(tmp_path):
+    import os
+    import shutil
+    from pathlib import Path
+
+    (tmp_path / "sitecustomize.py").write_text(WITHOUT_RUNNER_EXTRA)
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{src}"}
+    check = subprocess.run([sys.executable, "-c", "import httpx"], capture_output=True, text=True, env=env)
+    assert check.returncode == 1 and "No module named 'httpx'" in check.stderr  # the setup works
+    script = shutil.which("longlive-runner")
+    commands = [[sys.executable, "-m", "longlive_runner"]] + ([[script]] if script else [])
+    for command in commands:
+        for args in (["--help"], [], ["info"], ["serve", "--help"], ["generate", "--prompt", "0:a cat"]):
+            proc = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=60)
+            assert proc.returncode == 2 and proc.stdout == "", (args, proc.stdout)
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+            assert "needs the 'runner' extra" in lines[0] and 'pip install "longlive[runner]"' in lines[0]
+            assert "torch" in lines[0] and "httpx" in lines[0]

@@ -288,3 +288,12 @@ def test_the_readme_generate_command_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr and "note:" not in proc.stderr, proc.stderr
     assert (tmp_path / "longlive.mp4").stat().st_size > 1000
+
+
+def test_cpu_users_install_cpu_torch_before_the_command_that_pulls_torch() -> None:
+    """The CPU build's install comes first: after `pip install -e ".[all]"`, pip would already have
+    fetched the 3 GB CUDA build."""
+    for doc in ("README.md", "docs/quickstart.md"):
+        text = (ROOT / doc).read_text()
+        cpu = text.index("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+        assert cpu < text.index('pip install -e ".[all]"'), doc

@@ -286,7 +286,28 @@ def _extra_commands() -> list[Any]:
     return [convert.register_cli, server.register_cli, cluster.register_cli, download.register_cli]
 
 
+#: The modules of the `runner` extra (pyproject.toml), by import name: every command needs them.
+RUNNER_EXTRA_MODULES = ("torch", "safetensors", "einops", "tokenizers", "tqdm", "httpx")
+
+
+def missing_runner_modules() -> list[str]:
+    """The `runner` extra's modules that are not installed (found without importing them)."""
+    import importlib.util
+
+    return [name for name in RUNNER_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    missing = missing_runner_modules()
+    if missing:
+        # `pip install longlive` (the client SDK) puts this command on PATH too: one line, not a
+        # traceback, whatever the arguments (`--help` included).
+        print(
+            f"longlive-runner: error: the runner needs the 'runner' extra ({', '.join(missing)} "
+            "not installed): pip install \"longlive[runner]\" (\"longlive[all]\" adds mp4 writing)",
+            file=sys.stderr,
+        )
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
