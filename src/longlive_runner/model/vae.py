@@ -15,6 +15,9 @@ Time is causal everywhere. Video is processed in chunks (encode: the first frame
 the last frames of its input as context for the next chunk, so the chunked result equals a causal
 conv over the whole sequence and the context never grows with video length. The context of a stream
 lives in a `CausalCache` (a dict keyed by the layer that owns the context).
+
+The Wan2.2 VAE (`vae2.py`) is built from these same pieces: it subclasses `WanVAE`, `Encoder3d`
+and `Decoder3d` and changes only how the levels are grouped and how pixels enter and leave.
 """
 
 from __future__ import annotations
