@@ -34,13 +34,24 @@ from longlive.protocol import encode_message, parse_message
 from longlive.protocol.runner import hello_for
 from longlive_runner.serving.cluster.gateway import (
     CLOSE_NO_SUCH_SESSION,
+    CLOSE_SESSION_IDLE,
     Gateway,
     GatewayServer,
     LocalWorkerHandle,
-    _with_session_id,
+    _with_keys,
     session_param,
 )
-from longlive_runner.serving.cluster.placement import BUSY, DOWN, FREE, Assign, Reject, Scheduler, Wait
+from longlive_runner.serving.cluster.placement import (
+    BUSY,
+    DIRECTOR,
+    DOWN,
+    FREE,
+    VIEWER,
+    Assign,
+    Reject,
+    Scheduler,
+    Wait,
+)
 from longlive_runner.serving.cluster.worker import SessionWorker
 
 PROMPT = "a red circle moving right on a black background"
@@ -127,21 +138,72 @@ def test_no_queue_rejects_at_once_and_bad_arguments() -> None:
         Scheduler(1, max_queue=-1)
 
 
+def test_an_owner_at_its_cap_waits_and_the_clients_behind_it_pass() -> None:
+    s = Scheduler(2, max_queue=4, max_sessions_per_owner=1, session_ids=counter())
+    s.worker_up(0)
+    s.worker_up(1)
+    assert s.arrive("a1", "A") == Assign("a1", 0, "s1")
+    assert s.arrive("a2", "A") == Wait("a2", 1, 1)  # a worker is free, but A holds its one
+    assert s.arrive("b1", "B") == Assign("b1", 1, "s2")  # past a2
+    assert s.arrive("n", None) == Wait("n", 2, 2)  # an owner that is not counted: no worker free
+    assert (s.owned("A"), s.owned("B"), s.owned(None)) == (1, 1, 0)
+    assert s.wanted("s1") and s.wanted("s2")
+    assert s.leave("a1") is not None
+    assert s.expire("s1") == [Assign("a2", 0, "s3")]  # the first in line that may hold one
+    assert s.queue == ["n"]
+    # only a waiting client that could use the worker makes a session wanted
+    t = Scheduler(2, max_sessions_per_owner=1, session_ids=counter())
+    t.worker_up(0)
+    t.worker_up(1)
+    t.arrive("a1", "A")
+    t.arrive("b1", "B")
+    t.arrive("a2", "A")
+    assert t.leave("b1") is not None
+    assert not t.wanted("s2")  # a2's owner is at its cap whatever s2 does
+    assert t.wanted("s1")  # but s1 ending would let a2 in
+    assert t.expire("s2") == [] and t.workers[1].state == FREE  # free, and a2 still waits
+    assert t.worker_lost(0) is not None  # A's session is gone with its worker
+    assert t.fill() == [Assign("a2", 1, "s3")]
+    with pytest.raises(ValueError):
+        Scheduler(1, max_sessions_per_owner=0)
+
+
+def test_a_session_has_a_director_key_and_a_viewer_key() -> None:
+    s = Scheduler(1, session_ids=counter(), viewer_ids=lambda: "v1")
+    s.worker_up(0)
+    assert s.arrive("owner", "A") == Assign("owner", 0, "s1")
+    record = s.sessions["s1"]
+    assert record.viewer_id == "v1" and record.owner == "A"
+    joined = s.join("d", "s1")
+    assert joined is not None and joined[1] == DIRECTOR
+    watching = s.join("v", "v1")
+    assert watching is not None and watching[0] is record and watching[1] == VIEWER
+    assert record.viewers == {"v"} and record.role_of("v") == VIEWER and record.role_of("d") == DIRECTOR
+    assert s.join("x", "s2") is None and s.join("y", "v") is None
+    for t in ("owner", "d"):
+        s.leave(t)
+    assert s.leave("v") is record and record.viewers == set()
+    s.expire("s1")
+    assert s.join("late", "s1") is None and s.join("late", "v1") is None  # both keys are gone
+
+
 # ----------------------------------------------------------------------------------------------
 # Protocol and SDK pieces
 # ----------------------------------------------------------------------------------------------
 def test_hello_session_id_and_queued_round_trip() -> None:
     hello = hello_for(height=64, width=64, preset="demo")
     assert hello.session_id is None
-    with_id = parse_message(_with_session_id(encode_message(hello), "abc"))
+    with_id = parse_message(_with_keys(encode_message(hello), "abc", "view", "director"))
     assert isinstance(with_id, Hello) and with_id.session_id == "abc" and with_id.preset == "demo"
+    assert with_id.viewer_session_id == "view" and with_id.role == "director"
     # an older runner's hello has no session_id: None
     old = json.loads(encode_message(hello))
-    del old["data"]["session_id"]
+    for name in ("session_id", "viewer_session_id", "role"):
+        del old["data"][name]
     assert parse_message(json.dumps(old)) == hello
     text = encode_message(Queued(position=2, queue_length=5))
     assert json.loads(text) == {"type": "queued", "data": {"position": 2, "queue_length": 5}}
-    assert _with_session_id(text, "abc") == text  # only hello changes
+    assert _with_keys(text, "abc", None, "viewer") == text  # only hello changes
 
 
 def test_session_urls() -> None:
@@ -270,9 +332,12 @@ async def test_each_client_its_own_session_a_viewer_joins(front_factory: Any) ->
             assert all((x.image == y.image).all() for x, y in zip(fa, fv))
             assert not b.state.running  # b's session is its own
             await a.pause()
-        info = (await aget(front.http + "/info")).json()
+        text = (await aget(front.http + "/info")).text
+        info = json.loads(text)
         assert info["cluster"] and {w["state"] for w in info["workers"]} == {"busy"}
-        assert sorted(s["session_id"] for s in info["sessions"]) == sorted([a.session_id, b.session_id])
+        assert [(s["clients"], s["viewers"]) for s in info["sessions"]] == [(1, 0), (1, 0)]
+        for key in (a.session_id, b.session_id, a.hello.viewer_session_id, b.hello.viewer_session_id):
+            assert key and key not in text  # /info lists no session's keys
 
 
 async def test_queue_positions_timeout_and_full_queue(front_factory: Any) -> None:
@@ -323,8 +388,50 @@ async def test_unknown_session_is_refused(front_factory: Any) -> None:
     reactor.on("error", errors.append)
     with pytest.raises(ConnectionClosedError) as info:
         await reactor.connect()
-    assert info.value.code == CLOSE_NO_SUCH_SESSION and "no session" in info.value.reason
+    assert info.value.code == CLOSE_NO_SUCH_SESSION and "no such session" in info.value.reason
     assert errors and errors[0].code == "no_such_session"
+
+
+async def test_a_session_nobody_drives_is_ended_for_a_waiting_client(front_factory: Any) -> None:
+    front = await front_factory(1, idle_limit=0.3, grace_period=None)
+    idle = Reactor(front.url)
+    errors: list[ErrorMessage] = []
+    idle.on("error", errors.append)
+    await idle.connect()
+    await asyncio.sleep(0.6)  # past the idle limit, but nobody waits: it keeps its worker
+    assert idle.connected and front.gateway.sessions_ended["idle"] == 0
+    async with Reactor(front.url, queue_timeout=20) as waiting:  # ... until someone waits
+        assert waiting.session_id and waiting.session_id != idle.session_id
+        await until(lambda: bool(errors))
+        assert [e.code for e in errors] == ["session_idle"]
+        assert front.gateway.sessions_ended["idle"] == 1
+        with pytest.raises(ConnectionClosedError) as closed:
+            await asyncio.wait_for(take(idle, 1), 10)
+        assert closed.value.code == CLOSE_SESSION_IDLE
+        # a session its director drives keeps its worker, whoever waits
+        third = Reactor(front.url, queue_timeout=1.5)
+        connecting = asyncio.create_task(third.connect())
+        for _ in range(12):
+            await waiting.schedule_prompt(PROMPT, 0)
+            await asyncio.sleep(0.15)
+        with pytest.raises(QueueTimeoutError):
+            await connecting
+        assert waiting.connected
+    await idle.close()
+
+
+async def test_with_grace_off_a_closed_session_still_frees_its_worker_for_the_queue(
+    front_factory: Any,
+) -> None:
+    front = await front_factory(1, grace_period=None, idle_limit=None)
+    first = Reactor(front.url)
+    await first.connect()
+    await first.close()  # kept for ever for it to come back, while nobody waits
+    await asyncio.sleep(0.2)
+    assert front.gateway.health()[1]["sessions"] == 1
+    async with Reactor(front.url, queue_timeout=10) as second:  # someone waits: it ends at once
+        assert second.session_id != first.session_id
+    assert front.gateway.sessions_ended["reclaimed"] == 1
 
 
 async def test_a_dead_worker_ends_only_its_session(front_factory: Any) -> None:

@@ -43,11 +43,14 @@ class ErrorCode:
     INTERNAL = "internal"
     GENERATION_FAILED = "generation_failed"  # an `error` message: generating a block failed
     # A cluster gateway (docs/cluster.md): a command sent while waiting in the queue; the queue
-    # is full; `?session=` names no live session; the worker running the session died.
+    # is full; `?session=` names no live session; the worker running the session died; a command
+    # from a read-only viewer; a session nobody drove for the idle limit while others waited.
     QUEUED = "queued"
     QUEUE_FULL = "queue_full"
     NO_SUCH_SESSION = "no_such_session"
     WORKER_LOST = "worker_lost"
+    READ_ONLY = "read_only"
+    SESSION_IDLE = "session_idle"
     # Client side only: a binary frame that fails validation.
     BAD_FRAME = "bad_frame"
 

@@ -169,8 +169,15 @@ class Hello(Message):
     preset: str | None = wire(_OPT_TEXT, default=None)
     max_schedule_chars: int = wire(INT, default=DEFAULT_LIMITS.max_schedule_chars)
     #: The session this connection belongs to, when the runner serves several (a cluster gateway,
-    #: docs/cluster.md): another client joins it with `?session=<id>`. None for `serve`.
+    #: docs/cluster.md): the secret key this client joined with (or got, as its owner); another
+    #: client joins the session with `?session=<key>`, with the same rights. None for `serve`.
     session_id: str | None = wire(_OPT_TEXT, default=None)
+    #: On a cluster, to a director (the owner and who joined with its key): the key that joins
+    #: the session as a read-only viewer (frames and state, no command). None otherwise.
+    viewer_session_id: str | None = wire(_OPT_TEXT, default=None)
+    #: On a cluster: "director" (may send every command) or "viewer" (only `get_state`; every
+    #: other command is refused with `read_only`). None for `serve` (every client directs).
+    role: str | None = wire(_OPT_TEXT, default=None)
 
     @property
     def limits(self) -> Limits:

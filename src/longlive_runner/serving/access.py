@@ -331,11 +331,13 @@ class ConnectionCounter:
 class AccessConfig:
     """What a runner's front enforces. `token`: None = no token (then only loopback `Host`
     names are served); `allowed_origins`: origins allowed besides the runner's own page, as
-    `normalize_origin` writes them."""
+    `normalize_origin` writes them; `max_auth_failures`: None = no failure limit, only for a
+    token no one can guess (a cluster worker's internal one: 192 random bits), so that strangers'
+    wrong tokens cannot lock its one legitimate client (the gateway) out."""
 
     token: str | None = None
     allowed_origins: frozenset[str] = frozenset()
-    max_auth_failures: int = DEFAULT_MAX_AUTH_FAILURES
+    max_auth_failures: int | None = DEFAULT_MAX_AUTH_FAILURES
     auth_failure_window: float = DEFAULT_AUTH_FAILURE_WINDOW
 
     def __repr__(self) -> str:  # never show the token
@@ -397,7 +399,7 @@ class AccessPolicy:
     def __post_init__(self) -> None:
         # Kept as bytes: hmac.compare_digest compares str only when it is ASCII.
         self._token = self.config.token.encode("utf-8") if self.config.token else None
-        if self.config.token:
+        if self.config.token and self.config.max_auth_failures is not None:
             self.limiter = FailureLimiter(self.config.max_auth_failures, self.config.auth_failure_window)
 
     @property
@@ -467,7 +469,8 @@ class AccessPolicy:
         if self._token is None:
             return None
         key = address_key(request.peer)
-        wait = self.limiter.retry_after(key, now)
+        limited = self.config.max_auth_failures is not None
+        wait = self.limiter.retry_after(key, now) if limited else None
         if wait is not None:
             return Refusal(
                 429,
@@ -481,7 +484,7 @@ class AccessPolicy:
             return None
         # No credentials at all is not a guess (what any page's <img> would send): refused,
         # never counted, so that it cannot lock the right token out of this address.
-        blocked = self.limiter.record_failure(key, now) if presented is not None else False
+        blocked = self.limiter.record_failure(key, now) if limited and presented is not None else False
         return Refusal(
             401,
             "unauthorized",

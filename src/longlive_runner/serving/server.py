@@ -54,6 +54,7 @@ from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
 
 from ..arguments import CLIError, add_model_args, load_from_args
 from .access import (
+    DEFAULT_MAX_AUTH_FAILURES,
     AccessConfig,
     AccessPolicy,
     BadRequest,
@@ -155,7 +156,9 @@ class RunnerServer:
     - `allowed_origins`: web origins allowed besides the runner's own page (`--allow-origin`);
     - `max_clients_per_address`: connections one address may hold (None: no limit);
     - `max_unsent_bytes`: bytes sent to a connection and not yet read before it is dropped
-      (default: 4 MiB plus two of the model's frames).
+      (default: 4 MiB plus two of the model's frames);
+    - `max_auth_failures`: failed tokens per address and minute before it is answered 429 (None:
+      no limit, for an internal token no one can guess: a cluster worker's).
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class RunnerServer:
         allowed_origins: Iterable[str] = (),
         max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
         max_unsent_bytes: int | None = None,
+        max_auth_failures: int | None = DEFAULT_MAX_AUTH_FAILURES,
     ) -> None:
         self.runner = runner
         self.close_timeout = close_timeout
@@ -174,6 +178,7 @@ class RunnerServer:
             AccessConfig(
                 token=clean_token(token) if token else None,
                 allowed_origins=frozenset(normalize_origin(o) for o in allowed_origins),
+                max_auth_failures=max_auth_failures,
             )
         )
         self.connections_per_address = ConnectionCounter(max_clients_per_address)

@@ -14,7 +14,8 @@ sessions live in it.
 
 Arguments (`key=value` after the import path, or `args:` in a Serve config), all optional:
 `workers` (default 1), `model`, `device`, `wan_dir`, `longlive_dir`, `max_queue`, `grace_period`
-(seconds or `off`), `max_clients` (per session), `max_queued_frames`, `seed`, `gpus_per_worker`,
+(seconds or `off`), `max_sessions_per_address` (default: every worker but one, at least 1),
+`idle_limit` (seconds or `off`), `max_clients` (per session), `max_queued_frames`, `seed`, `gpus_per_worker`,
 `cpus_per_worker`, `pace` (`realtime` or `fast`), `allow_origin` (comma-separated origins). The token comes from the
 `LONGLIVE_TOKEN` environment variable of the replica (e.g. `runtime_env: {env_vars: ...}` in the
 config) or the `token` argument; without one, only loopback `Host` names are answered, as `serve`.
@@ -39,9 +40,11 @@ from ..pacing import PACES
 from ..server import _PAGE_POLICY, STATIC_TYPES, _static_name
 from .gateway import (
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_IDLE_LIMIT,
     DEFAULT_MAX_QUEUE,
     ClientGone,
     Gateway,
+    default_sessions_per_address,
     session_param,
 )
 
@@ -57,16 +60,25 @@ def parse_args(args: "Mapping[str, Any]") -> "dict[str, Any]":
         value = args.get(name, default)
         return None if value is None else kind(value)
 
-    grace = args.get("grace_period", DEFAULT_GRACE_PERIOD)
-    if isinstance(grace, str) and grace.strip().lower() in ("off", "none", "never"):
-        grace = None
+    def seconds(name: str, default: float) -> float | None:
+        value = args.get(name, default)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none", "never")):
+            return None
+        return float(value)
+
+    grace = seconds("grace_period", DEFAULT_GRACE_PERIOD)
+    idle_limit = seconds("idle_limit", DEFAULT_IDLE_LIMIT)
+    if grace is not None and not grace >= 0:
+        raise ValueError("grace_period must be >= 0 seconds (or off)")
+    if idle_limit is not None and not idle_limit > 0:
+        raise ValueError("idle_limit must be > 0 seconds (or off)")
     origins = args.get("allow_origin") or ()
     if isinstance(origins, str):
         origins = [o for o in origins.split(",") if o.strip()]
     unknown = set(args) - {
         "workers", "model", "device", "wan_dir", "longlive_dir", "max_queue", "grace_period",
         "max_clients", "max_queued_frames", "seed", "gpus_per_worker", "cpus_per_worker",
-        "allow_origin", "token", "pace",
+        "allow_origin", "token", "pace", "max_sessions_per_address", "idle_limit",
     }  # fmt: skip
     if unknown:
         raise ValueError(f"unknown arguments: {', '.join(sorted(unknown))}")
@@ -81,7 +93,9 @@ def parse_args(args: "Mapping[str, Any]") -> "dict[str, Any]":
         "wan_dir": args.get("wan_dir"),
         "longlive_dir": args.get("longlive_dir"),
         "max_queue": number("max_queue", int, DEFAULT_MAX_QUEUE),
-        "grace_period": None if grace is None else float(grace),
+        "grace_period": grace,
+        "idle_limit": idle_limit,
+        "max_sessions_per_address": number("max_sessions_per_address", int, None),
         "max_clients": number("max_clients", int, 16),
         "max_queued_frames": number("max_queued_frames", int, 48),
         "seed": number("seed", int, 0),
@@ -160,8 +174,16 @@ class LongliveGateway:
             num_gpus=options["gpus_per_worker"],
             num_cpus=options["cpus_per_worker"],
         )
+        from .ray_pool import ray_auth_mode
+
         self.gateway = Gateway(
-            self.handles, max_queue=options["max_queue"], grace_period=options["grace_period"]
+            self.handles,
+            max_queue=options["max_queue"],
+            grace_period=options["grace_period"],
+            max_sessions_per_address=options["max_sessions_per_address"]
+            or default_sessions_per_address(options["workers"]),
+            idle_limit=options["idle_limit"],
+            ray_auth=ray_auth_mode(),
         )
         self._started = False
 
@@ -234,7 +256,9 @@ class LongliveGateway:
         gateway = await self._gateway()
         await ws.accept()
         name = f"ws {peer}:{ws.client.port}" if ws.client else "ws"
-        await gateway.serve_client(StarletteLink(ws, name), session_param(f"/?{ws.url.query}"))
+        await gateway.serve_client(
+            StarletteLink(ws, name), session_param(f"/?{ws.url.query}"), address=peer
+        )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:

@@ -36,7 +36,7 @@ from ..server import (
     bind_socket,
     check_access_args,
 )
-from .gateway import DEFAULT_MAX_QUEUE
+from .gateway import DEFAULT_IDLE_LIMIT, DEFAULT_MAX_QUEUE, default_sessions_per_address
 
 __all__ = ["cmd_cluster", "register_cli"]
 
@@ -95,6 +95,23 @@ def register_cli(subparsers: Any) -> None:
         "its worker is free for the next client ('off': keep it for ever; default 30)",
     )
     p.add_argument(
+        "--max-sessions-per-address",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sessions one client address (an IPv6 /64) may hold at once; past it, its new "
+        "connections wait in the queue (default: every worker but one, at least 1; raise it "
+        "behind a proxy, where every client has the proxy's address)",
+    )
+    p.add_argument(
+        "--idle-limit",
+        type=_grace_period,
+        default=DEFAULT_IDLE_LIMIT,
+        metavar="SECONDS",
+        help="end a session none of whose directors sent a command for this long, when a client "
+        f"waits for a worker ('off': never; default {DEFAULT_IDLE_LIMIT:g})",
+    )
+    p.add_argument(
         "--max-clients",
         type=int,
         default=DEFAULT_MAX_CLIENTS,
@@ -143,6 +160,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("--max-clients must be >= 1")
     if args.max_clients_per_address < 1:
         raise CLIError("--max-clients-per-address must be >= 1")
+    if args.max_sessions_per_address is not None and args.max_sessions_per_address < 1:
+        raise CLIError("--max-sessions-per-address must be >= 1")
+    if args.idle_limit is not None and not args.idle_limit > 0:
+        raise CLIError("--idle-limit must be > 0 seconds (or 'off')")
     if args.max_queued_frames is not None and args.max_queued_frames < 1:
         raise CLIError("--max-queued-frames must be >= 1")
     if not 0 <= args.seed <= MAX_SEED:
@@ -195,7 +216,7 @@ async def _run(sock: socket.socket, args: argparse.Namespace, preset: str, heigh
 
     from ..hub import DEFAULT_MAX_QUEUED_FRAMES
     from .gateway import Gateway, GatewayServer
-    from .ray_pool import cluster_gpus, start_ray, start_workers
+    from .ray_pool import cluster_gpus, ray_auth_mode, start_ray, start_workers
 
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(
@@ -225,7 +246,22 @@ async def _run(sock: socket.socket, args: argparse.Namespace, preset: str, heigh
         num_gpus=args.gpus_per_worker,
         num_cpus=args.cpus_per_worker,
     )
-    gateway = Gateway(handles, max_queue=args.max_queue, grace_period=args.grace_period)
+    ray_auth = ray_auth_mode()
+    if ray_auth != "token":
+        print(
+            f"longlive-runner: warning: Ray's token authentication is {ray_auth} in this cluster: "
+            "its ports accept any program that reaches them (docs/cluster.md, Ray's own ports)",
+            file=sys.stderr,
+            flush=True,
+        )
+    gateway = Gateway(
+        handles,
+        max_queue=args.max_queue,
+        grace_period=args.grace_period,
+        max_sessions_per_address=args.max_sessions_per_address or default_sessions_per_address(workers),
+        idle_limit=args.idle_limit,
+        ray_auth=ray_auth,
+    )
     server = GatewayServer(
         gateway,
         height=height,

@@ -3,17 +3,22 @@
 `Gateway` is the asyncio half of the cluster (the bookkeeping is `placement.Scheduler`, without
 I/O). For each client connection it:
 
-1. gives it a new session on a free worker (`hello` then carries `session_id`), or joins the
-   session named by `?session=ID`, or puts it in the FIFO queue (`queued` messages with its
-   position, sent again as it moves; commands meanwhile are refused with `queued`), or, past
-   `max_queue`, turns it away (`error` code `queue_full`, close code 1013);
+1. gives it a new session on a free worker (`hello` then carries its two secret keys:
+   `session_id`, which joins as a director, and `viewer_session_id`, which joins read-only), or
+   joins the session whose key `?session=KEY` names, or puts it in the FIFO queue (`queued`
+   messages with its position, sent again as it moves; commands meanwhile are refused with
+   `queued`), or, past `max_queue`, turns it away (`error` code `queue_full`, close code 1013).
+   An address holds at most `max_sessions_per_address` sessions: past it, its clients wait;
 2. proxies it to the worker's own runner server (`worker.SessionWorker`): text both ways as is
-   (the worker's `hello` gets `session_id` through the protocol module), binary frames from the
+   (the worker's `hello` gets the keys and the role through the protocol module; a viewer's
+   commands other than `get_state` are refused here with `read_only`), binary frames from the
    worker untouched. Backpressure goes through: a client that reads slowly slows its own
    upstream connection, and the worker's per-client queue drops that client's oldest frames
    (docs/protocol.md, 1.2); nobody else waits;
 3. when the last client of a session leaves, waits `grace_period` seconds; a session nobody
-   rejoined by then is over and its worker goes to the head of the queue;
+   rejoined by then is over and its worker goes to the queue. While a client waits that could
+   take the worker, an idle session ends at once instead, and a session none of whose directors
+   sent a command for `idle_limit` seconds is ended (`error` code `session_idle`, close 4408);
 4. when a worker dies (its process killed, out of memory), the upstream connections drop: the
    gateway asks the worker which session it runs; a dead or restarted worker ends **that**
    session only (`error` code `worker_lost` then close code 1011 to each of its clients). The
@@ -54,12 +59,15 @@ from longlive.protocol import (
     parse_message,
 )
 
-from ..server import HEALTH_PATH, RunnerServer, _close_reason, _json_response
-from .placement import BUSY, DOWN, Assign, Reject, Scheduler, new_session_id
+from ..access import address_key
+from ..server import HEALTH_PATH, RunnerServer, _close_reason, _json_response, _peer_address
+from .placement import BUSY, DIRECTOR, DOWN, VIEWER, Assign, Reject, Scheduler, new_session_id
 
 __all__ = [
     "CLOSE_NO_SUCH_SESSION",
     "CLOSE_QUEUE_FULL",
+    "CLOSE_SESSION_IDLE",
+    "DEFAULT_IDLE_LIMIT",
     "CLOSE_WORKER_LOST",
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_QUEUE",
@@ -72,6 +80,7 @@ __all__ = [
     "WebSocketLink",
     "WorkerFailed",
     "WorkerHandle",
+    "default_sessions_per_address",
     "session_param",
 ]
 
@@ -79,8 +88,12 @@ logger = logging.getLogger(__name__)
 
 #: Clients that may wait for a worker at once; one more gets `queue_full` and close code 1013.
 DEFAULT_MAX_QUEUE = 64
-#: Seconds a session whose last client left is kept for a client to rejoin it.
+#: Seconds a session whose last client left is kept for a client to rejoin it (while no client
+#: that could take its worker waits: then it ends at once).
 DEFAULT_GRACE_PERIOD = 30.0
+#: Seconds a session may go without a command from a director before it is ended for a client
+#: that waits for a worker (a session nobody drives does not hold a worker against the queue).
+DEFAULT_IDLE_LIMIT = 300.0
 #: The query parameter of the websocket URL that joins a session: `ws://host:port/?session=ID`.
 SESSION_QUERY_PARAM = "session"
 
@@ -90,6 +103,8 @@ CLOSE_WORKER_LOST = 1011
 CLOSE_QUEUE_FULL = 1013
 #: Close code for `?session=` naming no live session (an application code, 4000-4999).
 CLOSE_NO_SUCH_SESSION = 4404
+#: Close code for a session ended by the idle limit while others waited (`session_idle`).
+CLOSE_SESSION_IDLE = 4408
 
 #: Upstream close codes after which the gateway checks whether the worker still runs the session.
 _SUSPECT_CODES = frozenset({1001, 1006, 1011, 1012, 1014})
@@ -181,10 +196,12 @@ class _Client:
 
     _ids = 0
 
-    def __init__(self, link: ClientLink) -> None:
+    def __init__(self, link: ClientLink, address: str | None = None) -> None:
         _Client._ids += 1
         self.n = _Client._ids
         self.link = link
+        self.address = address  # the address key its sessions count under (None: not counted)
+        self.role = "director"  # or VIEWER, for a client that joined with a viewer key
         # Bounded: a client that sends faster than its messages are handled waits (TCP backpressure).
         self.inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=INBOX_SIZE)
         self.assigned: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -221,18 +238,35 @@ class _OpenFailed(Exception):
 class _Live:
     """A session as the gateway runs it: where its worker serves it, and its clients."""
 
-    def __init__(self, session_id: str, worker: int) -> None:
-        self.id = session_id
+    _ids = 0
+
+    def __init__(self, session_id: str, worker: int, viewer_key: str = "") -> None:
+        _Live._ids += 1
+        self.id = session_id  # its director key: a secret, never logged nor sent to the worker
+        self.viewer_key = viewer_key
+        # The session's name in logs and on its worker (not a key: it joins nothing).
+        self.label = f"s{_Live._ids}"
         self.worker = worker
         self.secret = secrets.token_urlsafe(24)
         self.address: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         self.address.add_done_callback(_consume)
         self.incarnation: str | None = None
         self.clients: set[_Client] = set()
+        # Set when the session is over for its clients (its worker died, or the idle limit):
+        # each client is sent `error` with `end_code`, then closed with `end_close`.
         self.lost = asyncio.Event()
         self.lost_reason = ""
+        self.end_code = ErrorCode.WORKER_LOST
+        self.end_close = CLOSE_WORKER_LOST
         self.check: asyncio.Task[bool] | None = None
         self.opened_at = time.time()
+        self.driven_at = time.monotonic()  # the last command of a director (or the opening)
+
+
+def default_sessions_per_address(workers: int) -> int:
+    """The default cap of sessions per address: every worker but one (at least one), so that no
+    one address holds every worker of a cluster of two or more."""
+    return max(workers - 1, 1)
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -254,10 +288,16 @@ class Gateway:
 
     - `workers`: one `WorkerHandle` per worker (each runs one session at a time);
     - `max_queue`: clients that may wait at once (`DEFAULT_MAX_QUEUE`; 0: no queue);
-    - `grace_period`: seconds an idle session is kept for clients to rejoin (None: for ever);
+    - `grace_period`: seconds an idle session is kept for clients to rejoin (None: for ever),
+      while no waiting client could take its worker (then it ends at once);
+    - `max_sessions_per_address`: sessions one client address (an IPv6 /64) may hold at once;
+      past it, its new clients wait in the queue (None: no cap);
+    - `idle_limit`: seconds without a command from a director after which a session is ended
+      for a waiting client (None: never);
     - `check_timeout`: seconds to wait for a worker's answer before counting it dead;
     - `restart_delay`: seconds between tries to take a dead worker back;
-    - `session_ids`: makes session ids (tests).
+    - `session_ids`: makes session ids (tests);
+    - `ray_auth`: Ray's authentication mode, shown in `/info` (`ray_pool.ray_auth_mode()`).
     """
 
     def __init__(
@@ -266,16 +306,28 @@ class Gateway:
         *,
         max_queue: int = DEFAULT_MAX_QUEUE,
         grace_period: float | None = DEFAULT_GRACE_PERIOD,
+        max_sessions_per_address: int | None = None,
+        idle_limit: float | None = DEFAULT_IDLE_LIMIT,
         check_timeout: float = 10.0,
         restart_delay: float = 0.25,
         connect_timeout: float = 10.0,
         session_ids: Callable[[], str] = new_session_id,
+        ray_auth: str | None = None,
     ) -> None:
         if grace_period is not None and grace_period < 0:
             raise ValueError("grace_period must be >= 0 (or None)")
+        if idle_limit is not None and not idle_limit > 0:
+            raise ValueError("idle_limit must be > 0 (or None)")
         self.workers = list(workers)
-        self.scheduler = Scheduler(len(self.workers), max_queue=max_queue, session_ids=session_ids)
+        self.scheduler = Scheduler(
+            len(self.workers),
+            max_queue=max_queue,
+            max_sessions_per_owner=max_sessions_per_address,
+            session_ids=session_ids,
+        )
         self.grace_period = grace_period
+        self.idle_limit = idle_limit
+        self.ray_auth = ray_auth
         self.check_timeout = check_timeout
         self.restart_delay = restart_delay
         self.connect_timeout = connect_timeout
@@ -285,6 +337,9 @@ class Gateway:
         self.failed = asyncio.Event()  # every worker failed for good
         self.sessions_served = 0
         self.workers_lost = 0
+        #: Why sessions ended: "left" (the grace period ran out), "reclaimed" (no client left and
+        #: a client waited), "idle" (the idle limit, a client waiting), "lost" (its worker died).
+        self.sessions_ended = {"left": 0, "reclaimed": 0, "idle": 0, "lost": 0}
         self._live: dict[str, _Live] = {}
         self._clients: set[_Client] = set()
         self._grace: dict[str, asyncio.TimerHandle] = {}
@@ -301,6 +356,8 @@ class Gateway:
         self._started = True
         for w in range(len(self.workers)):
             self._supervise(w, first=True)
+        if self.idle_limit is not None:
+            self._spawn(self._watch_idle(self.idle_limit), name="idle limit")
 
     async def wait_ready(self, n: int | None = None, timeout: float | None = None) -> None:
         """Wait until `n` workers (default: all) are up; TimeoutError after `timeout`."""
@@ -379,16 +436,25 @@ class Gateway:
                 {
                     "id": slot.id,
                     "state": slot.state,
-                    "session_id": slot.session,
                     "restarts": self.worker_restarts[slot.id],
                     "error": self.worker_errors[slot.id],
                     **{k: meta.get(k) for k in ("pid", "hostname", "address", "device", "gpu", "preset")},
                 }
             )
-        sessions = [
-            {"session_id": r.id, "worker": r.worker, "clients": len(r.clients), "idle": r.idle}
-            for r in s.sessions.values()
-        ]
+        # No session's keys: they are what joins it, and only its clients may hand them out.
+        now = time.monotonic()
+        sessions = []
+        for r in s.sessions.values():
+            live = self._live.get(r.id)
+            sessions.append(
+                {
+                    "worker": r.worker,
+                    "clients": len(r.clients),
+                    "viewers": len(r.viewers),
+                    "idle": r.idle,
+                    "undriven_s": round(now - live.driven_at, 1) if live is not None else None,
+                }
+            )
         preset = next((w["preset"] for w in workers if w.get("preset")), None)
         return {
             "cluster": True,
@@ -399,18 +465,26 @@ class Gateway:
             "queue_length": s.queue_length,
             "max_queue": s.max_queue,
             "grace_period": self.grace_period,
+            "idle_limit": self.idle_limit,
+            "max_sessions_per_address": s.max_sessions_per_owner,
             "clients": len(self._clients),
             "sessions_served": self.sessions_served,
+            "sessions_ended": dict(self.sessions_ended),
             "workers_lost": self.workers_lost,
+            "ray_auth": self.ray_auth,
         }
 
     # --- one client -----------------------------------------------------------------------------
-    async def serve_client(self, link: ClientLink, session_id: str | None = None) -> None:
-        """The whole life of one client connection (returns when it is closed)."""
+    async def serve_client(
+        self, link: ClientLink, session_id: str | None = None, *, address: str | None = None
+    ) -> None:
+        """The whole life of one client connection (returns when it is closed). `session_id`: the
+        key of `?session=` (join that session); `address`: the client's IP address (its sessions
+        count under `access.address_key(address)`; None: not counted)."""
         if self._closing:
             await link.close(CLOSE_GOING_AWAY, "the cluster is shutting down")
             return
-        client = _Client(link)
+        client = _Client(link, address_key(address) if address is not None else None)
         self._clients.add(client)
         reader = asyncio.get_running_loop().create_task(self._read(client), name=f"read {client!r}")
         try:
@@ -440,21 +514,24 @@ class Gateway:
     async def _serve(self, client: _Client, session_id: str | None) -> None:
         if session_id is not None:
             client.joined = True
-            record = self.scheduler.join(client, session_id)
-            live = self._live.get(session_id)
-            if record is None or live is None:
+            joined = self.scheduler.join(client, session_id)
+            live = self._live.get(joined[0].id) if joined is not None else None
+            if joined is None or live is None:
+                # The key is not echoed: a near miss of a real key must not show up in logs.
                 await self._refuse(
                     client,
                     ErrorCode.NO_SUCH_SESSION,
-                    f"no session {session_id[:64]!r}: it ended, or never was (sessions end "
-                    f"{self.grace_period or 0:g} s after their last client left)",
+                    "no such session: it ended, or never was (sessions end "
+                    f"{self.grace_period or 0:g} s after their last client left, at once when "
+                    "others wait for a worker)",
                     CLOSE_NO_SUCH_SESSION,
                 )
                 return
-            self._cancel_grace(session_id)
+            client.role = joined[1]
+            self._cancel_grace(live.id)
             live.clients.add(client)
         else:
-            outcome = self.scheduler.arrive(client)
+            outcome = self.scheduler.arrive(client, client.address)
             if isinstance(outcome, Reject):
                 await self._refuse(
                     client,
@@ -468,6 +545,7 @@ class Gateway:
                 self._dispatch([outcome])
             else:
                 self._tell_queue()
+                self._reclaim()
         while True:
             if not client.joined:
                 sid = await self._wait_for_session(client)
@@ -541,10 +619,13 @@ class Gateway:
         if was_queued:
             self._tell_queue()
         if record is not None and not self._closing:  # its session is idle now
+            self._cancel_grace(record.id)
+            if self.scheduler.wanted(record.id):  # a waiting client could use its worker now
+                self._expire(record.id, "reclaimed")
+                return
             if self.grace_period is None:
                 return
             loop = asyncio.get_running_loop()
-            self._cancel_grace(record.id)
             self._grace[record.id] = loop.call_later(self.grace_period, self._expire, record.id)
 
     def _cancel_grace(self, session_id: str) -> None:
@@ -552,28 +633,68 @@ class Gateway:
         if handle is not None:
             handle.cancel()
 
-    def _expire(self, session_id: str) -> None:
-        self._grace.pop(session_id, None)
+    def _expire(self, session_id: str, why: str = "left") -> None:
+        self._cancel_grace(session_id)
         assigns = self.scheduler.expire(session_id)
         if session_id not in self.scheduler.sessions:
             live = self._live.pop(session_id, None)
             if live is not None:
-                logger.info("session %s ended (no client for %g s)", session_id, self.grace_period or 0)
-                self._spawn(self._close_on_worker(live), name=f"close {session_id}")
+                self.sessions_ended[why] += 1
+                if why == "left":
+                    logger.info("session %s ended (no client for %g s)", live.label, self.grace_period or 0)
+                else:
+                    logger.info("session %s ended (no client left, and a client waits)", live.label)
+                self._spawn(self._close_on_worker(live), name=f"close {live.label}")
         self._dispatch(assigns)
         self._tell_queue()
 
+    def _reclaim(self) -> None:
+        """While clients wait: end the idle sessions (no client) whose worker one of them could
+        take, then those nobody drove for `idle_limit` seconds (least recently driven first)."""
+        if self._closing or not self.scheduler.queue_length:
+            return
+        for record in list(self.scheduler.sessions.values()):
+            if record.idle and self.scheduler.wanted(record.id):
+                self._expire(record.id, "reclaimed")
+        if self.idle_limit is None:
+            return
+        now = time.monotonic()
+        undriven = sorted(
+            (live for live in self._live.values() if now - live.driven_at >= self.idle_limit),
+            key=lambda live: live.driven_at,
+        )
+        for live in undriven:
+            if self._live.get(live.id) is not live or not self.scheduler.wanted(live.id):
+                continue
+            self.sessions_ended["idle"] += 1
+            self._end(
+                live,
+                f"no command in this session for {self.idle_limit:g} s while others waited for a worker",
+                ErrorCode.SESSION_IDLE,
+                CLOSE_SESSION_IDLE,
+            )
+            self._spawn(self._close_on_worker(live), name=f"close {live.label}")
+            self._dispatch(self.scheduler.end_session(live.id))
+            self._tell_queue()
+
+    async def _watch_idle(self, limit: float) -> None:
+        """Apply the idle limit (and reclaim idle sessions) while clients wait."""
+        while not self._closing:
+            await asyncio.sleep(min(max(limit / 4, 0.05), 1.0))
+            self._reclaim()
+
     async def _close_on_worker(self, live: _Live) -> None:
         try:
-            await asyncio.wait_for(self.workers[live.worker].close_session(live.id), self.check_timeout)
+            await asyncio.wait_for(self.workers[live.worker].close_session(live.label), self.check_timeout)
         except Exception as exc:  # it may be dead: the next open finds out
-            logger.info("closing session %s on worker %d: %r", live.id, live.worker, exc)
+            logger.info("closing session %s on worker %d: %r", live.label, live.worker, exc)
 
     # --- sessions on workers --------------------------------------------------------------------
     def _dispatch(self, assigns: list[Assign]) -> None:
         """Open each assigned session on its worker and hand it to its client."""
         for a in assigns:
-            live = _Live(a.session_id, a.worker)
+            record = self.scheduler.sessions.get(a.session_id)
+            live = _Live(a.session_id, a.worker, record.viewer_id if record is not None else "")
             client = a.ticket
             assert isinstance(client, _Client)
             live.clients.add(client)
@@ -586,9 +707,9 @@ class Gateway:
     async def _open(self, live: _Live) -> None:
         worker = self.workers[live.worker]
         try:
-            opened = await asyncio.wait_for(worker.open_session(live.id, live.secret), self.check_timeout)
+            opened = await asyncio.wait_for(worker.open_session(live.label, live.secret), self.check_timeout)
         except Exception as exc:
-            logger.warning("worker %d could not open session %s: %r", live.worker, live.id, exc)
+            logger.warning("worker %d could not open session %s: %r", live.worker, live.label, exc)
             if self._live.get(live.id) is live:
                 del self._live[live.id]
             if await self._answers(live.worker):
@@ -606,11 +727,14 @@ class Gateway:
                 for c in owners:
                     c.assigned = asyncio.get_running_loop().create_future()
                 self.scheduler.requeue(owners)
-                self._tell_queue()
+            self._dispatch(self.scheduler.fill())  # its owner holds one session less
+            self._tell_queue()
             self._supervise(live.worker)
             return
         live.incarnation = opened.get("incarnation")
-        logger.info("session %s on worker %d (%s:%s)", live.id, live.worker, opened["host"], opened["port"])
+        logger.info(
+            "session %s on worker %d (%s:%s)", live.label, live.worker, opened["host"], opened["port"]
+        )
         live.address.set_result((opened["host"], int(opened["port"])))
 
     async def _answers(self, w: int) -> bool:
@@ -630,7 +754,7 @@ class Gateway:
         except Exception as exc:
             logger.info("worker %d does not answer: %r", live.worker, exc)
             return False
-        return now.get("session_id") == live.id and now.get("incarnation") == live.incarnation
+        return now.get("session_id") == live.label and now.get("incarnation") == live.incarnation
 
     async def _verdict(self, live: _Live) -> bool:
         """One check per suspicion, shared by the session's clients; ends the session if lost."""
@@ -640,22 +764,31 @@ class Gateway:
             live.check = asyncio.get_running_loop().create_task(self._still_running(live))
         alive = await asyncio.shield(live.check)
         if not alive:
-            self._lose(live, f"the worker running session {live.id} stopped (process died or restarted)")
+            self._lose(live, "the worker running this session stopped (process died or restarted)")
         return alive
 
     def _lose(self, live: _Live, reason: str) -> None:
         if live.lost.is_set():
             return
-        live.lost_reason = reason
-        live.lost.set()
         self.workers_lost += 1
-        logger.warning("worker %d lost: %s", live.worker, reason)
-        if self._live.get(live.id) is live:
-            del self._live[live.id]
-        self._cancel_grace(live.id)
+        self.sessions_ended["lost"] += 1
+        logger.warning("worker %d lost (session %s): %s", live.worker, live.label, reason)
+        self._end(live, reason, ErrorCode.WORKER_LOST, CLOSE_WORKER_LOST)
         if self.scheduler.workers[live.worker].session == live.id:
             self.scheduler.worker_lost(live.worker)
             self._supervise(live.worker)
+            self._dispatch(self.scheduler.fill())  # its owner holds one session less
+            self._tell_queue()
+
+    def _end(self, live: _Live, reason: str, code: str, close_code: int) -> None:
+        """The session is over for its clients: each is sent `error` `code`, then closed."""
+        if live.lost.is_set():
+            return
+        live.lost_reason, live.end_code, live.end_close = reason, code, close_code
+        live.lost.set()
+        if self._live.get(live.id) is live:
+            del self._live[live.id]
+        self._cancel_grace(live.id)
 
     def _supervise(self, w: int, *, first: bool = False) -> None:
         """Take worker `w` back once it answers `ready()` (first start, or after a restart)."""
@@ -726,7 +859,7 @@ class Gateway:
                 await self._refuse(client, ErrorCode.INTERNAL, "cannot reach the session's worker", 1011)
             return
         down = asyncio.ensure_future(self._downstream(client, live, upstream))
-        up = asyncio.ensure_future(self._upstream(client, upstream))
+        up = asyncio.ensure_future(self._upstream(client, live, upstream))
         lost = asyncio.ensure_future(live.lost.wait())
         try:
             await asyncio.wait({down, up, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -763,20 +896,32 @@ class Gateway:
         await client.close(code, reason)
 
     async def _downstream(self, client: _Client, live: _Live, upstream: Any) -> None:
-        """Worker -> client: text as is (hello gains the session id), frames untouched."""
+        """Worker -> client: text as is (hello gains the keys and the role), frames untouched."""
         first = True
         async for message in upstream:
             if first and isinstance(message, str):
                 first = False
-                message = _with_session_id(message, live.id)
+                # A director learns both keys; a viewer only the viewer key (it shares viewing).
+                if client.role == VIEWER:
+                    message = _with_keys(message, live.viewer_key, None, VIEWER)
+                else:
+                    message = _with_keys(message, live.id, live.viewer_key, DIRECTOR)
             await client.send(message)
 
-    async def _upstream(self, client: _Client, upstream: Any) -> None:
-        """Client -> worker, until the client leaves (returns) or the worker closes (raises)."""
+    async def _upstream(self, client: _Client, live: _Live, upstream: Any) -> None:
+        """Client -> worker, until the client leaves (returns) or the worker closes (raises).
+        A viewer's messages other than `get_state` are answered here (`read_only`)."""
         while True:
             message = await client.inbox.get()
             if message is _GONE:
                 return
+            if client.role == VIEWER:
+                refusal = _viewer_refusal(message)
+                if refusal is not None:
+                    await client.send(refusal)
+                    continue
+            elif not _asks_only(message):
+                live.driven_at = time.monotonic()  # a director's command: the session is driven
             await upstream.send(message)
 
     async def _tell_lost(self, client: _Client, live: _Live) -> None:
@@ -786,23 +931,57 @@ class Gateway:
                 encode_message(
                     ErrorMessage(
                         message=f"{reason}; the session is over: connect again for a new one",
-                        code=ErrorCode.WORKER_LOST,
+                        code=live.end_code,
                     )
                 )
             )
-        await client.close(CLOSE_WORKER_LOST, "worker lost: the session is over")
+        if live.end_code == ErrorCode.WORKER_LOST:
+            await client.close(CLOSE_WORKER_LOST, "worker lost: the session is over")
+        else:
+            await client.close(live.end_close, f"{live.end_code}: the session is over")
 
 
-def _with_session_id(text: str, session_id: str) -> str:
-    """The worker's `hello` with `session_id` set (through the protocol module); any other
-    message comes back unchanged."""
+def _with_keys(text: str, session_id: str, viewer_session_id: str | None, role: str) -> str:
+    """The worker's `hello` with the session's key(s) and the client's role set (through the
+    protocol module); any other message comes back unchanged."""
     try:
         msg = parse_message(text)
     except ProtocolError:
         return text
     if not isinstance(msg, Hello):
         return text
-    return encode_message(dataclasses.replace(msg, session_id=session_id))
+    return encode_message(
+        dataclasses.replace(msg, session_id=session_id, viewer_session_id=viewer_session_id, role=role)
+    )
+
+
+#: What a viewer may send: commands that change nothing and answer only their sender.
+VIEWER_COMMANDS = frozenset({"get_state"})
+
+
+def _asks_only(message: str | bytes) -> bool:
+    """True for a message that changes nothing (`get_state`): it does not count as driving."""
+    if not isinstance(message, str):
+        return False
+    try:
+        return parse_command(message).type in VIEWER_COMMANDS
+    except ProtocolError:
+        return False
+
+
+def _viewer_refusal(message: str | bytes) -> str | None:
+    """None when a viewer may send `message` on, else the `command_error` that answers it."""
+    command = msg_id = None
+    if isinstance(message, str):
+        try:
+            cmd = parse_command(message)
+            command, msg_id = cmd.type, cmd.id
+        except ProtocolError as exc:
+            command, msg_id = exc.command, exc.id
+        if command in VIEWER_COMMANDS:
+            return None
+    reason = "this client joined as a viewer: it may watch and send get_state, not steer the session"
+    return encode_message(CommandErrorMessage(command, ErrorCode.READ_ONLY, reason, id=msg_id))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -848,7 +1027,7 @@ class GatewayServer(RunnerServer):
 
     async def _serve_peer(self, ws: ServerConnection, name: str) -> None:
         session = session_param(ws.request.path) if ws.request is not None else None
-        await self.gateway.serve_client(WebSocketLink(ws, name), session)
+        await self.gateway.serve_client(WebSocketLink(ws, name), session, address=_peer_address(ws))
 
     async def _handle(self, ws: ServerConnection) -> None:
         if hasattr(RunnerServer, "_serve_peer"):

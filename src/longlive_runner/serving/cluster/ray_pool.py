@@ -8,18 +8,22 @@ the gateway needs is in `RayWorkerHandle`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Any
 
 from .gateway import WorkerFailed
 
-__all__ = ["RayWorkerHandle", "cluster_gpus", "ensure_ray", "start_ray", "start_workers"]
+__all__ = ["RayWorkerHandle", "cluster_gpus", "ensure_ray", "ray_auth_mode", "start_ray", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
 #: The Ray namespace the workers live in (their names: `longlive-worker-<n>-<random>`).
 NAMESPACE = "longlive"
+#: Ray's switch for its token authentication (Ray >= 2.52; on by default for a local `ray.init()`
+#: cluster since 2.59; docs/cluster.md, "Ray's own ports").
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
 def ensure_ray() -> Any:
@@ -38,11 +42,23 @@ def start_ray(address: str | None = None, *, workers: int = 1, log_to_driver: bo
     or, with None, start a local Ray instance for this process (stopped with it).
 
     A local instance gets at least one logical CPU per worker, so that `--workers N` CPU workers
-    always fit on one machine (the demo model, tests); GPUs are detected by Ray.
+    always fit on one machine (the demo model, tests); GPUs are detected by Ray. Ray (>= 2.59; the
+    `cluster` extra asks for 2.60) runs a local instance with its token authentication on unless
+    `RAY_AUTH_MODE` says otherwise (then a warning here), so that Ray's own ports, which listen on
+    every interface, refuse other programs. Ray itself must switch it on: `RAY_AUTH_MODE=token`
+    set here, after Ray read its configuration, would start a GCS without a token, which aborts.
     """
     ray = ensure_ray()
     if ray.is_initialized():
         return
+    mode = os.environ.get(RAY_AUTH_MODE_ENV)
+    if mode is not None and mode.strip().lower() != "token":
+        logger.warning(
+            "%s=%s: Ray's own ports accept anyone who reaches them (they can run code in the "
+            "cluster); unset it (a local instance) or set it to 'token' (docs/cluster.md)",
+            RAY_AUTH_MODE_ENV,
+            mode,
+        )
     options: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": log_to_driver,
@@ -57,6 +73,17 @@ def start_ray(address: str | None = None, *, workers: int = 1, log_to_driver: bo
     else:
         options["address"] = address
     ray.init(**options)
+
+
+def ray_auth_mode() -> str:
+    """Ray's authentication mode in this process: "token" or "disabled" ("unknown" for a Ray
+    without token authentication, older than 2.52)."""
+    try:
+        raylet: Any = importlib.import_module("ray._raylet")  # no type stubs for these names
+        mode, token = raylet.get_authentication_mode(), raylet.AuthenticationMode.TOKEN
+    except (ImportError, AttributeError):
+        return "unknown"
+    return "token" if mode == token else "disabled"
 
 
 def cluster_gpus() -> float:
@@ -117,13 +144,19 @@ def start_workers(
     runner_options: dict[str, Any] | None = None,
     num_gpus: float | None = None,
     num_cpus: float = 1,
+    gateway_host: str | None = None,
 ) -> list[RayWorkerHandle]:
     """Start `n` `SessionWorker` actors (they load the model in the background).
 
     `num_gpus`: GPUs per worker; None: 1 when the cluster has GPUs, else 0 (CPU workers).
+    `gateway_host`: the address of the gateway's machine (default: this process's, the caller
+    being the gateway): workers on that machine listen on loopback only.
     """
     ensure_ray()
-    from .worker import ray_worker_class
+    from .worker import node_address, ray_worker_class
+
+    if gateway_host is None:
+        gateway_host = node_address()
 
     if num_gpus is None:
         num_gpus = 1.0 if cluster_gpus() > 0 else 0.0
@@ -142,6 +175,7 @@ def start_workers(
             wan_dir=wan_dir,
             longlive_dir=longlive_dir,
             device=device,
+            gateway_host=gateway_host,
             runner_options=runner_options,
         )
         handles.append(RayWorkerHandle(actor, i))

@@ -4,9 +4,13 @@
 (an async actor: its methods and the session's websocket server share the actor's event loop).
 For each session the gateway asks for, the worker starts the runner's own machinery, unchanged:
 a `hub.Runner` (the generation thread, the session state machine, per-client queues) behind a
-`server.RunnerServer` on an ephemeral port of the node's address, guarded by a token that only
-the gateway knows (one per session), so that nobody reaches a worker except through the gateway.
-The gateway proxies its clients' websockets to that port.
+`server.RunnerServer` on an ephemeral port, guarded by a token that only the gateway knows (one
+per session, 192 random bits), so that nobody reaches a worker except through the gateway. The
+gateway proxies its clients' websockets to that port. The port listens on loopback when the
+worker runs on the gateway's machine (a local cluster: nothing else on the network can reach
+it), else on the node's address (Ray's node IP: the gateway must reach it). Wrong tokens sent to
+it are not counted per address as on `serve`: the token cannot be guessed, and a limit would only
+let strangers on the gateway's machine lock the gateway out of its own workers.
 
 The model is loaded once, when the worker starts; a new session starts a new `Runner` (a fresh
 session state, generation 0) on the same pipeline. `incarnation` changes whenever the process
@@ -57,7 +61,8 @@ class SessionWorker:
 
     - `model`, `wan_dir`, `longlive_dir`, `device`: what to load (as `longlive-runner serve`);
       or `pipeline`: an already loaded one (in-process workers, tests);
-    - `host`: the address its sessions listen on (default: `node_address()`);
+    - `host`: the address its sessions listen on (default: loopback when `gateway_host`, the
+      address of the gateway's machine, is this machine's; else `node_address()`);
     - `runner_options`: keyword arguments of each session's `hub.Runner` (`seed`, `max_peers`,
       `max_queued_frames`, ...).
     """
@@ -71,12 +76,14 @@ class SessionWorker:
         device: str | None = None,
         pipeline: Pipeline | None = None,
         host: str | None = None,
+        gateway_host: str | None = None,
         runner_options: dict[str, Any] | None = None,
     ) -> None:
         if pipeline is None:
             pipeline = _load(model, wan_dir, longlive_dir, device)
         self.pipe = pipeline
         self.host = host
+        self.gateway_host = gateway_host
         self.runner_options = dict(runner_options or {})
         self.incarnation = uuid.uuid4().hex
         self._runner: Runner | None = None
@@ -120,10 +127,12 @@ class SessionWorker:
             options = {"grace_period": None, **self.runner_options}
             runner = Runner(self.pipe, **options)
             await runner.start()
-            # Every client comes from the gateway's address: no per-address limit here (the
-            # gateway applies its own to the real clients).
-            server = RunnerServer(runner, token=secret, max_clients_per_address=None)
-            host = self.host or node_address()
+            # Every client comes from the gateway's address: no per-address limits here (the
+            # gateway applies its own to the real clients), and no failure limit (see above).
+            server = RunnerServer(
+                runner, token=secret, max_clients_per_address=None, max_auth_failures=None
+            )
+            host = self.listen_host()
             try:
                 await server.start(host, 0)
             except BaseException:
@@ -137,6 +146,15 @@ class SessionWorker:
                 "port": server.port,
                 "incarnation": self.incarnation,
             }
+
+    def listen_host(self) -> str:
+        """Where this worker's sessions listen (see `host`)."""
+        if self.host:
+            return self.host
+        here = node_address()
+        if self.gateway_host is not None and self.gateway_host == here:
+            return "127.0.0.1"
+        return here
 
     async def close_session(self, session_id: str | None = None) -> bool:
         """End the session `session_id` (any session when None); False when it was not running."""
