@@ -513,6 +513,35 @@ async def test_health_before_workers_and_the_token(pipes: list[Any]) -> None:
             await h.worker.shutdown()
 
 
+async def test_the_gateway_counts_only_wrong_tokens(pipes: list[Any]) -> None:
+    """The gateway's front applies serve's access rules (access.py): requests without any
+    credentials (what any page's <img> sends, from the address every local client shares) never
+    lock the right token out; wrong tokens still do."""
+    from websockets.exceptions import InvalidStatus
+
+    token = "t" * 20
+    front = await open_front(pipes, 1, token=token)
+    right = {"Authorization": f"Bearer {token}"}
+    try:
+        for _ in range(12):
+            assert (await aget(front.http + "/info")).status_code == 401
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(front.url):
+                    pass
+            assert refused.value.response.status_code == 401
+        assert (await aget(front.http + "/info", headers=right)).status_code == 200
+        async with Reactor(front.url, token=token) as reactor:
+            assert reactor.session_id
+        for i in range(10):
+            assert (await aget(front.http + "/info", headers={"Authorization": f"Bearer x{i}"})).status_code == 401
+        assert (await aget(front.http + "/info", headers=right)).status_code == 429  # guessing is limited
+    finally:
+        await front.server.close()
+        await front.gateway.close()
+        for h in front.handles:
+            await h.worker.shutdown()
+
+
 def test_the_serve_application_arguments() -> None:
     from _cluster_process import require_ray
 
