@@ -404,6 +404,13 @@ def test_the_live_page_gets_a_session_shares_it_and_waits_in_the_queue(
             assert viewer.url == owner.url
             sessions = info(cluster_process)["sessions"]
             assert [(s["clients"], s["viewers"]) for s in sessions] == [(2, 0)]
+            # the owner's page offers a link that only watches
+            watch = open_page(owner.get_attribute("#viewer-link", "href") or "")
+            watch.wait_for_selector('#status[data-status="connected"]')
+            assert "view only" in watch.text_content("#model-info")
+            assert session not in watch.url and watch.query_selector("#viewer-link") is None
+            assert [s["viewers"] for s in info(cluster_process)["sessions"]] == [1]
+            watch.close()
 
             # another address holds the second worker (this one may hold one session only)
             where = urlsplit(cluster_process.url)

@@ -369,6 +369,16 @@
       const here = new URL(window.location.href);
       here.searchParams.set("session", sessionId);
       window.history.replaceState(null, "", here.toString());
+      // The page's own address co-directs; the viewer key joins to watch only (no command).
+      if (data.role === "viewer") el.modelInfo.textContent += " · view only";
+      if (typeof data.viewer_session_id === "string" && data.viewer_session_id) {
+        here.searchParams.set("session", data.viewer_session_id);
+        const link = document.createElement("a");
+        link.id = "viewer-link";
+        link.href = here.toString();
+        link.textContent = "viewer link";
+        el.modelInfo.append(" · ", link);
+      }
     }
     sizeCanvas(data.width, data.height);
     addLog(`connected to ${data.model} (${data.width}×${data.height}, ${data.fps} fps)`);
