@@ -120,7 +120,9 @@ def optional(codec: Codec[T]) -> Codec[T | None]:
     return Codec(decode, lambda value: None if value is None else codec.encode(value))
 
 
-def wire(codec: Codec[Any], *, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING) -> Any:
+def wire(
+    codec: Codec[Any], *, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING
+) -> Any:
     """A dataclass field that travels in `data`, read and written by `codec`."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"codec": codec})
 

@@ -57,7 +57,7 @@ def load_object(text: str | bytes) -> dict[str, Any]:
 
 
 def json_kind(value: Any) -> str:
-    """"null", "a boolean", "a number", "a string", "an array" or "an object"."""
+    """ "null", "a boolean", "a number", "a string", "an array" or "an object"."""
     if value is None:
         return "null"
     if isinstance(value, bool):

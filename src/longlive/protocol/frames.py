@@ -147,7 +147,10 @@ def encode_block_frames(
 ) -> Iterator[bytes]:
     """Binary messages for every frame of a block (`frames`: uint8 [n, H, W, 3]), in order."""
     headers = block_frame_headers(
-        frames, block_start_frame=block_start_frame, first_video_frame=first_video_frame, generation=generation
+        frames,
+        block_start_frame=block_start_frame,
+        first_video_frame=first_video_frame,
+        generation=generation,
     )
     for header, rgb in zip(headers, frames, strict=True):
         yield encode_frame(header, rgb)

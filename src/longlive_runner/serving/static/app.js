@@ -76,10 +76,12 @@
     pending: new Map(), // command id -> {type, errorKey, resolve, reject, timer}
     nextId: 1,
     errors: new Map(), // error key -> text (the error shown next to a control)
-    queue: [], // frames waiting to be drawn
+    queue: [], // frames waiting to be drawn (each waits for its bitmap from the decoder)
     playClock: null, // performance.now() when the next frame is due (null: play the next one at once)
     drawLog: [], // {videoFrame, generation, t}: when each frame was drawn (performance.now())
-    imageData: null,
+    imageData: null, // only without the decoder worker
+    decodeIds: 0,
+    decoding: new Map(), // id -> frame whose bitmap the decoder is making
     framesShown: 0,
     framesSkipped: 0,
     lastVideoFrame: -1,
@@ -445,7 +447,8 @@
     }
     if (f.generation < S.generation) return; // stale: from before a reset
     if (f.generation !== S.generation) newGeneration(f.generation);
-    f.pixels = new Uint8Array(buffer, headerSize, f.width * f.height * 3);
+    f.bytes = f.width * f.height * 3;
+    decode(f, buffer, headerSize);
     const now = performance.now();
     S.arrivals.push(now);
     while (S.arrivals.length && S.arrivals[0] < now - FPS_WINDOW_MS) S.arrivals.shift();
@@ -456,12 +459,12 @@
     }
     const limit = Math.max(
       1,
-      Math.min(MAX_BUFFER_SECONDS * fps(), Math.floor(MAX_BUFFER_BYTES / Math.max(f.pixels.length, 1))),
+      Math.min(MAX_BUFFER_SECONDS * fps(), Math.floor(MAX_BUFFER_BYTES / Math.max(f.bytes, 1))),
     );
     if (S.queue.length > limit) {
       // Overfilled (a runner without pacing, or a hidden tab): skip the oldest frames.
       const skip = S.queue.length - limit;
-      S.queue.splice(0, skip);
+      for (const old of S.queue.splice(0, skip)) discard(old);
       S.framesSkipped += skip;
       el.skipped.textContent = String(S.framesSkipped);
     }
@@ -474,6 +477,7 @@
 
   function newGeneration(generation) {
     S.generation = generation;
+    for (const old of S.queue) discard(old);
     S.queue = [];
     S.playClock = null;
     S.drawLog = [];
@@ -503,20 +507,68 @@
     el.canvas.classList.toggle("small-video", width < 320);
   }
 
+  // The frame decoder (static/frames.js, a Web Worker) makes each frame's ImageBitmap, so the
+  // main thread draws a frame with one drawImage and never touches its pixels. Where no worker
+  // can start (a browser without workers), frames are converted here instead.
+  let decoder = null;
+  try {
+    decoder = new Worker(new URL("static/frames.js", document.baseURI)); // beside app.js
+    decoder.onmessage = (ev) => {
+      const f = S.decoding.get(ev.data.id);
+      S.decoding.delete(ev.data.id);
+      if (!f) return;
+      if (ev.data.error) {
+        f.failed = true;
+        badFrame(`cannot decode: ${ev.data.error}`);
+      } else if (f.dropped) ev.data.bitmap.close();
+      else f.bitmap = ev.data.bitmap;
+      if (!el.smoothInput.checked) drainQueue();
+    };
+    decoder.onerror = () => {
+      decoder = null; // frames in flight are lost; the next ones are converted on the main thread
+    };
+  } catch (_) {
+    decoder = null;
+  }
+
+  function decode(f, buffer, offset) {
+    if (decoder) {
+      f.bitmap = null;
+      const id = ++S.decodeIds;
+      S.decoding.set(id, f);
+      decoder.postMessage({ id, buffer, offset, width: f.width, height: f.height }, [buffer]);
+    } else {
+      f.pixels = new Uint8Array(buffer, offset, f.bytes);
+    }
+  }
+
+  const ready = (f) => f.pixels != null || f.bitmap != null || f.failed;
+
+  function discard(f) {
+    f.dropped = true;
+    if (f.bitmap) f.bitmap.close();
+    f.bitmap = null;
+  }
+
   function draw(f) {
     sizeCanvas(f.width, f.height);
-    if (!S.imageData || S.imageData.width !== f.width || S.imageData.height !== f.height) {
-      S.imageData = ctx.createImageData(f.width, f.height);
-      S.imageData.data.fill(255); // alpha stays opaque; RGB is overwritten below
+    if (f.failed) return;
+    if (f.bitmap) {
+      ctx.drawImage(f.bitmap, 0, 0);
+      f.bitmap.close();
+      f.bitmap = null;
+    } else {
+      // No decoder worker: the conversion runs here (only then).
+      if (!S.imageData || S.imageData.width !== f.width || S.imageData.height !== f.height) {
+        S.imageData = ctx.createImageData(f.width, f.height);
+      }
+      const out = new Uint32Array(S.imageData.data.buffer);
+      const src = f.pixels;
+      for (let i = 0, j = 0, n = out.length; j < n; i += 3, j++) {
+        out[j] = 0xff000000 | (src[i + 2] << 16) | (src[i + 1] << 8) | src[i];
+      }
+      ctx.putImageData(S.imageData, 0, 0);
     }
-    const dst = S.imageData.data;
-    const src = f.pixels;
-    for (let i = 0, j = 0, n = src.length; i < n; i += 3, j += 4) {
-      dst[j] = src[i];
-      dst[j + 1] = src[i + 1];
-      dst[j + 2] = src[i + 2];
-    }
-    ctx.putImageData(S.imageData, 0, 0);
     S.drawLog.push({ videoFrame: f.videoFrame, generation: f.generation, t: performance.now() });
     if (S.drawLog.length > DRAW_LOG) S.drawLog.splice(0, S.drawLog.length - DRAW_LOG);
     S.framesShown += 1;
@@ -540,10 +592,15 @@
       S.lastVideoFrame >= 0 ? `showing video frame ${S.lastVideoFrame} (${seconds(S.lastVideoFrame)} s)` : "";
   }
 
+  // Not at video speed: show the newest decoded frame at once (older ones are skipped over;
+  // frames still being decoded stay queued).
   function drainQueue() {
-    let last = null;
-    while (S.queue.length) last = S.queue.shift();
-    if (last) draw(last);
+    let last = -1;
+    for (let i = 0; i < S.queue.length && ready(S.queue[i]); i++) last = i;
+    if (last < 0) return;
+    const shown = S.queue.splice(0, last + 1);
+    for (const old of shown.slice(0, -1)) discard(old);
+    draw(shown[shown.length - 1]);
   }
 
   // Frames arrive a block at a time; "play at video speed" plays them from the buffer, every
@@ -564,6 +621,7 @@
     const interval = 1000 / fps();
     if (S.playClock === null) S.playClock = now;
     if (now + 4 < S.playClock) return; // not due yet (4 ms: within a refresh of the due time)
+    if (!ready(S.queue[0])) return; // still decoding (a few ms): drawn on the next refresh
     draw(S.queue.shift());
     el.canvas.dataset.buffered = String(S.queue.length);
     S.playClock += interval;
@@ -826,6 +884,65 @@
     el.fps.style.color = rate >= fps() ? "var(--ok)" : "";
   }
 
+  // The timeline is laid out in latent frames: every element sits at `--s`/`--f` (and `--w`) over
+  // the timeline's `--end` (style.css), so the timeline growing is one CSS variable and a few new
+  // blocks. A `progress` only moves the playhead and re-marks the blocks; the markers and the
+  // prompt list are rebuilt when what they show changes (a `state` with another schedule).
+  const TL = { end: -1, step: 0, tickEvery: 0, blocks: [], ticks: [], key: null };
+  const tlBlocks = document.createElement("div");
+  const tlTicks = document.createElement("div");
+  const tlMarkers = document.createElement("div");
+  const tlPlayhead = document.createElement("div");
+  for (const box of [tlBlocks, tlTicks, tlMarkers]) box.className = "layer";
+  tlPlayhead.className = "playhead";
+  el.timeline.replaceChildren(tlBlocks, tlTicks, tlPlayhead, tlMarkers);
+
+  function layoutTimeline(end, step) {
+    if (step !== TL.step) {
+      tlBlocks.replaceChildren();
+      TL.blocks = [];
+      TL.step = step;
+    }
+    if (end === TL.end) return;
+    TL.end = end;
+    el.timeline.style.setProperty("--end", String(end));
+    const count = Math.ceil(end / step);
+    while (TL.blocks.length > count) TL.blocks.pop().remove();
+    for (let b = TL.blocks.length; b < count; b++) {
+      const div = document.createElement("div");
+      div.className = "block";
+      div.dataset.start = String(b * step);
+      div.style.setProperty("--s", String(b * step));
+      tlBlocks.append(div);
+      TL.blocks.push(div);
+    }
+    for (let b = 0; b < count; b++) {
+      const s = b * step;
+      const w = Math.min(step, end - s);
+      const div = TL.blocks[b];
+      if (div.dataset.w !== String(w)) {
+        div.dataset.w = String(w);
+        div.style.setProperty("--w", String(w));
+        div.title = `block ${s}–${s + w - 1} (${seconds(firstVideoFrame(s))} s)`;
+      }
+    }
+    const every = Math.max(1, Math.floor(end / step / 8)) * step;
+    if (every !== TL.tickEvery) {
+      tlTicks.replaceChildren();
+      TL.ticks = [];
+      TL.tickEvery = every;
+    }
+    while (TL.ticks.length && TL.ticks[TL.ticks.length - 1].s >= end) TL.ticks.pop().div.remove();
+    for (let s = TL.ticks.length * every; s < end; s += every) {
+      const div = document.createElement("div");
+      div.className = "axis";
+      div.style.setProperty("--s", String(s));
+      div.textContent = String(s);
+      tlTicks.append(div);
+      TL.ticks.push({ s, div });
+    }
+  }
+
   function renderTimeline() {
     const st = S.state;
     const prompts = st
@@ -835,38 +952,43 @@
       : [];
     const step = fpb();
     const end = timelineEnd(prompts.length ? prompts[prompts.length - 1][0] : 0);
-    const pct = (f) => `${((100 * f) / end).toFixed(4)}%`;
     const running = phase() === "running";
     const inForce = st && st.in_force != null ? st.in_force : null; // the prompt of the last block
     const decided = lastDecided();
 
-    const parts = [];
-    for (let s = 0; s < end; s += step) {
+    layoutTimeline(end, step);
+    for (let b = 0; b < TL.blocks.length; b++) {
+      const s = b * step;
       const cls = s + step <= S.csf ? "block done" : running && s === S.csf ? "block next" : "block";
-      const w = Math.min(step, end - s);
-      parts.push(
-        `<div class="${cls}" data-start="${s}" style="left:${pct(s)};width:${pct(w)}" title="block ${s}–${s + w - 1} (${seconds(firstVideoFrame(s))} s)"></div>`,
-      );
+      if (TL.blocks[b].className !== cls) TL.blocks[b].className = cls;
     }
-    const nTicks = Math.max(1, Math.floor(end / step / 8));
-    for (let s = 0; s < end; s += nTicks * step) {
-      parts.push(`<div class="axis" style="left:${pct(s)}">${s}</div>`);
-    }
-    parts.push(`<div class="playhead" style="left:${pct(Math.min(S.csf, end))}" title="current_start_frame ${S.csf}"></div>`);
-    for (const [ts, text] of prompts) {
-      const cls = ["marker"];
-      if (ts === inForce) cls.push("in-force");
-      if (ts <= decided) cls.push("applied");
-      parts.push(
-        `<div class="${cls.join(" ")}" data-timestamp="${ts}" style="left:${pct(ts)}" title="${escapeHtml(`${ts}: ${text}`)}"><span class="tag">${escapeHtml(text)}</span></div>`,
-      );
-    }
-    el.timeline.innerHTML = parts.join("");
-    el.timeline.dataset.prompts = String(prompts.length);
+    tlPlayhead.style.setProperty("--f", String(Math.min(S.csf, end)));
+    tlPlayhead.title = `current_start_frame ${S.csf}`;
     el.timeline.dataset.end = String(end);
+
+    const key = JSON.stringify([prompts, inForce, decided, step, fps(), tc()]);
+    if (key === TL.key) return;
+    TL.key = key;
+    const markers = [];
+    for (const [ts, text] of prompts) {
+      const m = document.createElement("div");
+      m.className = "marker";
+      if (ts === inForce) m.classList.add("in-force");
+      if (ts <= decided) m.classList.add("applied");
+      m.dataset.timestamp = String(ts);
+      m.style.setProperty("--f", String(ts));
+      m.title = `${ts}: ${text}`;
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = text;
+      m.append(tag);
+      markers.push(m);
+    }
+    tlMarkers.replaceChildren(...markers);
+    el.timeline.dataset.prompts = String(prompts.length);
     el.timeline.dataset.inForce = inForce === null ? "" : String(inForce);
 
-    el.promptList.innerHTML = "";
+    const items = [];
     for (const [ts, text] of prompts) {
       const li = document.createElement("li");
       li.dataset.timestamp = String(ts);
@@ -892,8 +1014,9 @@
       err.dataset.testid = `prompt-${ts}-error`;
       err.textContent = S.errors.get(`prompt-${ts}`) || "";
       li.append(at, body, btn, err);
-      el.promptList.append(li);
+      items.push(li);
     }
+    el.promptList.replaceChildren(...items);
   }
 
   function renderHint() {
