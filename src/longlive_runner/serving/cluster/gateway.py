@@ -356,8 +356,7 @@ class Gateway:
         self._started = True
         for w in range(len(self.workers)):
             self._supervise(w, first=True)
-        if self.idle_limit is not None:
-            self._spawn(self._watch_idle(self.idle_limit), name="idle limit")
+        self._spawn(self._watch_idle(), name="idle sessions")
 
     async def wait_ready(self, n: int | None = None, timeout: float | None = None) -> None:
         """Wait until `n` workers (default: all) are up; TimeoutError after `timeout`."""
@@ -677,10 +676,13 @@ class Gateway:
             self._dispatch(self.scheduler.end_session(live.id))
             self._tell_queue()
 
-    async def _watch_idle(self, limit: float) -> None:
-        """Apply the idle limit (and reclaim idle sessions) while clients wait."""
+    async def _watch_idle(self) -> None:
+        """Apply the idle limit, and reclaim idle sessions a waiting client could use now (one
+        of its owner's sessions ended meanwhile), while clients wait."""
+        limit = self.idle_limit
+        period = 1.0 if limit is None else min(max(limit / 4, 0.05), 1.0)
         while not self._closing:
-            await asyncio.sleep(min(max(limit / 4, 0.05), 1.0))
+            await asyncio.sleep(period)
             self._reclaim()
 
     async def _close_on_worker(self, live: _Live) -> None:
@@ -779,6 +781,7 @@ class Gateway:
             self._supervise(live.worker)
             self._dispatch(self.scheduler.fill())  # its owner holds one session less
             self._tell_queue()
+            self._reclaim()
 
     def _end(self, live: _Live, reason: str, code: str, close_code: int) -> None:
         """The session is over for its clients: each is sent `error` `code`, then closed."""
