@@ -244,7 +244,7 @@ class Killable(LocalWorkerHandle):
         self.worker.incarnation = uuid.uuid4().hex
         self.worker._server = self.worker._runner = self.worker._session_id = None
         if server is not None:  # the connections drop without a proper close, as with SIGKILL
-            for conn in list(server._server.connections):
+            for conn in list(server.front.connections):
                 conn.transport.abort()
             await server.close()
 

@@ -8,8 +8,11 @@ Endpoints (docs/protocol.md, section 1.1):
 
 - `GET /health` -> `{"status": "ok"}` once the model is loaded;
 - `GET /info` -> the `hello` fields, the model preset, device and the runner's load (JSON);
-- a WebSocket at any other path (use `/`);
+- a WebSocket upgrade at any path (use `/`);
 - `GET /` from a browser (no WebSocket upgrade) -> the live view page (`static/`, docs/live-view.md).
+
+The port's HTTP side is `http.HttpFront` (shared with the cluster gateway); more routes (another
+protocol's) are added to `RunnerServer.front` before it starts.
 
 Access control (docs/protocol.md, section 1.3; docs/security.md; the rules themselves are in
 `access.py`, without I/O): with a token (`--token` or `LONGLIVE_TOKEN`) the WebSocket handshake and
@@ -32,21 +35,17 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import json
 import logging
 import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import replace
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from longlive.auth import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
 from longlive.errors import ConnectionClosedError
@@ -58,13 +57,20 @@ from .access import (
     AccessConfig,
     AccessPolicy,
     BadRequest,
-    ConnectionCounter,
-    Refusal,
-    RequestFacts,
-    address_key,
     check_token_strength,
     normalize_origin,
-    split_target,
+)
+from .http import (
+    HEALTH_PATH,
+    INFO_PATH,
+    MIN_MAX_UNSENT_BYTES,
+    HttpFront,
+    HttpRequest,
+    HttpResponse,
+    WebSocketEndpoint,
+    add_page_routes,
+    close_reason,
+    peer_name,
 )
 from .pacing import PACES
 
@@ -83,68 +89,15 @@ DEFAULT_MAX_CLIENTS = 16
 #: (a stuck script, a page gone wrong) can take them all.
 DEFAULT_MAX_CLIENTS_PER_ADDRESS = 8
 DEFAULT_GRACE_PERIOD = 30.0
-HEALTH_PATH = "/health"
-INFO_PATH = "/info"
 #: Incoming messages up to this multiple of `max_message_bytes` get a `message_too_large` reply;
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
-#: Bytes written to a connection and not yet taken by its client (pongs included) before the
-#: connection is dropped: this floor plus two frames (one being written, one more of slack).
-MIN_MAX_UNSENT_BYTES = 4 * 2**20
-
-
-def _close_reason(text: str) -> str:
-    """A WebSocket close reason holds at most 123 bytes of UTF-8."""
-    data = text.encode("utf-8")
-    return text if len(data) <= 123 else data[:120].decode("utf-8", "ignore") + "..."
-
-
-def format_url(host: str, port: int, scheme: str = "ws") -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-class _BoundedConnection(ServerConnection):
-    """A websocket connection that is dropped when its client stops taking what it is sent.
-
-    The pump sends one message at a time and waits while the socket's buffer is over websockets'
-    `write_limit`, but websockets answers each ping with a pong by itself: a client that sends
-    pings and never reads would grow that buffer without end. After each read, the bytes still
-    waiting to be written are checked against `max_unsent_bytes`.
-    """
-
-    max_unsent_bytes = MIN_MAX_UNSENT_BYTES
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        transport = self.transport
-        if transport.is_closing():
-            return
-        unsent = transport.get_write_buffer_size()
-        if unsent > self.max_unsent_bytes:
-            logger.warning(
-                "dropping %s: %d bytes sent to it are not read (the limit is %d; pongs included)",
-                _peer_name(self),
-                unsent,
-                self.max_unsent_bytes,
-            )
-            transport.abort()  # a close frame would only queue behind what it does not read
-
-
-def _peer_address(connection: ServerConnection) -> str | None:
-    remote = connection.remote_address
-    return str(remote[0]) if isinstance(remote, tuple) and remote else None
-
-
-def _peer_name(connection: ServerConnection) -> str:
-    remote = connection.remote_address
-    return f"ws {remote[0]}:{remote[1]}" if isinstance(remote, tuple) and len(remote) >= 2 else "ws"
 
 
 class RunnerServer:
-    """The WebSocket + HTTP front of a started `Runner`.
+    """The WebSocket + HTTP front of a started `Runner`: an `http.HttpFront` with `/health`,
+    `/info`, the live page, and each websocket a hub peer.
 
     ```python
     async with Runner(pipe, max_peers=16) as runner, RunnerServer(runner) as server:
@@ -159,6 +112,8 @@ class RunnerServer:
       (default: 4 MiB plus two of the model's frames);
     - `max_auth_failures`: failed tokens per address and minute before it is answered 429 (None:
       no limit, for an internal token no one can guess: a cluster worker's).
+
+    More routes (another protocol's) go on `server.front` (`add_route`) before `start`.
     """
 
     def __init__(
@@ -181,55 +136,50 @@ class RunnerServer:
                 max_auth_failures=max_auth_failures,
             )
         )
-        self.connections_per_address = ConnectionCounter(max_clients_per_address)
         session = runner.session
         frame_bytes = FRAME_HEADER_SIZE + session.height * session.width * 3
         self.max_unsent_bytes = max_unsent_bytes or MIN_MAX_UNSENT_BYTES + 2 * frame_bytes
         self.max_size = runner.limits.max_message_bytes * MAX_SIZE_FACTOR
-        self._server: Server | None = None
-        self._host = DEFAULT_HOST
-        self._port = 0
+        self.front = HttpFront(
+            self.access,
+            websocket=WebSocketEndpoint(
+                self._serve_peer,
+                max_size=self.max_size,
+                max_unsent_bytes=self.max_unsent_bytes,
+                close_timeout=close_timeout,
+            ),
+            max_connections_per_address=max_clients_per_address,
+        )
+        self.connections_per_address = self.front.websockets_per_address
+        self.front.add_route("GET", HEALTH_PATH, self._health, protected=False, max_body=0)
+        self.front.add_route("GET", INFO_PATH, self._info, max_body=0)
+        add_page_routes(self.front)
 
     async def start(
         self, host: str = DEFAULT_HOST, port: int = 0, *, sock: socket.socket | None = None
     ) -> None:
         """Listen on `host:port` (port 0: any free port), or on an already bound `sock`."""
-        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
-        connection_class = type(
-            "RunnerConnection", (_BoundedConnection,), {"max_unsent_bytes": self.max_unsent_bytes}
-        )
-        self._server = await serve(
-            self._handle,
-            process_request=self._process_request,
-            compression=None,  # raw frames do not compress; deflate would only burn the loop's CPU
-            max_size=self.max_size,
-            close_timeout=self.close_timeout,
-            create_connection=connection_class,
-            **where,
-        )
-        sockname = self._server.sockets[0].getsockname() if self._server.sockets else (host, port)
-        self._host, self._port = sockname[0], sockname[1]
+        await self.front.start(host, port, sock=sock)
 
     @property
     def host(self) -> str:
-        return self._host
+        return self.front.host
 
     @property
     def port(self) -> int:
-        return self._port
+        return self.front.port
 
     @property
     def url(self) -> str:
-        return format_url(self._host, self._port)
+        return self.front.url
+
+    @property
+    def requires_token(self) -> bool:
+        return self.access.requires_token
 
     async def close(self) -> None:
         """Close every connection (1001) and stop listening; the runner stays up."""
-        if self._server is None:
-            return
-        self._server.close(close_connections=True, code=1001, reason="the runner is shutting down")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), self.close_timeout + 5)
-        self._server = None
+        await self.front.close(1001, "the runner is shutting down", timeout=self.close_timeout + 5)
 
     async def __aenter__(self) -> RunnerServer:
         return self
@@ -238,87 +188,29 @@ class RunnerServer:
         await self.close()
 
     # --- HTTP -----------------------------------------------------------------------------------
-    @property
-    def requires_token(self) -> bool:
-        return self.access.requires_token
+    async def _health(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(200, {"status": "ok"})
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Route a request; every refusal is answered here (never an exception: no 500)."""
-        peer = _peer_address(connection)
-        try:
-            path, _ = split_target(request.path)
-        except BadRequest as exc:
-            return self._refuse(connection, request, peer, Refusal(400, "bad_request", str(exc)))
-        upgrade = "websocket" in ",".join(request.headers.get_all("Upgrade")).lower()
-        page = None if upgrade else _static_name(path)
-        facts = RequestFacts.from_headers(request.method, request.path, request.headers.get_all, peer)
-        # The page and /health hold nothing to protect; /info and the WebSocket do.
-        protected = path != HEALTH_PATH and page is None
-        refusal = self.access.check(facts, now=time.monotonic(), protected=protected)
-        if refusal is not None:
-            return self._refuse(connection, request, peer, refusal)
-        if path == HEALTH_PATH:
-            response = _json_response(connection, 200, {"status": "ok"})
-        elif page is not None:
-            response = _static_response(connection, page, path)
-        elif path == INFO_PATH:
-            response = _json_response(
-                connection,
-                200,
-                {
-                    **self.runner.info(),
-                    "max_clients_per_address": self.connections_per_address.limit,
-                    "max_unsent_bytes": self.max_unsent_bytes,
-                },
-            )
-        else:
-            return None  # the WebSocket handshake (websockets answers a request that is not one)
-        return _head(request, response)
-
-    def _refuse(
-        self, connection: ServerConnection, request: Request, peer: str | None, refusal: Refusal
-    ) -> Response:
-        # One line, without the query (it may hold a token) and without the request's headers.
-        path = request.path.partition("?")[0]
-        logger.log(
-            logging.WARNING if refusal.warn else logging.INFO,
-            "refused %s %r from %s: %d %s",
-            request.method,
-            path[:200],
-            peer,
-            refusal.status,
-            refusal.reason,
+    async def _info(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(
+            200,
+            {
+                **self.runner.info(),
+                "max_clients_per_address": self.connections_per_address.limit,
+                "max_unsent_bytes": self.max_unsent_bytes,
+            },
         )
-        response = _json_response(
-            connection, refusal.status, {"error": refusal.error, "reason": refusal.reason}
-        )
-        for name, value in refusal.headers:
-            response.headers[name] = value
-        return _head(request, response)
 
     # --- WebSocket ------------------------------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
-        name = _peer_name(ws)
-        key = address_key(_peer_address(ws))
-        if not self.connections_per_address.acquire(key):
-            limit = self.connections_per_address.limit
-            reason = f"too many connections from your address: the limit is {limit} per address"
-            logger.info("refused %s: %s", name, reason)
-            await ws.close(1013, _close_reason(reason))
-            return
-        try:
-            await self._serve_peer(ws, name)
-        finally:
-            self.connections_per_address.release(key)
-
-    async def _serve_peer(self, ws: ServerConnection, name: str) -> None:
+    async def _serve_peer(self, ws: ServerConnection) -> None:
+        name = peer_name(ws)
         try:
             peer = self.runner.attach(name)
         except RuntimeError:  # the runner is closing
             await ws.close(1001, "the runner is shutting down")
             return
         if peer.closed:  # refused (too many clients)
-            await ws.close(peer.close_code or 1013, _close_reason(peer.close_reason))
+            await ws.close(peer.close_code or 1013, close_reason(peer.close_reason))
             return
         tasks = [
             asyncio.create_task(self._pump(ws, peer)),
@@ -342,7 +234,7 @@ class RunnerServer:
                 code, reason = peer.close_code, peer.close_reason
             self.runner.detach(peer, code, reason)
         if closed_by_hub or code != 1000:
-            await ws.close(code, _close_reason(reason))
+            await ws.close(code, close_reason(reason))
 
     async def _pump(self, ws: ServerConnection, peer: Peer) -> None:
         """The peer's queue out to the socket, in order."""
@@ -366,56 +258,6 @@ class RunnerServer:
                     self.runner.receive_binary(peer, message)
         except ConnectionClosed:
             return
-
-
-#: The browser live view (package data in `static/`): `GET /` without a WebSocket upgrade, and its
-#: files at `/static/NAME`. The page holds no secret: its websocket and `/info` carry the token.
-STATIC_TYPES = {
-    "html": "text/html; charset=utf-8",
-    "js": "text/javascript; charset=utf-8",
-    "css": "text/css; charset=utf-8",
-}
-_STATIC_NAME = re.compile(r"/static/([A-Za-z0-9_-]+\.(?:html|js|css))")
-_PAGE_POLICY = (
-    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; media-src blob:; "
-    "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-
-
-def _static_name(path: str) -> str | None:
-    """The file of the live view at `path` (`/` is its page), or None."""
-    match = _STATIC_NAME.fullmatch(path)
-    return "index.html" if path == "/" else match.group(1) if match else None
-
-
-def _static_response(connection: ServerConnection, name: str, path: str) -> Response:
-    """The live view page or one of its files (404 when the package lacks it)."""
-    try:
-        text = (resources.files("longlive_runner.serving") / "static" / name).read_text("utf-8")
-    except OSError:
-        return connection.respond(404, f"no such file: {path}\n")
-    response = connection.respond(200, text)
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = STATIC_TYPES[name.rsplit(".", 1)[1]]
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = _PAGE_POLICY
-    return response
-
-
-def _head(request: Request, response: Response) -> Response:
-    """`response` for a HEAD request: the same headers (Content-Length included), no body."""
-    if request.method == "HEAD":
-        response.body = b""
-    return response
-
-
-def _json_response(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(body) + "\n")
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 # ----------------------------------------------------------------------------------------------

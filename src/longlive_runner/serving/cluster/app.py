@@ -25,7 +25,6 @@ config) or the `token` argument; without one, only loopback `Host` names are ans
 import contextlib
 import time
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -36,8 +35,8 @@ from starlette.websockets import WebSocketDisconnect
 from longlive.auth import clean_token, token_from_env
 
 from ..access import AccessConfig, AccessPolicy, Refusal, RequestFacts, normalize_origin
+from ..http import static_file
 from ..pacing import PACES
-from ..server import _PAGE_POLICY, STATIC_TYPES, _static_name
 from .gateway import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_IDLE_LIMIT,
@@ -221,30 +220,17 @@ class LongliveGateway:
 
     @api.get("/")
     async def page(self, request: Request) -> Response:
-        return self._static("/")
+        return self._static("index.html")
 
     @api.get("/static/{name}")
     async def static(self, name: str) -> Response:
-        return self._static(f"/static/{name}")
+        return self._static(name)
 
     @staticmethod
-    def _static(path: str) -> Response:
-        name = _static_name(path)
-        if name is None:
-            return Response("not found\n", status_code=404)
-        try:
-            text = (resources.files("longlive_runner.serving") / "static" / name).read_text("utf-8")
-        except OSError:
-            return Response("not found\n", status_code=404)
-        return Response(
-            text,
-            media_type=STATIC_TYPES[name.rsplit(".", 1)[1]],
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": _PAGE_POLICY,
-            },
-        )
+    def _static(name: str) -> Response:
+        """The live view's files, as `serve` answers them (`http.static_file`)."""
+        answer = static_file(name)
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type, headers=dict(answer.headers))
 
     @api.websocket("/")
     async def websocket(self, ws: WebSocket) -> None:

@@ -26,8 +26,8 @@ I/O). For each client connection it:
 
 Workers are reached through `WorkerHandle` (the async methods of `SessionWorker`): a Ray actor
 handle (`ray_pool.RayWorkerHandle`) in a cluster, or `LocalWorkerHandle` in this process.
-`GatewayServer` is the websocket + HTTP front: `serve`'s `RunnerServer` with its access rules,
-live page and `/info`, and the gateway's `/health`.
+`GatewayServer` is the websocket + HTTP front: the same `http.HttpFront` as `serve`'s (access
+rules, live page), with the gateway's `/health` and `/info`.
 """
 
 from __future__ import annotations
@@ -37,19 +37,20 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import socket
 import time
-from collections.abc import Callable, Sequence
-from types import SimpleNamespace
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
+from longlive.auth import clean_token
 from longlive.errors import ErrorCode, ProtocolError
 from longlive.protocol import (
     DEFAULT_LIMITS,
+    FRAME_HEADER_SIZE,
     CommandErrorMessage,
     ErrorMessage,
     Hello,
@@ -59,8 +60,21 @@ from longlive.protocol import (
     parse_message,
 )
 
-from ..access import address_key
-from ..server import HEALTH_PATH, RunnerServer, _close_reason, _json_response, _peer_address
+from ..access import AccessConfig, AccessPolicy, address_key, normalize_origin
+from ..http import (
+    HEALTH_PATH,
+    INFO_PATH,
+    MIN_MAX_UNSENT_BYTES,
+    HttpFront,
+    HttpRequest,
+    HttpResponse,
+    WebSocketEndpoint,
+    add_page_routes,
+    close_reason,
+    peer_address,
+    peer_name,
+)
+from ..server import CLOSE_TIMEOUT, DEFAULT_MAX_CLIENTS_PER_ADDRESS, MAX_SIZE_FACTOR
 from .placement import BUSY, DIRECTOR, DOWN, VIEWER, Assign, Reject, Scheduler, new_session_id
 
 __all__ = [
@@ -183,7 +197,7 @@ class WebSocketLink:
             raise ClientGone from None
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code, _close_reason(reason))
+        await self.ws.close(code, close_reason(reason))
 
 
 _GONE = object()
@@ -990,52 +1004,87 @@ def _viewer_refusal(message: str | bytes) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # The websocket + HTTP front
 # ----------------------------------------------------------------------------------------------
-class _Front:
-    """What `RunnerServer` reads from its runner, for a gateway: limits, frame size, `/info`."""
+class GatewayServer:
+    """`serve`'s HTTP front (`http.HttpFront`: access rules, live page) in front of a `Gateway`:
+    each websocket is a gateway client; `/health` shows workers, sessions, queue; `/info` the
+    gateway's `info()`.
 
-    def __init__(self, gateway: Gateway, height: int, width: int) -> None:
-        self.gateway = gateway
-        self.limits = DEFAULT_LIMITS
-        self.session = SimpleNamespace(height=height, width=width)
-
-    def info(self) -> dict[str, Any]:
-        return self.gateway.info()
-
-
-class GatewayServer(RunnerServer):
-    """`serve`'s websocket + HTTP front (access rules, live page, `/info`) in front of a
-    `Gateway`: each websocket is a gateway client; `/health` shows workers, sessions, queue.
-
-    `height`, `width`: the model's frame size (bounds of a client's unsent bytes).
-    Other keyword arguments are `RunnerServer`'s (`token`, `allowed_origins`, ...).
+    `height`, `width`: the model's frame size (bounds of a client's unsent bytes);
+    `token`, `allowed_origins`, `max_clients_per_address`, `close_timeout`: as `RunnerServer`'s.
+    More routes go on `server.front` (`add_route`) before `start`.
     """
 
-    def __init__(self, gateway: Gateway, *, height: int = 480, width: int = 832, **options: Any) -> None:
-        super().__init__(_Front(gateway, height, width), **options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        height: int = 480,
+        width: int = 832,
+        token: str | None = None,
+        allowed_origins: Iterable[str] = (),
+        max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
         self.gateway = gateway
+        self.close_timeout = close_timeout
+        self.access = AccessPolicy(
+            AccessConfig(
+                token=clean_token(token) if token else None,
+                allowed_origins=frozenset(normalize_origin(o) for o in allowed_origins),
+            )
+        )
+        frame_bytes = FRAME_HEADER_SIZE + height * width * 3
+        self.max_unsent_bytes = MIN_MAX_UNSENT_BYTES + 2 * frame_bytes
+        self.front = HttpFront(
+            self.access,
+            websocket=WebSocketEndpoint(
+                self._serve_client,
+                max_size=DEFAULT_LIMITS.max_message_bytes * MAX_SIZE_FACTOR,
+                max_unsent_bytes=self.max_unsent_bytes,
+                close_timeout=close_timeout,
+            ),
+            max_connections_per_address=max_clients_per_address,
+        )
+        self.connections_per_address = self.front.websockets_per_address
+        self.front.add_route("GET", HEALTH_PATH, self._health, protected=False, max_body=0)
+        self.front.add_route("GET", INFO_PATH, self._info, max_body=0)
+        add_page_routes(self.front)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        response = super()._process_request(connection, request)
-        if (
-            response is not None
-            and response.status_code == 200
-            and urlsplit(request.path).path == HEALTH_PATH
-        ):
-            status, body = self.gateway.health()
-            health = _json_response(connection, status, body)
-            if request.method == "HEAD":
-                health.body = b""
-            return health
-        return response
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> None:
+        await self.front.start(host, port, sock=sock)
 
-    async def _serve_peer(self, ws: ServerConnection, name: str) -> None:
+    @property
+    def host(self) -> str:
+        return self.front.host
+
+    @property
+    def port(self) -> int:
+        return self.front.port
+
+    @property
+    def url(self) -> str:
+        return self.front.url
+
+    @property
+    def requires_token(self) -> bool:
+        return self.access.requires_token
+
+    async def close(self) -> None:
+        await self.front.close(CLOSE_GOING_AWAY, "the cluster is shutting down", timeout=self.close_timeout + 5)
+
+    async def __aenter__(self) -> GatewayServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _health(self, request: HttpRequest) -> HttpResponse:
+        status, body = self.gateway.health()
+        return HttpResponse.json(status, body)
+
+    async def _info(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(200, self.gateway.info())
+
+    async def _serve_client(self, ws: ServerConnection) -> None:
         session = session_param(ws.request.path) if ws.request is not None else None
-        await self.gateway.serve_client(WebSocketLink(ws, name), session, address=_peer_address(ws))
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        if hasattr(RunnerServer, "_serve_peer"):
-            await super()._handle(ws)  # the per-address limit, then _serve_peer
-            return
-        remote = ws.remote_address  # pragma: no cover - a RunnerServer without _serve_peer
-        name = f"ws {remote[0]}:{remote[1]}" if isinstance(remote, tuple) and len(remote) >= 2 else "ws"
-        await self._serve_peer(ws, name)
+        await self.gateway.serve_client(WebSocketLink(ws, peer_name(ws)), session, address=peer_address(ws))
