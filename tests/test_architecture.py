@@ -31,6 +31,7 @@ FLOORS = {
     "weights": 3,
     "arguments": 2,
     "progress": 2,
+    "threads": 2,
     "model": 1,
     "demo": 0,
 }

@@ -147,3 +147,36 @@ def test_without_the_runner_extra_every_use_is_a_one_line_hint(tmp_path):
             assert len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
             assert "needs the 'runner' extra" in lines[0] and 'pip install "longlive[runner]"' in lines[0]
             assert "torch" in lines[0] and "httpx" in lines[0]
+
+
+def test_thread_defaults_hold_up_on_a_shared_machine_and_longlive_threads_sets_them(tmp_path):
+    """OpenMP waits passively and torch gets half the CPUs (1 on 2 cores) unless told otherwise;
+    LONGLIVE_THREADS is the knob (0 = torch's default). `generate` says what it ran with."""
+    import os
+
+    from longlive_runner.threads import default_threads, thread_environment
+
+    assert thread_environment({}, cpus=2) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    assert thread_environment({}, cpus=16)["OMP_NUM_THREADS"] == "8"
+    assert thread_environment({"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}, cpus=2) == {}
+    assert thread_environment({"LONGLIVE_THREADS": "4", "OMP_NUM_THREADS": "3"}, cpus=2)["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in thread_environment({"LONGLIVE_THREADS": "0"}, cpus=2)
+    for bad in ("x", "-1", "1.5"):
+        with pytest.raises(ValueError, match="LONGLIVE_THREADS"):
+            thread_environment({"LONGLIVE_THREADS": bad})
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LONGLIVE_THREADS", "OMP_WAIT_POLICY")}
+    n = default_threads()
+    for extra, says in (({}, f"{n} torch thread{'s' if n != 1 else ''})"), ({"LONGLIVE_THREADS": "2"}, "2 torch threads)")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "longlive_runner", "generate", "--model", "tiny", "--prompt", "0:a cat",
+             "--frames", "3", "--out", str(tmp_path / "t.mp4")],
+            capture_output=True, text=True, env={**base, **extra}, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert says in proc.stderr.splitlines()[-1], proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "longlive_runner", "info"], capture_output=True, text=True,
+        env={**base, "LONGLIVE_THREADS": "many"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "LONGLIVE_THREADS='many'" in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -190,6 +191,14 @@ def prompt_check(pipe: Any, schedule: dict[int, str]) -> None:
             warn(f"prompt at frame {frame} ({text!r}): {message}")
 
 
+def torch_threads() -> str:
+    """`1 torch thread` or `N torch threads` (LONGLIVE_THREADS, threads.py)."""
+    import torch
+
+    n = torch.get_num_threads()
+    return f"{n} torch thread{'s' if n != 1 else ''}"
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from longlive.video import VideoWriter
 
@@ -223,7 +232,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"wrote {writer.frames_written} frames ({writer.frames_written / cfg.fps:.1f} s of video) to {args.out} "
-            f"in {elapsed:.1f} s ({writer.frames_written / elapsed:.1f} frames/s)",
+            f"in {elapsed:.1f} s ({writer.frames_written / elapsed:.1f} frames/s, {torch_threads()})",
             file=sys.stderr,
         )
     return 0
@@ -307,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "not installed): pip install \"longlive[runner]\" (\"longlive[all]\" adds mp4 writing)",
             file=sys.stderr,
         )
+        return 2
+    from .threads import thread_environment
+
+    try:  # before torch is imported (see threads.py)
+        os.environ.update(thread_environment(os.environ))
+    except ValueError as exc:
+        print(f"longlive-runner: error: {exc}", file=sys.stderr)
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
