@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from _runner_process import RunnerProcess, start_runner
-from longlive import ConnectionClosedError, Reactor
+from longlive import ConnectError, ConnectionClosedError, Reactor
 from longlive_runner.cli import main
 from longlive_runner.serving import access as access_mod
 from longlive_runner.serving.access import AccessConfig, AccessPolicy, RequestFacts
@@ -132,8 +132,9 @@ async def test_the_handshake_needs_the_token(secured: RunnerProcess) -> None:
 
 async def test_the_sdk_sends_the_token(secured: RunnerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     refused = Reactor(secured.url, connect_timeout=TIMEOUT)
-    with pytest.raises(ConnectionClosedError, match="401.*requires a token.*LONGLIVE_TOKEN"):
+    with pytest.raises(ConnectError, match="401.*requires a token.*LONGLIVE_TOKEN") as refusal:
         await refused.connect()
+    assert refusal.value.status == 401 and isinstance(refusal.value, ConnectionClosedError)
     assert refused.status == "disconnected"
     wrong = Reactor(secured.url, token=WRONG, connect_timeout=TIMEOUT)
     with pytest.raises(ConnectionClosedError, match="401.*token was refused") as info:

@@ -17,6 +17,7 @@ from longlive import (
     CallbackError,
     CommandError,
     CommandTimeoutError,
+    ConnectError,
     ConnectionClosedError,
     Frame,
     GenerationFinished,
@@ -695,9 +696,13 @@ async def test_websocket_transport_round_trip() -> None:
 
 
 async def test_websocket_connect_failure_is_typed() -> None:
+    """A connection that never opened is a `ConnectError` (still a `ConnectionClosedError`), whose
+    message says it could not connect, not that a connection closed."""
     reactor = Reactor("ws://127.0.0.1:9", connect_timeout=2)
-    with pytest.raises(ConnectionClosedError, match="cannot connect"):
+    with pytest.raises(ConnectError, match="^cannot connect to ws://127.0.0.1:9: ") as info:
         await reactor.connect()
+    assert isinstance(info.value, ConnectionClosedError) and info.value.status is None
+    assert "closed" not in str(info.value)
     assert reactor.status == "disconnected"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._transport import Transport
-from .errors import ConnectionClosedError
+from .errors import ConnectError
 
 __all__ = ["LocalConnector"]
 
@@ -63,7 +63,7 @@ class LocalConnector:
         try:
             conn = self.runner.connect_local()
         except RuntimeError as exc:  # the runner was closed under us
-            raise ConnectionClosedError(None, f"cannot connect to the in-process runner: {exc}") from exc
+            raise ConnectError(f"cannot connect to the in-process runner: {exc}") from exc
         if inspect.isawaitable(conn):
             conn = await conn
         return conn  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import numpy as np
 
 from .auth import TOKEN_ENV, clean_token, hide_token, token_from_env
-from .errors import ConnectionClosedError
+from .errors import ConnectError, ConnectionClosedError
 from .protocol import FRAME_HEADER_SIZE, FrameHeader, decode_frame
 
 __all__ = [
@@ -120,16 +120,14 @@ class WebSocketTransport:
             if status in (401, 403):
                 sent_token = any(k.lower() == "authorization" for k in sent)
                 hint = "the token was refused" if sent_token else "the runner requires a token"
-                raise ConnectionClosedError(
-                    None,
+                raise ConnectError(
                     f"cannot connect to {_safe_url(url)}: HTTP {status}: {hint} "
                     f"(pass token= or set {TOKEN_ENV})",
+                    status,
                 ) from None
-            raise ConnectionClosedError(None, f"cannot connect to {_safe_url(url)}: HTTP {status}") from None
+            raise ConnectError(f"cannot connect to {_safe_url(url)}: HTTP {status}", status) from None
         except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
-            raise ConnectionClosedError(
-                None, f"cannot connect to {_safe_url(url)}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConnectError(f"cannot connect to {_safe_url(url)}: {type(exc).__name__}: {exc}") from exc
         return cls(ws)
 
     @property

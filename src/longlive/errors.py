@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "CommandError",
     "CommandTimeoutError",
+    "ConnectError",
     "ConnectionClosedError",
     "ErrorCode",
     "InvalidStateError",
@@ -112,6 +113,19 @@ class ConnectionClosedError(LongliveError):
         if self.code is not None:
             text += f" (code {self.code})"
         return f"{text}: {self.reason}" if self.reason else text
+
+
+class ConnectError(ConnectionClosedError):
+    """The connection to the runner could not be opened: refused, unreachable, timed out, or the
+    handshake answered with an HTTP error (`status`: 401/403 for a missing or wrong token, 429
+    after too many wrong ones). A `ConnectionClosedError` too, so code catching that catches it."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(None, reason)
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class CommandTimeoutError(LongliveError, TimeoutError):
