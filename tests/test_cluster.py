@@ -346,6 +346,44 @@ def test_health_and_info_show_workers_sessions_and_queue(cluster_process: Runner
     assert all(w["device"] == "cpu" and w["pid"] for w in i["workers"])
 
 
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            out.append((int(entry.name), command))
+    return out
+
+
+def test_rays_own_ports_refuse_a_program_without_rays_token(cluster_process: RunnerProcess) -> None:
+    """The cluster's Ray (its GCS listens on every interface) runs with Ray's token
+    authentication: a gRPC call without the token is refused (with RAY_AUTH_MODE=disabled the same
+    call is answered: checked by hand, `ray[serve]>=2.60`)."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    gcs = [pid for pid, command in children(cluster_process.pid) if "gcs_server" in command]
+    assert len(gcs) == 1, children(cluster_process.pid)
+    ports = {port for _, port in listening_sockets(gcs[0])}
+    assert ports
+    refused = []
+    for port in ports:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as call:
+                stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), timeout=10)
+            refused.append(call.value.code())
+    assert refused == [grpc.StatusCode.UNAUTHENTICATED] * len(ports)
+    assert info(cluster_process)["ray_auth"] == "token"
+
+
 #: Runs the CLI in a fresh interpreter and says whether it got as far as importing Ray.
 _CLI_THEN_RAY = (
     "import sys; from longlive_runner.cli import main; code = main(sys.argv[1:]); "
