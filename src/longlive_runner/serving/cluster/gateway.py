@@ -215,7 +215,7 @@ class _Client:
         self.n = _Client._ids
         self.link = link
         self.address = address  # the address key its sessions count under (None: not counted)
-        self.role = "director"  # or VIEWER, for a client that joined with a viewer key
+        self.role = DIRECTOR  # or VIEWER, for a client that joined with a viewer key
         # Bounded: a client that sends faster than its messages are handled waits (TCP backpressure).
         self.inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=INBOX_SIZE)
         self.assigned: asyncio.Future[str] = asyncio.get_running_loop().create_future()

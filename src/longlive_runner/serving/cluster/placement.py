@@ -308,10 +308,7 @@ class Scheduler:
             slot = self._free_worker()
             if slot is None:
                 break
-            ticket = next(
-                (t for t in self._queue if self._may_hold(self._owners.get(t), self.owned(self._owners.get(t)) + 1)),
-                None,
-            )
+            ticket = next((t for t in self._queue if self._may_take_one(t)), None)
             if ticket is None:
                 break
             self._queue.remove(ticket)
@@ -320,6 +317,11 @@ class Scheduler:
         return out
 
     # --- internals ------------------------------------------------------------------------------
+    def _may_take_one(self, ticket: Hashable) -> bool:
+        """The owner of waiting `ticket` may hold one session more."""
+        owner = self._owners.get(ticket)
+        return self._may_hold(owner, self.owned(owner) + 1)
+
     def _may_hold(self, owner: str | None, sessions: int) -> bool:
         cap = self.max_sessions_per_owner
         return owner is None or cap is None or sessions <= cap
