@@ -8,8 +8,11 @@ One reader task per connection feeds everything, in the order the runner sent it
 - frames go to `on_frame` callbacks, to active recordings and to the frame buffer read by
   `frames()`.
 
+The bookkeeping (replies, the state mirror, waiters) is `_core.ClientCore`, without I/O; this
+module is the asyncio layer over it: connections and their reader tasks, futures, timeouts.
 The other concerns live beside this module: `_buffers` (the frame buffer and `MessageStream`),
 `_callbacks` (how callbacks run and where their errors go), `_recording` (the mp4 writer thread),
+`_urls` (the session query parameter),
 `_local` (the in-process connector, the only client module that names `longlive_runner`) and
 `_transport` (the websocket).
 """
@@ -20,7 +23,6 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.util
-import itertools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,11 +33,13 @@ from typing import Any, TypeVar, overload
 import numpy as np
 
 from ._buffers import MessageStream, _Buffer, _Ended
-from ._callbacks import ALL, ErrorHandler, _Callbacks
+from ._callbacks import ErrorHandler, _Callbacks
+from ._core import ClientCore, ConnectionCore, Waiter
 from ._local import LocalConnector
 from ._recording import Recording
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
 from ._types import USE_CLIENT_DEFAULT, Frame, FramePolicy, Status, UseClientDefault
+from ._urls import with_session as _with_session
 from .errors import (
     CallbackError,
     CommandTimeoutError,
@@ -48,17 +52,13 @@ from .errors import (
 )
 from .protocol import (
     PROTOCOL_VERSION,
-    Ack,
     Command,
-    CommandErrorMessage,
     FrameHeader,
-    FramesDropped,
     GetState,
     Hello,
     Message,
     Pause,
     PauseResult,
-    Progress,
     Queued,
     RemovePrompt,
     RemovePromptResult,
@@ -74,7 +74,6 @@ from .protocol import (
     decode_frame,
     encode_envelope,
     encode_message,
-    parse_message,
 )
 from .units import DEFAULT_FPS
 
@@ -83,41 +82,43 @@ __all__ = ["Reactor"]
 logger = logging.getLogger("longlive")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 TransportFactory = Callable[[], Awaitable[Transport]]
-
-#: Commands after whose `ack` the runner broadcasts a `state`: the client waits for that state
-#: before returning, so `Reactor.state` already shows the command's effect.
-_STATE_CHANGING = frozenset({"schedule_prompt", "remove_prompt", "start", "pause", "resume", "reset"})
 
 
 # ----------------------------------------------------------------------------------------------
 # The client
 # ----------------------------------------------------------------------------------------------
-class _Pending:
-    __slots__ = ("command", "future", "ack")
-
-    def __init__(self, command: str, future: asyncio.Future[dict[str, Any]]) -> None:
-        self.command = command
-        self.future = future
-        self.ack: dict[str, Any] | None = None
-
-
 class _Connection:
-    """One transport and what belongs to it: its reader task and the commands awaiting replies."""
+    """One transport and what belongs to it: its reader task, its I/O-free bookkeeping (`core`:
+    the greeting so far, the requests awaiting replies) and the futures the caller awaits."""
 
     def __init__(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
+        self.core = ConnectionCore()
         self.reader: asyncio.Task[None] | None = None
-        self.pending: dict[str, _Pending] = {}
-        self.awaiting_state: list[_Pending] = []
         self.ready: asyncio.Future[None] = loop.create_future()
         self.ready.add_done_callback(_consume_exception)
-        self.got_hello = False
-        self.got_state = False
         self.closing = False
         # Waiting in a cluster gateway's queue (`queued` messages, docs/protocol.md 5.1).
         self.queued_at: float | None = None
         self.queue_changed = asyncio.Event()
+
+
+def _future_of(waiter: Waiter[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+    """An asyncio future resolved with `waiter` (the bridge from the I/O-free core)."""
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def done(w: Waiter[T]) -> None:
+        if fut.done():
+            return
+        if w.error is not None:
+            fut.set_exception(w.error)
+        else:
+            fut.set_result(w.result())
+
+    waiter.add_done_callback(done)
+    return fut
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -127,18 +128,6 @@ def _consume_exception(fut: asyncio.Future[Any]) -> None:
 
 def _closed_copy(error: ConnectionClosedError) -> ConnectionClosedError:
     return ConnectionClosedError(error.code, error.reason)
-
-
-def _with_session(url: str, session: str | None) -> str:
-    """`url` asking for `session` (the `session` query parameter, replacing any)."""
-    if session is None:
-        return url
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    query = [p for p in parts.query.split("&") if p and p.partition("=")[0] != "session"]
-    query.append(f"session={quote(session, safe='')}")
-    return urlunsplit(parts._replace(path=parts.path or "/", query="&".join(query)))
 
 
 class Reactor:
@@ -222,9 +211,6 @@ class Reactor:
         self._join = session
         self._opening_session = session  # the session the next websocket asks for
         self.queue_timeout = queue_timeout
-        self._session_id: str | None = None
-        self._queue_position: int | None = None
-        self._queue_length: int | None = None
         self._local: LocalConnector | None = None
 
         self._status: Status = "disconnected"
@@ -235,20 +221,10 @@ class Reactor:
         self._last_drop: ConnectionClosedError | None = None
         self._closed_for_streams = False
 
-        self._hello: Hello | None = None
-        self._state: State | None = None
-        self._current_start_frame = 0
-        self._generation = 0
-        self._frames_received = 0
-        self._frames_stale = 0
-        self._frames_dropped_by_runner = 0
-        self._ids = itertools.count(1)
-
+        self._core = ClientCore(purge=self._purge_frames)
         self._frames: _Buffer[Frame] | None = None
         self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
         self._recordings: list[Recording] = []
-        self._frame_waiters: list[tuple[int, asyncio.Future[int]]] = []
-        self._message_waiters: list[tuple[str, Callable[[Any], bool] | None, asyncio.Future[Any]]] = []
 
         self._callbacks = _Callbacks(on_error)
 
@@ -357,7 +333,7 @@ class Reactor:
         """
         async with self._lock():
             # On a cluster, back to the same session (within its grace period).
-            self._opening_session = self._session_id or self._join
+            self._opening_session = self._core.session_id or self._join
             await self._open(replacing=self._conn, queue_timeout=self.queue_timeout)
 
     async def close(self) -> None:
@@ -403,11 +379,12 @@ class Reactor:
         conn.reader = asyncio.create_task(self._read_loop(conn), name="longlive-reader")
         try:
             await self._wait_ready(conn, queue_timeout)
-            assert self._hello is not None
-            if self._hello.protocol_version != PROTOCOL_VERSION:
+            hello = self._core.hello
+            assert hello is not None
+            if hello.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolError(
                     ErrorCode.BAD_FIELD,
-                    f"the runner speaks protocol version {self._hello.protocol_version}; "
+                    f"the runner speaks protocol version {hello.protocol_version}; "
                     f"this client speaks {PROTOCOL_VERSION}",
                 )
         except BaseException as exc:
@@ -431,7 +408,7 @@ class Reactor:
         connect_deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
         was_queued = False
         while True:
-            if conn.queued_at is not None and not conn.got_hello:
+            if conn.queued_at is not None and not conn.core.got_hello:
                 deadline = None if queue_timeout is None else conn.queued_at + queue_timeout
                 was_queued = True
             else:
@@ -451,8 +428,8 @@ class Reactor:
                 conn.ready.result()  # raises what the connection failed with
                 return
             if not done:
-                if conn.queued_at is not None and not conn.got_hello:
-                    raise QueueTimeoutError(queue_timeout or 0.0, self._queue_position)
+                if conn.queued_at is not None and not conn.core.got_hello:
+                    raise QueueTimeoutError(queue_timeout or 0.0, self._core.queue_position)
                 raise CommandTimeoutError("connect", self.connect_timeout or 0.0)
 
     def _fail_connect(self, exc: BaseException) -> None:
@@ -475,15 +452,7 @@ class Reactor:
         self._detach(conn, error)
 
     def _detach(self, conn: _Connection, error: ConnectionClosedError) -> None:
-        for pending in conn.pending.values():
-            if pending.future.done():
-                continue
-            if pending.ack is not None:  # applied: only the state that follows was missed
-                pending.future.set_result(pending.ack)
-            else:
-                pending.future.set_exception(_closed_copy(error))
-        conn.pending.clear()
-        conn.awaiting_state.clear()
+        self._core.connection_closed(conn.core, error)
         if not conn.ready.done():
             conn.ready.set_exception(_closed_copy(error))
         if self._conn is conn:
@@ -511,22 +480,14 @@ class Reactor:
             stream._buffer.end(error)
 
     def _fail_waiters(self, error: ConnectionClosedError) -> None:
-        for _, fut in self._frame_waiters:
-            if not fut.done():
-                fut.set_exception(_closed_copy(error))
-        self._frame_waiters.clear()
-        for _, _, fut in self._message_waiters:
-            if not fut.done():
-                fut.set_exception(_closed_copy(error))
-        self._message_waiters.clear()
+        self._core.fail_waits(error)
 
     def _awaiting_reader(self) -> bool:
         """True while a call waits for what only the reader can deliver (a command's reply, a
         message, a position in the video): a full "block" frame buffer then takes frames past its
         size instead of holding the reader, so a command issued inside a `frames()` loop gets its
         reply."""
-        conn = self._conn
-        return bool((conn is not None and conn.pending) or self._message_waiters or self._frame_waiters)
+        return self._core.waiting(self._conn.core if self._conn is not None else None)
 
     def _wake_reader(self) -> None:
         if self._frames is not None:
@@ -575,120 +536,27 @@ class Reactor:
 
     def _handle_text(self, conn: _Connection, text: str) -> None:
         try:
-            msg = parse_message(text)
+            msg = self._core.receive_text(conn.core, text)
         except ProtocolError as exc:
             self._callbacks.report(exc)
             return
-        if isinstance(msg, Hello):
-            self._hello = msg
-            self._session_id = msg.session_id
-            self._queue_position = self._queue_length = None
-            conn.got_hello = True
-            conn.queue_changed.set()  # out of the queue, if it was in one
-        elif isinstance(msg, State):
-            self._apply_state(msg, first=not conn.got_state)
-            conn.got_state = True
-            for pending in conn.awaiting_state:
-                if not pending.future.done() and pending.ack is not None:
-                    pending.future.set_result(pending.ack)
-            conn.awaiting_state.clear()
-        elif isinstance(msg, Progress):
-            self._apply_progress(msg)
-        elif isinstance(msg, (Ack, CommandErrorMessage)) and msg.id is not None:
-            self._resolve(conn, msg)
-        elif isinstance(msg, Queued) and not conn.got_hello:
-            self._queue_position, self._queue_length = msg.position, msg.queue_length
-            if conn.queued_at is None:
+        if conn.core.queue_changed:
+            conn.core.queue_changed = False
+            if isinstance(msg, Queued) and conn.queued_at is None:
                 conn.queued_at = asyncio.get_running_loop().time()
             conn.queue_changed.set()
-        elif isinstance(msg, FramesDropped):
-            self._frames_dropped_by_runner += max(msg.count, 0)
-        if not conn.ready.done() and conn.got_hello and conn.got_state:
+        if not conn.ready.done() and conn.core.ready:
             conn.ready.set_result(None)
         self._emit(msg)
 
-    def _resolve(self, conn: _Connection, msg: Ack | CommandErrorMessage) -> None:
-        assert msg.id is not None
-        pending = conn.pending.get(msg.id)
-        if pending is None:
-            logger.debug("reply to unknown or expired command id %r", msg.id)
-            return
-        if pending.future.done():
-            return
-        if isinstance(msg, CommandErrorMessage):
-            pending.future.set_exception(msg.to_exception())
-            return
-        result = dict(msg.result)
-        if msg.command == ResetResult.command:
-            try:
-                self._see_generation(ResetResult.from_ack(msg).generation)
-            except ProtocolError:
-                pass  # reset() raises it
-        pending.ack = result
-        if msg.command in _STATE_CHANGING:
-            conn.awaiting_state.append(pending)  # resolved by the state broadcast that follows
-        else:
-            pending.future.set_result(result)
-
-    def _see_generation(self, generation: int) -> None:
-        if generation > self._generation:
-            self._generation = generation
-            if self._frames is not None:
-                stale = self._frames.purge(lambda f: f.generation < generation)
-                self._frames_stale += stale
-            for _, fut in self._frame_waiters:
-                if not fut.done():
-                    fut.set_exception(
-                        InvalidStateError(f"the session was reset (generation {generation}) while waiting")
-                    )
-            self._frame_waiters.clear()
-
-    def _apply_state(self, state: State, *, first: bool) -> None:
-        if first:  # a (re)connection: the runner's view wins, whatever came before
-            if state.generation != self._generation and self._frames is not None:
-                self._frames_stale += self._frames.purge(lambda f: f.generation != state.generation)
-            self._generation = state.generation
-        elif state.generation < self._generation:
-            return
-        self._see_generation(state.generation)
-        self._state = state
-        self._current_start_frame = state.current_start_frame
-        self._check_frame_waiters(state.finished)
-
-    def _apply_progress(self, progress: Progress) -> None:
-        if progress.generation < self._generation:
-            return
-        self._see_generation(progress.generation)
-        self._current_start_frame = progress.current_start_frame
-        self._check_frame_waiters(None)
-
-    def _check_frame_waiters(self, finished: str | None) -> None:
-        if not self._frame_waiters:
-            return
-        csf, waiting = self._current_start_frame, []
-        for target, fut in self._frame_waiters:
-            if fut.done():
-                continue
-            if csf >= target:
-                fut.set_result(csf)
-            elif finished is not None:
-                fut.set_exception(
-                    InvalidStateError(
-                        f"the video ended ({finished}) at latent frame {csf}, before frame {target}"
-                    )
-                )
-            else:
-                waiting.append((target, fut))
-        self._frame_waiters = waiting
+    def _purge_frames(self, drop: Callable[[Frame], bool]) -> int:
+        """Drop the buffered frames for which `drop` is true (the core's hook); how many."""
+        return self._frames.purge(drop) if self._frames is not None else 0
 
     async def _handle_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
-        if header.generation < self._generation:
-            self._frames_stale += 1
-            return
-        self._see_generation(header.generation)
-        fps = self._hello.fps if self._hello is not None else DEFAULT_FPS
-        frame = Frame.from_header(header, pixels, fps)
-        self._frames_received += 1
+        frame = self._core.receive_frame(header, pixels)
+        if frame is None:
+            return  # stale: from before a reset
         for rec in tuple(self._recordings):
             rec._feed(frame)
         for fn in tuple(self._callbacks.frames):
@@ -700,25 +568,6 @@ class Reactor:
         self._callbacks.emit(msg)
         for stream in list(self._streams):
             stream._feed(msg)
-        if self._message_waiters:
-            waiting = []
-            for entry in self._message_waiters:
-                msg_type, predicate, fut = entry
-                if fut.done():
-                    continue
-                if msg_type not in (msg.type, ALL):
-                    waiting.append(entry)
-                    continue
-                try:
-                    matched = predicate is None or predicate(msg)
-                except Exception as exc:
-                    fut.set_exception(exc)
-                    continue
-                if matched:
-                    fut.set_result(msg)
-                else:
-                    waiting.append(entry)
-            self._message_waiters = waiting
 
     # --- registering callbacks ----------------------------------------------------------------
     @overload
@@ -809,44 +658,44 @@ class Reactor:
     @property
     def hello(self) -> Hello:
         """The runner's `hello`: model, fps, frame size, block sizes and limits."""
-        if self._hello is None:
+        if self._core.hello is None:
             raise InvalidStateError("not connected yet: no hello received")
-        return self._hello
+        return self._core.hello
 
     @property
     def state(self) -> State:
         """The last `state` snapshot (updated before each state-changing command returns)."""
-        if self._state is None:
+        if self._core.state is None:
             raise InvalidStateError("not connected yet: no state received")
-        return self._state
+        return self._core.state
 
     @property
     def current_start_frame(self) -> int:
         """Latent index of the next block to generate (from the last `progress` or `state`)."""
-        return self._current_start_frame
+        return self._core.current_start_frame
 
     @property
     def generation(self) -> int:
         """The session generation (incremented by every `reset`)."""
-        return self._generation
+        return self._core.generation
 
     @property
     def session_id(self) -> str | None:
         """The session this client is in, on a cluster (from `hello`; pass it as
         `Reactor(url, session=...)` for another client to join); None for `serve`, which has
         one shared session, and before connecting."""
-        return self._session_id
+        return self._core.session_id
 
     @property
     def queue_position(self) -> int | None:
         """Position in a cluster's queue while `connect()` waits for a worker (1: next); None
         when not waiting."""
-        return self._queue_position
+        return self._core.queue_position
 
     @property
     def queue_length(self) -> int | None:
         """Clients waiting in the cluster's queue, as last told (None when not waiting)."""
-        return self._queue_length
+        return self._core.queue_length
 
     @property
     def callback_error(self) -> CallbackError | None:
@@ -858,7 +707,7 @@ class Reactor:
     @property
     def frames_received(self) -> int:
         """Frames received from the runner (current generations only)."""
-        return self._frames_received
+        return self._core.frames_received
 
     @property
     def frames_dropped(self) -> int:
@@ -869,7 +718,7 @@ class Reactor:
     def frames_dropped_by_runner(self) -> int:
         """Frames the runner dropped for this client because it fell behind (its own queue;
         announced by `frames_dropped` messages)."""
-        return self._frames_dropped_by_runner
+        return self._core.frames_dropped_by_runner
 
     @property
     def frames_buffered(self) -> int:
@@ -892,7 +741,7 @@ class Reactor:
             if self.url is not None
             else ("local" if self._local is not None else "custom")
         )
-        return f"<Reactor {where} {self._status} frame={self._current_start_frame}>"
+        return f"<Reactor {where} {self._status} frame={self._core.current_start_frame}>"
 
     # --- commands -------------------------------------------------------------------------------
     async def _ready_connection(self, command: str, timeout: float | None) -> _Connection:
@@ -948,24 +797,23 @@ class Reactor:
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit
         conn = await self._ready_connection(type, limit)
-        msg_id = f"c{next(self._ids)}"
-        text = encode(msg_id)
-        pending = _Pending(type, loop.create_future())
-        conn.pending[msg_id] = pending
+        reply = self._core.start_request(conn.core, type)
+        text = encode(reply.id)
+        future = _future_of(reply, loop)
         self._wake_reader()
         try:
             await conn.transport.send_text(text)
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
             try:
-                return await asyncio.wait_for(pending.future, remaining)
+                return await asyncio.wait_for(future, remaining)
             except (asyncio.TimeoutError, TimeoutError):
-                if pending.ack is not None:  # acked, but the state that follows is late
-                    return pending.ack
-                raise CommandTimeoutError(type, limit or 0.0, msg_id) from None
+                if reply.ack is not None:  # acked, but the state that follows is late
+                    return reply.ack
+                raise CommandTimeoutError(type, limit or 0.0, reply.id) from None
         finally:
-            conn.pending.pop(msg_id, None)
-            if pending in conn.awaiting_state:
-                conn.awaiting_state.remove(pending)
+            self._core.end_request(conn.core, reply)
+            if not reply.done():
+                reply.cancel()
 
     async def schedule_prompt(
         self, prompt: str, timestamp: int, *, timeout: float | None | UseClientDefault = USE_CLIENT_DEFAULT
@@ -1036,8 +884,8 @@ class Reactor:
         """Ask the runner for its state (also updates `state`)."""
         result = await self._command(GetState(), timeout)
         state = State.from_data(result)
-        if state.generation >= self._generation:
-            self._apply_state(state, first=False)
+        if state.generation >= self._core.generation:
+            self._core.apply_state(state)
         return state
 
     # --- streams --------------------------------------------------------------------------------
@@ -1086,14 +934,12 @@ class Reactor:
         """
         if self._status != "ready" and self._status != "connecting":
             await self._ready_connection("wait_for", 0)
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._message_waiters.append((type, predicate, fut))
+        waiter = self._core.wait_for_message(type, predicate)
         self._wake_reader()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(_future_of(waiter, asyncio.get_running_loop()), timeout)
         finally:
-            if not fut.done():
-                fut.cancel()
+            self._core.stop_waiting(waiter)
 
     async def wait_for_frame(self, frame: int, *, timeout: float | None = None) -> int:
         """Wait until latent frame `frame` is reached (`current_start_frame >= frame`): every
@@ -1102,22 +948,20 @@ class Reactor:
         Raises `InvalidStateError` if the video ends, or the session is reset, first. Like
         `wait_for`, `timeout` defaults to None, and the wait ends with the connection.
         """
-        if self._current_start_frame >= frame and self._state is not None:
-            return self._current_start_frame
-        if self._state is not None and self._state.finished is not None:
+        if self._core.current_start_frame >= frame and self._core.state is not None:
+            return self._core.current_start_frame
+        if self._core.state is not None and self._core.state.finished is not None:
             raise InvalidStateError(
-                f"the video ended ({self._state.finished}) at latent frame {self._current_start_frame}"
+                f"the video ended ({self._core.state.finished}) at latent frame {self._core.current_start_frame}"
             )
         if self._status != "ready" and self._status != "connecting":
             await self._ready_connection("wait_for_frame", 0)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._frame_waiters.append((frame, fut))
+        waiter = self._core.wait_for_frame(frame)
         self._wake_reader()
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(_future_of(waiter, asyncio.get_running_loop()), timeout)
         finally:
-            if not fut.done():
-                fut.cancel()
+            self._core.stop_waiting(waiter)
 
     # --- recording ------------------------------------------------------------------------------
     def record(self, path: str | Path, *, until: int | None = None) -> Recording:
@@ -1129,7 +973,7 @@ class Reactor:
         """
         if importlib.util.find_spec("imageio") is None:
             raise ImportError("recording video needs the `video` extra: pip install 'longlive[video]'")
-        fps = self._hello.fps if self._hello is not None else DEFAULT_FPS
+        fps = self._core.hello.fps if self._core.hello is not None else DEFAULT_FPS
         rec = Recording(path, fps=fps, until=until, on_stop=self._forget_recording)
         self._recordings.append(rec)
         return rec
