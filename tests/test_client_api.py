@@ -7,12 +7,12 @@ import asyncio
 import json
 import logging
 import typing
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import longlive
+from _poll import within_turns
 from longlive import (
     USE_CLIENT_DEFAULT,
     CommandTimeoutError,
@@ -154,7 +154,7 @@ async def test_the_sentinel_means_the_clients_timeout_and_none_means_no_limit() 
     assert explicit.value.timeout == 0.01
     # None: no limit; the reply comes whenever the runner sends it
     unlimited = asyncio.create_task(reactor.pause(timeout=None))
-    await until(lambda: len(silent.commands("pause")) == 4, "the fourth pause was sent")
+    await within_turns(lambda: len(silent.commands("pause")) == 4, "the fourth pause was sent")
     assert not unlimited.done()
     silent.push("ack", {"command": "pause", "effective_frame": 6}, silent.commands("pause")[-1]["id"])
     silent.push_msg(state(running=True, paused=True))  # a state-changing command returns after it
@@ -189,7 +189,7 @@ async def test_a_pending_wait_ends_with_the_connection() -> None:
     reactor, t = await connected()
     message = asyncio.create_task(reactor.wait_for("generation_finished"))
     frame = asyncio.create_task(reactor.wait_for_frame(99))
-    await until(lambda: len(reactor._core.message_waiters) == 1 and len(reactor._core.frame_waiters) == 1, "both wait")
+    await within_turns(lambda: len(reactor._core.message_waiters) == 1 and len(reactor._core.frame_waiters) == 1, "both wait")
     t.drop(1011, "runner crashed")
     for waiter in (message, frame):
         with pytest.raises(ConnectionClosedError, match="runner crashed"):
@@ -200,7 +200,7 @@ async def test_a_pending_wait_ends_with_the_connection() -> None:
     # and on close()
     reactor, t = await connected()
     pending = asyncio.create_task(reactor.wait_for("progress", lambda p: p.current_start_frame > 90))
-    await until(lambda: bool(reactor._core.message_waiters), "the wait is registered")
+    await within_turns(lambda: bool(reactor._core.message_waiters), "the wait is registered")
     await reactor.close()
     with pytest.raises(ConnectionClosedError, match="closed by the client"):
         await asyncio.wait_for(pending, 5)
@@ -222,7 +222,7 @@ async def test_a_command_inside_a_full_block_frames_loop_completes() -> None:
         if frame.index == 0:
             # The buffer is full (frame 1) and the reader holds frame 2, waiting for room; frame 3
             # and then the reply are behind it on the connection.
-            await until(
+            await within_turns(
                 lambda: reactor.frames_received == 3 and reactor.frames_buffered == 1,
                 "the reader waits on the full buffer",
             )
@@ -236,7 +236,7 @@ async def test_a_command_inside_a_full_block_frames_loop_completes() -> None:
     # With no call waiting, back-pressure holds again: the reader stops at one buffered frame.
     for i in range(4, 8):
         t.push_frame(i)
-    await until(lambda: reactor.frames_received == 6, "the buffer refilled")
+    await within_turns(lambda: reactor.frames_received == 6, "the buffer refilled")
     for _ in range(50):
         await asyncio.sleep(0)
     assert (reactor.frames_received, reactor.frames_buffered) == (6, 1)
@@ -250,7 +250,7 @@ async def test_a_wait_for_inside_a_full_block_frames_loop_completes(caplog: pyte
     t.push_msg(Progress(3, 9))
     async for frame in reactor.frames():
         if frame.index == 0:
-            await until(lambda: reactor.frames_received == 2, "the reader waits on the full buffer")
+            await within_turns(lambda: reactor.frames_received == 2, "the reader waits on the full buffer")
             progress = await asyncio.wait_for(reactor.wait_for("progress"), 5)
             assert progress.current_start_frame == 3  # type: ignore[attr-defined]
         if frame.index == 2:
@@ -259,16 +259,6 @@ async def test_a_wait_for_inside_a_full_block_frames_loop_completes(caplog: pyte
     with caplog.at_level(logging.ERROR, logger="longlive"):
         await reactor.close()
     assert not caplog.records
-
-
-async def until(condition: Callable[[], bool], what: str, turns: int = 10_000) -> None:
-    """Let the event loop run until `condition()` holds (the fake transport is in memory, so a
-    bounded number of turns suffices; no wall-clock sleep)."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"not within {turns} event loop turns: {what}")
 
 
 def test_the_runners_acks_are_built_from_the_same_types() -> None:

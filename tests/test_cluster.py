@@ -32,6 +32,7 @@ from websockets.sync.client import connect as sync_connect
 
 from _cluster_process import health, info, wait_idle
 from _frames import take
+from _poll import eventually
 from longlive import (
     CommandError,
     ConnectionClosedError,
@@ -41,7 +42,7 @@ from longlive import (
     Transport,
     WebSocketTransport,
 )
-from longlive._client import _with_session
+from longlive._urls import with_session
 from serve_process import RunnerProcess
 
 pytestmark = pytest.mark.slow
@@ -58,20 +59,12 @@ async def start(reactor: Reactor, prompt: str = PROMPT) -> None:
 def reactor_from(address: str, url: str, *, session: str | None = None, **options: Any) -> Reactor:
     """A `Reactor` whose connections come from `address` (127.0.0.2, ...: another client
     address for the cluster's per-address rules)."""
-    target = _with_session(url, session)
+    target = with_session(url, session)
 
     async def open_transport() -> Transport:
         return await WebSocketTransport.connect(target, local_addr=(address, 0))
 
     return Reactor(transport_factory=open_transport, **options)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def listening_sockets(pid: int) -> list[tuple[str, int]]:
@@ -260,7 +253,7 @@ async def test_one_address_cannot_hold_every_worker(cluster_process: RunnerProce
     try:
         await first.connect()
         waiting = asyncio.create_task(second.connect())
-        await wait_until(lambda: second.queue_position == 1, "the second session of one address waits")
+        await eventually(lambda: second.queue_position == 1, "the second session of one address waits")
         h = health(cluster_process)
         assert (h["workers_busy"], h["queue_length"]) == (1, 1)  # a worker is free, yet it waits
         await other.connect()  # another address: the free worker, past the waiting client
@@ -286,7 +279,7 @@ async def test_a_closed_session_frees_its_worker_while_others_wait(cluster_proce
     try:
         await asyncio.gather(a.connect(), b.connect())
         waiting = asyncio.create_task(c.connect())
-        await wait_until(lambda: c.queue_position == 1, "c waits")
+        await eventually(lambda: c.queue_position == 1, "c waits")
         worker = next(w["id"] for w in info(cluster_process)["workers"] if w["state"] == "busy")
         await a.close()
         await asyncio.wait_for(waiting, 30)

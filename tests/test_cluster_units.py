@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from _frames import take
+from _poll import eventually
 from longlive import (
     ConnectionClosedError,
     ErrorMessage,
@@ -29,7 +30,7 @@ from longlive import (
     QueueTimeoutError,
     Reactor,
 )
-from longlive._client import _with_session
+from longlive._urls import with_session
 from longlive.protocol import encode_message, parse_message
 from longlive.protocol.runner import hello_for
 from longlive_runner.serving.cluster.gateway import (
@@ -207,9 +208,9 @@ def test_hello_session_id_and_queued_round_trip() -> None:
 
 
 def test_session_urls() -> None:
-    assert _with_session("ws://h:1", None) == "ws://h:1"
-    assert _with_session("ws://h:1", "a b") == "ws://h:1/?session=a%20b"
-    assert _with_session("ws://h:1/?token=t&session=old", "new") == "ws://h:1/?token=t&session=new"
+    assert with_session("ws://h:1", None) == "ws://h:1"
+    assert with_session("ws://h:1", "a b") == "ws://h:1/?session=a%20b"
+    assert with_session("ws://h:1/?token=t&session=old", "new") == "ws://h:1/?token=t&session=new"
     assert session_param("/?token=t&session=x") == "x" and session_param("/") is None
 
 
@@ -310,14 +311,6 @@ async def aget(url: str, **kwargs: Any) -> httpx.Response:
         return await client.get(url, timeout=10, **kwargs)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 async def test_each_client_its_own_session_a_viewer_joins(front_factory: Any) -> None:
     front = await front_factory(2)
     async with Reactor(front.url) as a, Reactor(front.url) as b:
@@ -349,9 +342,9 @@ async def test_queue_positions_timeout_and_full_queue(front_factory: Any) -> Non
     second.on_queue(seen.append)
     third = Reactor(front.url)
     waiting = asyncio.create_task(second.connect())
-    await until(lambda: second.queue_position == 1)
+    await eventually(lambda: second.queue_position == 1, 'second.queue_position == 1', timeout=10.0)
     waiting_too = asyncio.create_task(third.connect(queue_timeout=0.5))
-    await until(lambda: third.queue_position == 2)
+    await eventually(lambda: third.queue_position == 2, 'third.queue_position == 2', timeout=10.0)
     assert second.status == "connecting" and second.queue_length == 2
 
     # a command on a queued connection is refused (raw websocket: the SDK waits for hello)
@@ -363,7 +356,7 @@ async def test_queue_positions_timeout_and_full_queue(front_factory: Any) -> Non
     with pytest.raises(QueueTimeoutError) as timed_out:
         await waiting_too
     assert timed_out.value.position == 2
-    await until(lambda: second.queue_length == 1)
+    await eventually(lambda: second.queue_length == 1, 'second.queue_length == 1', timeout=10.0)
     async with connect(front.url) as raw:
         assert json.loads(await raw.recv()) == {"type": "queued", "data": {"position": 2, "queue_length": 2}}
         await raw.send(json.dumps({"type": "get_state", "id": "q1"}))
@@ -402,7 +395,7 @@ async def test_a_session_nobody_drives_is_ended_for_a_waiting_client(front_facto
     assert idle.connected and front.gateway.sessions_ended["idle"] == 0
     async with Reactor(front.url, queue_timeout=20) as waiting:  # ... until someone waits
         assert waiting.session_id and waiting.session_id != idle.session_id
-        await until(lambda: bool(errors))
+        await eventually(lambda: bool(errors), 'bool(errors)', timeout=10.0)
         assert [e.code for e in errors] == ["session_idle"]
         assert front.gateway.sessions_ended["idle"] == 1
         with pytest.raises(ConnectionClosedError) as closed:
@@ -452,7 +445,7 @@ async def test_a_dead_worker_ends_only_its_session(front_factory: Any) -> None:
     assert closed.value.code == 1011 and "worker lost" in closed.value.reason
     assert errors and errors[-1].code == "worker_lost"
     assert len(await take(b, 24)) == 24 and b.connected  # the other session goes on
-    await until(lambda: front.gateway.scheduler.workers[worker].state == FREE)
+    await eventually(lambda: front.gateway.scheduler.workers[worker].state == FREE, 'front.gateway.scheduler.workers[worker].state == FREE', timeout=10.0)
     assert front.gateway.info()["workers"][worker]["restarts"] == 1
     async with Reactor(front.url) as c:  # served again, on the restarted worker
         assert c.session_id not in (a.session_id, b.session_id)
@@ -491,7 +484,7 @@ async def test_health_before_workers_and_the_token(pipes: list[Any]) -> None:
             await Reactor(front.url, token="wrong" * 4).connect()
         early = Reactor(front.url, token="t" * 20)
         connecting = asyncio.create_task(early.connect())  # queued until a worker is up
-        await until(lambda: early.queue_position == 1)
+        await eventually(lambda: early.queue_position == 1, 'early.queue_position == 1', timeout=10.0)
         gate.set()
         await asyncio.wait_for(connecting, 20)
         body = (await aget(front.http + "/health")).json()

@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from _frames import take
+from _poll import eventually
 from _runner_process import RunnerProcess, start_runner
 from longlive import (
     ConnectionClosedError,
@@ -134,13 +135,6 @@ async def served(tiny_pipe) -> AsyncIterator[tuple[Runner, str]]:
     finally:
         await server.close()
         await runner.close()
-
-
-async def wait_until(predicate: Any, timeout: float = TIMEOUT, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,7 +456,7 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded(served, monkeypa
     frame_bytes = 80 * 128 * 3
     # Reads nothing, ever: its websocket library stops reading the socket after one message.
     stalled = await connect(url, open_timeout=TIMEOUT, max_queue=1, compression=None, proxy=None)
-    await wait_until(lambda: len(runner.peers) == 1)
+    await eventually(lambda: len(runner.peers) == 1, 'len(runner.peers) == 1', timeout=TIMEOUT)
     slow_peer = runner.peers[0]
     fast = Reactor(url, max_buffered_frames=0, command_timeout=TIMEOUT)
     received: list[int] = []
@@ -519,7 +513,7 @@ async def test_a_client_vanishing_mid_block_is_no_error_for_the_others(served, m
     await keeper.connect()
     await leaver.connect()
     aborted = await connect(url, open_timeout=TIMEOUT, proxy=None)
-    await wait_until(lambda: len(runner.peers) == 3)
+    await eventually(lambda: len(runner.peers) == 3, 'len(runner.peers) == 3', timeout=TIMEOUT)
     events = keeper.messages()
     await keeper.schedule_prompt(A, 0)
     await keeper.start()
@@ -529,7 +523,7 @@ async def test_a_client_vanishing_mid_block_is_no_error_for_the_others(served, m
 
     aborted.transport.abort()  # gone without a close frame
     await leaver.close()  # gone politely
-    await wait_until(lambda: len(runner.peers) == 1)
+    await eventually(lambda: len(runner.peers) == 1, 'len(runner.peers) == 1', timeout=TIMEOUT)
     model.release.set()
     frames = await take(keeper, 12)  # block 3, complete
     assert [f.index for f in frames] == list(range(9, 21))
@@ -570,7 +564,7 @@ async def test_the_session_pauses_without_clients_and_is_reset_after_the_grace_p
         now = info()
         return now["phase"] == "idle" and not now["generating"]
 
-    await wait_until(settled, step=0.1)
+    await eventually(settled, "settled", timeout=TIMEOUT, step=0.1)
     reset = info()
     assert (reset["generation"], reset["current_start_frame"], reset["clients"]) == (generation + 1, 0, 0)
     # Paused when the client left: at most the block in flight (and one racing the close) after it.

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _frames import eventually
+from _poll import eventually
 from longlive.errors import ConnectionClosedError
 from longlive.protocol import FrameHeader, Limits
 from longlive_runner.serving.hub import LocalConnection, Runner

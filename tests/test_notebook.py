@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _frames import eventually
+from _poll import eventually
 from longlive import Reactor, latent_to_video_frame
 from longlive.notebook import LiveView, encode_png, show
 

@@ -29,6 +29,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from _poll import eventually, eventually_sync
 from _runner_process import RunnerProcess, start_runner
 from longlive import Reactor
 from longlive_runner.cli import main
@@ -140,18 +141,12 @@ def log_lines(runner: RunnerProcess, text: str) -> list[str]:
 def wait_for_log_sync(runner: RunnerProcess, text: str, timeout: float = 10.0) -> list[str]:
     """`wait_for_log` for sync tests: the runner's stderr is read on its own thread, so a line can
     arrive after the reply it belongs to."""
-    deadline = time.monotonic() + timeout
-    while not log_lines(runner, text):
-        assert time.monotonic() < deadline, f"never logged: {text!r}"
-        time.sleep(0.05)
+    eventually_sync(lambda: log_lines(runner, text), f"logged: {text!r}", timeout)
     return log_lines(runner, text)
 
 
 async def wait_for_log(runner: RunnerProcess, text: str, timeout: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while not log_lines(runner, text):
-        assert time.monotonic() < deadline, f"never logged: {text!r}"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: log_lines(runner, text), f"logged: {text!r}", timeout, step=0.05)
     return log_lines(runner, text)
 
 
