@@ -189,7 +189,9 @@ class Reactor:
         - `headers`, `max_message_size`: websocket options (the default fits large frames).
         - `transport_factory`: an async callable returning a `Transport`, instead of `url`.
         - `session`: join this session of a cluster (`longlive-runner cluster`, docs/cluster.md)
-          instead of getting a new one: another client's `session_id` (sent as `?session=ID`).
+          instead of getting a new one: a key another client shares (sent as `?session=KEY`):
+          its `session_id` joins as a co-director, its `hello.viewer_session_id` as a viewer
+          (frames and state; commands but `get_state` are refused with `read_only`).
         - `queue_timeout`: seconds `connect()` waits in a cluster's queue for a free worker
           (None: as long as it takes; `connect_timeout` applies again once a worker is found).
         """
@@ -681,9 +683,11 @@ class Reactor:
 
     @property
     def session_id(self) -> str | None:
-        """The session this client is in, on a cluster (from `hello`; pass it as
-        `Reactor(url, session=...)` for another client to join); None for `serve`, which has
-        one shared session, and before connecting."""
+        """The key of the session this client is in, on a cluster (from `hello`; pass it as
+        `Reactor(url, session=...)` for another client to join with this client's rights: a
+        director's key co-directs, a viewer's only watches; `hello.viewer_session_id` is the
+        viewer key, given to directors); None for `serve`, which has one shared session, and
+        before connecting."""
         return self._core.session_id
 
     @property
