@@ -6,9 +6,10 @@
 Starts `longlive-runner serve --model demo` (real-time pace, the default), opens the page in a
 system Chromium through Playwright (`apt-get install chromium`, `pip install playwright`; no
 `playwright install`), schedules a red circle moving right and, at latent frame 12, a blue square
-moving right, starts, and pauses once the page has played past the switch (video frame 45), so
-the picture shows the new prompt's frames on the canvas and both prompts on the timeline. The
-shown frame is checked with the demo's checker (`longlive_runner.demo.checker`) before saving.
+moving right, starts, and takes the picture while the video plays, once the page has played past
+the switch (video frame 45): the new prompt's frames on the canvas, both prompts on the timeline,
+the playing and receiving rates. The shown frame is checked with the demo's checker
+(`longlive_runner.demo.checker`) before saving; then the video is paused.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def chromium() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "live-view.png")
-    ap.add_argument("--until", type=int, default=72, help="pause once the page shows this video frame")
+    ap.add_argument(
+        "--until", type=int, default=72, help="take the picture once the page shows this video frame"
+    )
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -71,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Number(document.getElementById('canvas').dataset.lastVideoFrame) >= {args.until}",
             timeout=60_000,
         )
-        page.click("#pause-btn")
-        page.wait_for_function("document.getElementById('phase').dataset.phase === 'paused'")
-        page.wait_for_timeout(2500)  # the buffered frames play out; the picture settles
+        page.wait_for_timeout(1000)  # the rates settle (playing: the video's 16 fps)
         pixels = page.evaluate(
             """() => { const c = document.getElementById("canvas");
                        return Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data); }"""
@@ -88,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out), full_page=True)
         shown = page.get_attribute("#canvas", "data-last-video-frame")
+        rates = (page.inner_text("#fps"), page.inner_text("#receive-fps"))
+        page.click("#pause-btn")
+        page.wait_for_function("document.getElementById('phase').dataset.phase === 'paused'")
         browser.close()
     print(
-        f"wrote {args.out}: video frame {shown}, the canvas shows a {seen.color} object on {seen.background}"
+        f"wrote {args.out}: video frame {shown}, the canvas shows a {seen.color} object on {seen.background};"
+        f" playing {rates[0]} fps, receiving {rates[1]} fps"
     )
     return 0
 

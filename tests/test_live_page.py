@@ -268,6 +268,130 @@ def test_page_without_the_token_says_so(browser: object, runner: RunnerProcess, 
 
 
 # ----------------------------------------------------------------------------------------------
+# Layout: labels that do not overlap, a page that does not grow as things appear
+# ----------------------------------------------------------------------------------------------
+TAG_BOXES = """() => {
+  const line = document.getElementById("timeline").getBoundingClientRect();
+  return [...document.querySelectorAll("#timeline .marker")].map((m) => {
+    const tag = m.querySelector(".tag");
+    const r = tag.getBoundingClientRect();
+    return {frame: Number(m.dataset.timestamp), shown: !tag.hidden && r.width > 0,
+            marker: m.getBoundingClientRect().left, left: r.left, right: r.right, top: r.top,
+            bottom: r.bottom, line: [line.left, line.top, line.right, line.bottom]};
+  });
+}"""
+
+LAYOUT = """() => {
+  const box = (sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+                         return [Math.round(r.top), Math.round(r.height)]; };
+  return {page: document.documentElement.scrollHeight,
+          stage: box(".stage"), panel: box(".panel"), timeline: box(".timeline-section"),
+          log: box(".log-section"), stats: box(".stats")};
+}"""
+
+
+def _schedule(page: object, prompt: str, frame: int) -> None:
+    page.fill("#prompt-input", prompt)
+    page.fill("#timestamp-input", str(frame))
+    page.click("#schedule-btn")
+    page.wait_for_selector(f'#timeline .marker[data-timestamp="{frame}"]')
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (
+        a["left"] < b["right"]
+        and b["left"] < a["right"]
+        and a["top"] < b["bottom"]
+        and b["top"] < a["bottom"]
+    )
+
+
+def test_timeline_labels_of_nearby_prompts_do_not_overlap(
+    browser: object, runner: RunnerProcess, page: object
+) -> None:
+    page.goto(f"{runner.http_url}/?token={TOKEN}")
+    page.wait_for_selector('#status[data-status="connected"]')
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    # Two prompts a block apart (~77 px at this width, each label up to 220 px): both labels show,
+    # apart; then four more in consecutive blocks, more than the label rows: none overlaps another.
+    texts = [f"a red circle moving right on a black background, take {i}" for i in range(6)]
+    _schedule(page, texts[0], 0)
+    _schedule(page, texts[1], 3)
+    boxes = page.evaluate(TAG_BOXES)
+    assert [b["shown"] for b in boxes] == [True, True], boxes
+    assert not _overlap(boxes[0], boxes[1]), boxes
+    for i in range(2, 6):
+        _schedule(page, texts[i], 3 * i)
+    boxes = page.evaluate(TAG_BOXES)
+    shown = [b for b in boxes if b["shown"]]
+    assert len(boxes) == 6 and len(shown) >= 4, boxes  # hidden only where too little room is left
+    assert shown[-1]["frame"] == 15 and boxes[0]["shown"], boxes
+    for i, a in enumerate(shown):
+        left, top, right, bottom = a["line"]
+        assert a["left"] >= a["marker"] and left <= a["left"] and a["right"] <= right + 0.5, a
+        assert top <= a["top"] and a["bottom"] <= bottom, a
+        for b in shown[i + 1 :]:
+            assert not _overlap(a, b), (a, b)
+    # A narrower window lays the labels out again, still apart.
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.wait_for_function(
+        "document.querySelector('#timeline .marker .tag').style.maxWidth !== ''"
+        " && document.getElementById('timeline').clientWidth < 900"
+    )
+    page.wait_for_timeout(100)  # the ResizeObserver's callback
+    shown = [b for b in page.evaluate(TAG_BOXES) if b["shown"]]
+    assert shown and all(not _overlap(a, b) for i, a in enumerate(shown) for b in shown[i + 1 :]), shown
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_layout_does_not_grow_as_items_appear(
+    browser: object, runner: RunnerProcess, page: object
+) -> None:
+    page.goto(f"{runner.http_url}/?token={TOKEN}")
+    page.wait_for_selector('#status[data-status="connected"]')
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    page.wait_for_timeout(600)  # one fps refresh
+    before = page.evaluate(LAYOUT)
+    # Prompts on the timeline and in the list, a long reply hint, a running video (frame detail,
+    # both rates), events in the log: the page keeps its height and every section its place.
+    _schedule(page, "a red circle moving right on a black background", 0)
+    _schedule(page, "a blue square moving up on a black background", 6)
+    _schedule(page, "a red square moving down on a black background", 12)
+    _schedule(page, "a green triangle moving left on a navy background", 0)  # replacing: a long hint
+    page.wait_for_function("document.getElementById('schedule-hint').textContent.includes('replacing')")
+    page.fill("#seed-input", "12345")
+    page.click("#start-btn")
+    page.wait_for_function(
+        "Number(document.getElementById('canvas').dataset.framesShown) >= 8"
+        " && Number(document.getElementById('fps').dataset.fps) > 0"
+        " && Number(document.getElementById('receive-fps').dataset.fps) > 0"
+        " && document.querySelectorAll('#log li').length >= 3"  # connected, the switches at 6 and 12
+    )
+    assert page.inner_text("#frame-detail").startswith("showing video frame")
+    assert page.eval_on_selector_all("#prompt-list li", "ls => ls.length") == 3
+    after = page.evaluate(LAYOUT)
+    assert after == before, (before, after)
+    page.click("#reset-btn")
+    _wait_phase(page, "idle")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_page_labels_its_rates(browser: object, runner: RunnerProcess, page: object) -> None:
+    """'fps' was the receive rate: the page now says which rate is which, and hides 'generation'."""
+    page.goto(f"{runner.http_url}/?token={TOKEN}")
+    page.wait_for_selector('#status[data-status="connected"]')
+    stats = page.inner_text(".stats")
+    assert "playing" in stats and "receiving" in stats and "generation" not in stats, stats
+    assert "drawn" in page.get_attribute("#fps", "title")
+    assert "received" in page.get_attribute("#receive-fps", "title")
+    assert page.query_selector("#generation") is None
+
+
+# ----------------------------------------------------------------------------------------------
 # The demo model, paced to real time: every frame played at video speed
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@
     frameCounter: $("frame-counter"),
     frameDetail: $("frame-detail"),
     fps: $("fps"),
+    receiveFps: $("receive-fps"),
     phase: $("phase"),
-    generation: $("generation"),
     seedInUse: $("seed-in-use"),
     dropped: $("dropped"),
     skipped: $("skipped"),
@@ -86,7 +86,7 @@
     framesSkipped: 0,
     lastVideoFrame: -1,
     lastBlock: -1,
-    arrivals: [], // performance.now() of recent frames, for the fps meter
+    arrivals: [], // performance.now() of recent frames' arrivals, for the "receiving" meter
     droppedByRunner: 0,
     seedText: null, // the seed in use, as the runner wrote it (exact beyond 2**53)
     recording: null,
@@ -862,33 +862,55 @@
     const p = phase();
     el.phase.textContent = p === "finished" ? `finished (${st.finished})` : p;
     el.phase.dataset.phase = p;
-    el.generation.textContent = st ? String(st.generation) : "–";
+    // The generation (the runner's count of resets) is not shown: it only tells frames of an
+    // earlier video from this one's. It stays on the canvas as data-generation.
     el.seedInUse.textContent = S.seedText == null ? "–" : S.seedText;
     el.currentPrompt.textContent = st && st.current_prompt != null ? st.current_prompt : "none yet";
     el.currentPrompt.classList.toggle("muted", !(st && st.current_prompt != null));
   }
 
+  // Two rates, both over the last FPS_WINDOW_MS: "playing" counts the frames drawn, "receiving"
+  // the frames that arrived. At the start of a video the runner sends its lead (up to 2 blocks)
+  // ahead of playback to fill the buffer, so frames arrive faster than they play; playback holds
+  // the video's own rate (16 fps) throughout.
+  function rateOver(times, now, at = (t) => t) {
+    let n = 0;
+    let first = now;
+    for (let i = times.length - 1; i >= 0 && at(times[i]) >= now - FPS_WINDOW_MS; i--) {
+      n += 1;
+      first = at(times[i]);
+    }
+    if (!n) return null;
+    const span = Math.max(now - first, 1000 / fps());
+    return (n * 1000) / Math.min(Math.max(span, 250), FPS_WINDOW_MS);
+  }
+
+  function showRate(target, rate, what) {
+    const window_s = FPS_WINDOW_MS / 1000;
+    target.title = `${what} per second over the last ${window_s} s (the video plays at ${fps()} fps)`;
+    if (rate === null) {
+      target.textContent = phase() === "running" ? "0.0" : "–";
+      target.dataset.fps = "0";
+      return;
+    }
+    target.textContent = rate.toFixed(1);
+    target.dataset.fps = rate.toFixed(2);
+  }
+
   function renderFps() {
     const now = performance.now();
     while (S.arrivals.length && S.arrivals[0] < now - FPS_WINDOW_MS) S.arrivals.shift();
-    if (!S.arrivals.length) {
-      el.fps.textContent = phase() === "running" ? "0.0" : "–";
-      el.fps.dataset.fps = "0";
-      return;
-    }
-    const span = Math.max(now - S.arrivals[0], 1000 / fps());
-    const rate = (S.arrivals.length * 1000) / Math.min(Math.max(span, 250), FPS_WINDOW_MS);
-    el.fps.textContent = rate.toFixed(1);
-    el.fps.dataset.fps = rate.toFixed(2);
-    el.fps.title = `frames received per second over the last ${FPS_WINDOW_MS / 1000} s (the video plays at ${fps()} fps)`;
-    el.fps.style.color = rate >= fps() ? "var(--ok)" : "";
+    const playing = rateOver(S.drawLog, now, (d) => d.t);
+    showRate(el.fps, playing, "frames drawn on the canvas");
+    el.fps.style.color = playing !== null && playing >= fps() * 0.95 ? "var(--ok)" : "";
+    showRate(el.receiveFps, rateOver(S.arrivals, now), "frames received from the runner");
   }
 
   // The timeline is laid out in latent frames: every element sits at `--s`/`--f` (and `--w`) over
   // the timeline's `--end` (style.css), so the timeline growing is one CSS variable and a few new
   // blocks. A `progress` only moves the playhead and re-marks the blocks; the markers and the
   // prompt list are rebuilt when what they show changes (a `state` with another schedule).
-  const TL = { end: -1, step: 0, tickEvery: 0, blocks: [], ticks: [], key: null };
+  const TL = { end: -1, step: 0, tickEvery: 0, blocks: [], ticks: [], key: null, tags: [], width: 0 };
   const tlBlocks = document.createElement("div");
   const tlTicks = document.createElement("div");
   const tlMarkers = document.createElement("div");
@@ -906,6 +928,7 @@
     if (end === TL.end) return;
     TL.end = end;
     el.timeline.style.setProperty("--end", String(end));
+    layoutTags();
     const count = Math.ceil(end / step);
     while (TL.blocks.length > count) TL.blocks.pop().remove();
     for (let b = TL.blocks.length; b < count; b++) {
@@ -941,6 +964,63 @@
       tlTicks.append(div);
       TL.ticks.push({ s, div });
     }
+  }
+
+  // The prompts' labels on the timeline: each starts just right of its marker, in one of
+  // TAG_LANES rows, so that labels of nearby prompts never overlap. A label goes in the first row
+  // where it fits whole; where none has room, the row whose last label started earliest takes it
+  // and that label is cut short (ellipsis) at the new one, or hidden when too little would remain
+  // (the prompt list below has every text). Widths are measured when the markers are rebuilt; a
+  // progress or a longer timeline only recomputes positions (no layout read).
+  const TAG_LANES = 3;
+  const TAG_GAP = 6; // px between labels in a row
+  const TAG_OFFSET = 5; // px from the marker to its label (style.css: .marker .tag left)
+  const TAG_MAX = 220; // px (style.css: .marker .tag max-width)
+  const TAG_MIN = 24; // px: a label cut shorter than this is hidden
+
+  function measureTags(markers) {
+    TL.tags = markers.map((m) => {
+      const tag = m.firstChild;
+      return { f: Number(m.dataset.timestamp), tag, natural: Math.min(tag.offsetWidth, TAG_MAX) };
+    });
+    if (!TL.width) TL.width = el.timeline.clientWidth;
+    layoutTags();
+  }
+
+  function layoutTags() {
+    const width = TL.width;
+    if (!width || TL.end <= 0) return;
+    const last = new Array(TAG_LANES).fill(null); // the last label placed in each row
+    for (const t of TL.tags) {
+      t.x = (width * t.f) / TL.end + TAG_OFFSET;
+      t.room = Math.max(0, Math.min(t.natural, width - t.x - 2));
+      let lane = last.findIndex((p) => p === null || p.x + p.room + TAG_GAP <= t.x);
+      if (lane < 0) {
+        lane = 0;
+        for (let i = 1; i < TAG_LANES; i++) if (last[i].x < last[lane].x) lane = i;
+        const p = last[lane];
+        p.room = Math.max(0, t.x - TAG_GAP - p.x);
+      }
+      t.lane = lane;
+      last[lane] = t;
+    }
+    for (const t of TL.tags) {
+      const shown = t.room >= TAG_MIN;
+      t.tag.hidden = !shown;
+      t.tag.style.setProperty("--lane", String(t.lane));
+      t.tag.style.maxWidth = `${Math.floor(t.room)}px`;
+      t.tag.dataset.lane = String(t.lane);
+    }
+  }
+
+  if (window.ResizeObserver) {
+    new ResizeObserver((entries) => {
+      const width = entries[entries.length - 1].contentRect.width;
+      if (width !== TL.width) {
+        TL.width = width;
+        layoutTags();
+      }
+    }).observe(el.timeline);
   }
 
   function renderTimeline() {
@@ -985,6 +1065,7 @@
       markers.push(m);
     }
     tlMarkers.replaceChildren(...markers);
+    measureTags(markers);
     el.timeline.dataset.prompts = String(prompts.length);
     el.timeline.dataset.inForce = inForce === null ? "" : String(inForce);
 
