@@ -422,4 +422,4 @@ async def test_without_a_grace_period_the_paused_session_waits_forever(tiny_pipe
         await until(conn, lambda i: is_reply(i, "go"))
         await conn.close()
         assert runner.session.phase == "paused" and runner.session.schedule == {0: A}
-        assert runner._idle_timer is None  # no reset is scheduled, ever
+        assert not runner.reset_scheduled  # no reset is scheduled, ever

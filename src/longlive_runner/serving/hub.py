@@ -61,8 +61,10 @@ from longlive.units import block_video_frames
 
 from ..model.generator import FrameLimitReached
 from ..model.tokenizer import model_form, model_hint, prompt_warnings
+from .options import DEFAULT_MAX_QUEUED_FRAMES, CloseCode
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
 from .session import BlockPlan, Session
+from .timers import GraceTimers, consume
 
 if TYPE_CHECKING:
     from ..model.generator import Block, VideoGenerator
@@ -79,14 +81,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Frames queued per peer before the oldest are dropped: 4 blocks (3 s of video at 16 fps).
-DEFAULT_MAX_QUEUED_FRAMES = 48
 #: Text queued per peer (in characters) before the peer is disconnected as too slow.
 DEFAULT_MAX_QUEUED_TEXT_CHARS = 4 * 2**20
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008  # the peer let too much text pile up
-CLOSE_TRY_AGAIN_LATER = 1013  # too many peers
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_POLICY = CloseCode.POLICY  # the peer let too much text pile up
+CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER  # too many peers
+_IDLE = "idle"  # the grace timer's key
 
 T = TypeVar("T")
 
@@ -423,7 +425,7 @@ class Runner:
         self._gen: VideoGenerator | None = None
         self._drive_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._grace = GraceTimers()  # the reset of a session nobody watches (one key: IDLE)
         self._block_in_flight = False
         self._closed = False
         self._prompt_worker: _Worker | None = None
@@ -453,8 +455,7 @@ class Runner:
         self._closed = True
         for peer in list(self._peers):
             self.detach(peer, CLOSE_GOING_AWAY, "the runner is shutting down")
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._grace.cancel_all()
         if self._drive_task is not None:
             self._drive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -548,9 +549,7 @@ class Runner:
             logger.info("refused %s: %s", peer.name, peer.close_reason)
             return peer
         self._peers[peer] = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._grace.cancel(_IDLE)
         for msg in self.session.on_connect():
             peer.put_text(encode_message(msg), state=isinstance(msg, State))
         logger.info("%s connected (%d clients)", peer.name, len(self._peers))
@@ -671,7 +670,7 @@ class Runner:
         try:
             # Shielded: closing the runner must not abandon a block the thread is still running.
             fut = self._worker.submit(lambda: self._generate(plan))
-            fut.add_done_callback(_consume)
+            fut.add_done_callback(consume)  # read by _run_block, unless the runner closed meanwhile
             block = await asyncio.shield(fut)
         except FrameLimitReached as exc:
             if self.session.is_current(plan):
@@ -760,13 +759,15 @@ class Runner:
             )
             self.session.handle(Pause())  # its messages would go to no one
         if self.grace_period is not None and self._loop is not None:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-            self._idle_timer = self._loop.call_later(self.grace_period, self._on_idle)
+            self._grace.start(_IDLE, self.grace_period, self._on_idle, loop=self._loop)
+
+    @property
+    def reset_scheduled(self) -> bool:
+        """Whether the grace period's reset of an abandoned session is pending."""
+        return _IDLE in self._grace
 
     def _on_idle(self) -> None:
         """`grace_period` passed with no client: the abandoned session is reset."""
-        self._idle_timer = None
         if self._peers or self._closed:
             return
         if self.session.phase == "idle" and not self.session.schedule:
@@ -819,12 +820,6 @@ def _long_prompt(text: str, limits: Limits) -> str | None:
     if not isinstance(prompt, str) or not PROMPT_THREAD_CHARS <= len(prompt) <= limits.max_prompt_chars:
         return None
     return prompt
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    # The result is read by `_run_block`, unless the runner closed meanwhile: no warning then.
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _version() -> str | None:

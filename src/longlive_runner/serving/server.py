@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import logging
 import re
-import signal
 import socket
 import sys
 from collections.abc import Iterable
@@ -49,7 +47,7 @@ from websockets.exceptions import ConnectionClosed
 
 from longlive.auth import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
 from longlive.errors import ConnectionClosedError
-from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE, MAX_SEED
+from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE
 
 from ..arguments import CLIError, add_model_args, load_from_args
 from .access import (
@@ -72,23 +70,36 @@ from .http import (
     close_reason,
     peer_name,
 )
-from .pacing import PACES
+from .options import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+    ServeOptions,
+    add_serve_args,
+    check_serve_args,
+    run_until_stopped,
+)
 
 if TYPE_CHECKING:
     from ..model.pipeline import Pipeline
     from .hub import Peer, Runner
 
-__all__ = ["RunnerServer", "bind_socket", "cmd_serve", "register_cli"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_SIZE_FACTOR",
+    "RedactingFormatter",
+    "RunnerServer",
+    "bind_socket",
+    "check_access_args",
+    "cmd_serve",
+    "is_loopback_host",
+    "register_cli",
+    "resolve_token",
+    "setup_logging",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-DEFAULT_MAX_CLIENTS = 16
 #: Connections one address (an IPv6 /64) may hold at once: half the slots, so no one client
-#: (a stuck script, a page gone wrong) can take them all.
-DEFAULT_MAX_CLIENTS_PER_ADDRESS = 8
-DEFAULT_GRACE_PERIOD = 30.0
 #: Incoming messages up to this multiple of `max_message_bytes` get a `message_too_large` reply;
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
@@ -353,7 +364,8 @@ class RedactingFormatter(logging.Formatter):
         return self.redact(super().format(record))
 
 
-def _setup_logging(level: str, token: str | None) -> None:
+def setup_logging(level: str, token: str | None) -> None:
+    """One stderr handler for every logger, through `RedactingFormatter` (`token` masked)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         RedactingFormatter(
@@ -367,18 +379,6 @@ def _setup_logging(level: str, token: str | None) -> None:
     root.setLevel(getattr(logging, level.upper()))
 
 
-def _grace_period(value: str) -> float | None:
-    if value.strip().lower() in ("off", "none", "never"):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds or 'off', got {value!r}") from None
-    if not seconds >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0 seconds")
-    return seconds
-
-
 def register_cli(subparsers: Any) -> None:
     """Add `serve` to the `longlive-runner` command."""
     p = subparsers.add_parser(
@@ -388,76 +388,13 @@ def register_cli(subparsers: Any) -> None:
         "with GET /health and GET /info on the same port. Ctrl-C or SIGTERM stops it.",
     )
     add_model_args(p)
-    p.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help=f"interface to listen on (default {DEFAULT_HOST}); any non-loopback address needs a token",
-    )
-    p.add_argument(
-        "--token",
-        default=None,
-        help=f"require this token from clients (Authorization: Bearer TOKEN); default: ${TOKEN_ENV}. "
-        f"Prefer the environment variable: a command line is visible to other users",
-    )
-    p.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="let web pages from ORIGIN (scheme://host[:port]) use the runner besides its own page; "
-        "repeatable (docs/security.md)",
-    )
-    p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 = any free port)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of a start command that gives none (default 0)")
+    add_serve_args(p)
     p.add_argument(
         "--max-frames",
         type=int,
         default=None,
         metavar="LATENT_FRAMES",
         help="end every video at this latent frame (a user limit; default: no end)",
-    )
-    p.add_argument(
-        "--max-clients",
-        type=int,
-        default=DEFAULT_MAX_CLIENTS,
-        help=f"connections at once; more are closed with code 1013 (default {DEFAULT_MAX_CLIENTS})",
-    )
-    p.add_argument(
-        "--max-clients-per-address",
-        type=int,
-        default=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
-        metavar="N",
-        help="connections at once from one address (an IPv6 /64); more are closed with code 1013 "
-        f"(default {DEFAULT_MAX_CLIENTS_PER_ADDRESS})",
-    )
-    p.add_argument(
-        "--max-queued-frames",
-        type=int,
-        default=None,
-        help="frames queued per client before its oldest are dropped (default 48)",
-    )
-    p.add_argument(
-        "--grace-period",
-        type=_grace_period,
-        default=DEFAULT_GRACE_PERIOD,
-        metavar="SECONDS",
-        help="when the last client leaves, the video is paused at once; it is reset (a fresh session "
-        "for the next client) after this many seconds without a client ('off': never; default 30)",
-    )
-    p.add_argument(
-        "--pace",
-        choices=PACES,
-        default="realtime",
-        help="realtime: generate at video speed, at most 2 blocks ahead of playback (the default); "
-        "fast: as fast as the model can (benchmarks, recording)",
-    )
-    p.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error"],
-        help="(default warning)",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -487,67 +424,38 @@ def check_access_args(args: argparse.Namespace, what: str = "the model") -> None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise CLIError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_clients < 1:
-        raise CLIError("--max-clients must be >= 1")
-    if args.max_queued_frames is not None and args.max_queued_frames < 1:
-        raise CLIError("--max-queued-frames must be >= 1")
+    check_serve_args(args)
     if args.max_frames is not None and not 3 <= args.max_frames <= DEFAULT_LIMITS.max_frames:
         raise CLIError(f"--max-frames must be in 3..{DEFAULT_LIMITS.max_frames} (at least one block)")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise CLIError(f"--seed must be in 0..{MAX_SEED}")
-    if args.max_clients_per_address < 1:
-        raise CLIError("--max-clients-per-address must be >= 1")
     check_access_args(args)
-    _setup_logging(args.log_level, args.token)
+    setup_logging(args.log_level, args.token)
     # Bind first: a port in use fails at once, before seconds of model loading.
     sock = bind_socket(args.host, args.port)
     try:
         pipe = load_from_args(args)
-        return asyncio.run(_serve(pipe, sock, args))
+        return asyncio.run(_serve(pipe, sock, ServeOptions.from_args(args), args.max_frames))
     finally:
         sock.close()
 
 
-async def _serve(pipe: Pipeline, sock: socket.socket, args: argparse.Namespace) -> int:
-    from .hub import DEFAULT_MAX_QUEUED_FRAMES, Runner
+async def _serve(pipe: Pipeline, sock: socket.socket, options: ServeOptions, max_frames: int | None) -> int:
+    from .hub import Runner
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
-            loop.add_signal_handler(sig, stop.set)
-    limits = (
-        DEFAULT_LIMITS if args.max_frames is None else replace(DEFAULT_LIMITS, max_frames=args.max_frames)
-    )
-    runner = Runner(
-        pipe,
-        limits=limits,
-        seed=args.seed,
-        max_peers=args.max_clients,
-        max_queued_frames=args.max_queued_frames or DEFAULT_MAX_QUEUED_FRAMES,
-        grace_period=args.grace_period,
-        pace=args.pace,
-    )
+    limits = DEFAULT_LIMITS if max_frames is None else replace(DEFAULT_LIMITS, max_frames=max_frames)
+    runner = Runner(pipe, limits=limits, grace_period=options.grace_period, **options.runner_options())
     server = RunnerServer(
         runner,
-        token=args.token,
-        allowed_origins=args.allow_origin,
-        max_clients_per_address=args.max_clients_per_address,
+        token=options.token,
+        allowed_origins=options.allow_origin,
+        max_clients_per_address=options.max_clients_per_address,
     )
     try:
         await runner.start()
         await server.start(sock=sock)
-        print(
+        return await run_until_stopped(
             f"serving longlive ({pipe.config.name}) on {server.url}"
-            + (" (token required)" if server.requires_token else ""),
-            file=sys.stderr,
-            flush=True,
+            + (" (token required)" if server.requires_token else "")
         )
-        await stop.wait()
-        print("longlive-runner: shutting down", file=sys.stderr, flush=True)
     finally:
         await server.close()
         await runner.close()
-    return 0

@@ -22,10 +22,11 @@ config) or the `token` argument; without one, only loopback `Host` names are ans
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime.
+import argparse
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
@@ -34,13 +35,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from longlive.auth import clean_token, token_from_env
 
+from ...arguments import CLIError, add_model_args
 from ..access import AccessConfig, AccessPolicy, Refusal, RequestFacts, normalize_origin
 from ..http import static_file
-from ..pacing import PACES
+from ..options import ServeOptions, add_serve_args, check_serve_args
+from .command import add_cluster_args, check_cluster_args
 from .gateway import (
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_IDLE_LIMIT,
-    DEFAULT_MAX_QUEUE,
     ClientGone,
     Gateway,
     default_sessions_per_address,
@@ -52,57 +52,73 @@ __all__ = ["LongliveGateway", "StarletteLink", "build_app", "parse_args"]
 api = FastAPI(title="longlive cluster", docs_url=None, redoc_url=None, openapi_url=None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """`cluster`'s own options (one argparse definition), failing with ValueError."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+#: `cluster` options the app does not take: Serve's proxy listens (and counts no connections per
+#: address), and Serve sets up the logs.
+_NOT_APP_OPTIONS = frozenset({"host", "port", "log_level", "max_clients_per_address"})
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="longlive_runner.serving.cluster.app:build_app", add_help=False)
+    add_model_args(parser)
+    add_serve_args(parser, cluster=True)
+    add_cluster_args(parser, command_line=False)
+    return parser
+
+
 def parse_args(args: "Mapping[str, Any]") -> "dict[str, Any]":
-    """The application's arguments (strings from `serve run`, or YAML values) as typed options."""
-
-    def number(name: str, kind: type, default: Any) -> Any:
-        value = args.get(name, default)
-        return None if value is None else kind(value)
-
-    def seconds(name: str, default: float) -> float | None:
-        value = args.get(name, default)
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none", "never")):
-            return None
-        return float(value)
-
-    grace = seconds("grace_period", DEFAULT_GRACE_PERIOD)
-    idle_limit = seconds("idle_limit", DEFAULT_IDLE_LIMIT)
-    if grace is not None and not grace >= 0:
-        raise ValueError("grace_period must be >= 0 seconds (or off)")
-    if idle_limit is not None and not idle_limit > 0:
-        raise ValueError("idle_limit must be > 0 seconds (or off)")
-    origins = args.get("allow_origin") or ()
-    if isinstance(origins, str):
-        origins = [o for o in origins.split(",") if o.strip()]
-    unknown = set(args) - {
-        "workers", "model", "device", "wan_dir", "longlive_dir", "max_queue", "grace_period",
-        "max_clients", "max_queued_frames", "seed", "gpus_per_worker", "cpus_per_worker",
-        "allow_origin", "token", "pace", "max_sessions_per_address", "idle_limit",
-    }  # fmt: skip
+    """The application's arguments (strings from `serve run`, or YAML values) as typed options:
+    read by `cluster`'s own argparse options (the same names with `_`, defaults and checks);
+    `allow_origin` may be comma-separated. ValueError for anything they refuse."""
+    parser = _parser()
+    names = set(vars(parser.parse_args([]))) - _NOT_APP_OPTIONS
+    unknown = set(args) - names
     if unknown:
         raise ValueError(f"unknown arguments: {', '.join(sorted(unknown))}")
-    token = args.get("token")
-    pace = str(args.get("pace", "realtime"))
-    if pace not in PACES:
-        raise ValueError(f"pace must be one of {', '.join(PACES)}, got {pace!r}")
+    argv: list[str] = []
+    for name, value in args.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name == "allow_origin":
+            origins = value.split(",") if isinstance(value, str) else list(value)
+            for origin in (o.strip() for o in origins):
+                if origin:
+                    argv += [flag, origin]
+        else:
+            argv.append(f"{flag}={value}")
+    ns = parser.parse_args(argv)
+    try:
+        check_serve_args(ns)
+        check_cluster_args(ns)
+    except CLIError as exc:
+        raise ValueError(str(exc)) from None
+    serving = ServeOptions.from_args(ns)  # host, port, log_level: unused (Serve's own)
     return {
-        "workers": number("workers", int, 1),
-        "model": args.get("model"),
-        "device": args.get("device"),
-        "wan_dir": args.get("wan_dir"),
-        "longlive_dir": args.get("longlive_dir"),
-        "max_queue": number("max_queue", int, DEFAULT_MAX_QUEUE),
-        "grace_period": grace,
-        "idle_limit": idle_limit,
-        "max_sessions_per_address": number("max_sessions_per_address", int, None),
-        "max_clients": number("max_clients", int, 16),
-        "max_queued_frames": number("max_queued_frames", int, 48),
-        "seed": number("seed", int, 0),
-        "gpus_per_worker": number("gpus_per_worker", float, None),
-        "cpus_per_worker": number("cpus_per_worker", float, 1.0),
-        "allow_origin": [normalize_origin(o) for o in origins],
-        "token": clean_token(str(token)) if token else None,
-        "pace": pace,
+        "workers": ns.workers or 1,
+        "model": ns.model,
+        "device": ns.device,
+        "wan_dir": str(ns.wan_dir) if ns.wan_dir else None,
+        "longlive_dir": str(ns.longlive_dir) if ns.longlive_dir else None,
+        "max_queue": ns.max_queue,
+        "grace_period": serving.grace_period,
+        "idle_limit": ns.idle_limit,
+        "max_sessions_per_address": ns.max_sessions_per_address,
+        "max_clients": serving.max_clients,
+        "max_queued_frames": serving.max_queued_frames,
+        "seed": serving.seed,
+        "gpus_per_worker": ns.gpus_per_worker,
+        "cpus_per_worker": ns.cpus_per_worker,
+        "allow_origin": [normalize_origin(o) for o in serving.allow_origin],
+        "token": clean_token(str(ns.token)) if ns.token else None,
+        "pace": serving.pace,
+        "runner_options": serving.runner_options(),
     }
 
 
@@ -164,12 +180,7 @@ class LongliveGateway:
             wan_dir=options["wan_dir"],
             longlive_dir=options["longlive_dir"],
             device=options["device"],
-            runner_options={
-                "seed": options["seed"],
-                "max_peers": options["max_clients"],
-                "max_queued_frames": options["max_queued_frames"],
-                "pace": options["pace"],
-            },
+            runner_options=options["runner_options"],
             num_gpus=options["gpus_per_worker"],
             num_cpus=options["cpus_per_worker"],
         )

@@ -74,7 +74,9 @@ from ..http import (
     peer_address,
     peer_name,
 )
-from ..server import CLOSE_TIMEOUT, DEFAULT_MAX_CLIENTS_PER_ADDRESS, MAX_SIZE_FACTOR
+from ..options import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CLIENTS_PER_ADDRESS, CloseCode
+from ..server import CLOSE_TIMEOUT, MAX_SIZE_FACTOR
+from ..timers import GraceTimers, consume
 from .placement import BUSY, DIRECTOR, DOWN, VIEWER, Assign, Reject, Scheduler, new_session_id
 
 __all__ = [
@@ -102,23 +104,21 @@ logger = logging.getLogger(__name__)
 
 #: Clients that may wait for a worker at once; one more gets `queue_full` and close code 1013.
 DEFAULT_MAX_QUEUE = 64
-#: Seconds a session whose last client left is kept for a client to rejoin it (while no client
-#: that could take its worker waits: then it ends at once).
-DEFAULT_GRACE_PERIOD = 30.0
 #: Seconds a session may go without a command from a director before it is ended for a client
 #: that waits for a worker (a session nobody drives does not hold a worker against the queue).
 DEFAULT_IDLE_LIMIT = 300.0
 #: The query parameter of the websocket URL that joins a session: `ws://host:port/?session=ID`.
 SESSION_QUERY_PARAM = "session"
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_WORKER_LOST = 1011
-CLOSE_QUEUE_FULL = 1013
-#: Close code for `?session=` naming no live session (an application code, 4000-4999).
-CLOSE_NO_SUCH_SESSION = 4404
-#: Close code for a session ended by the idle limit while others waited (`session_idle`).
-CLOSE_SESSION_IDLE = 4408
+# The close codes (`options.CloseCode`) under the gateway's names.
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_WORKER_LOST = CloseCode.INTERNAL_ERROR
+CLOSE_QUEUE_FULL = CloseCode.TRY_AGAIN_LATER
+#: `?session=` naming no live session (an application code, 4000-4999).
+CLOSE_NO_SUCH_SESSION = CloseCode.NO_SUCH_SESSION
+#: A session ended by the idle limit while others waited (`session_idle`).
+CLOSE_SESSION_IDLE = CloseCode.SESSION_IDLE
 
 #: Upstream close codes after which the gateway checks whether the worker still runs the session.
 _SUSPECT_CODES = frozenset({1001, 1006, 1011, 1012, 1014})
@@ -263,7 +263,7 @@ class _Live:
         self.worker = worker
         self.secret = secrets.token_urlsafe(24)
         self.address: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-        self.address.add_done_callback(_consume)
+        self.address.add_done_callback(consume)
         self.incarnation: str | None = None
         self.clients: set[_Client] = set()
         # Set when the session is over for its clients (its worker died, or the idle limit):
@@ -271,7 +271,7 @@ class _Live:
         self.lost = asyncio.Event()
         self.lost_reason = ""
         self.end_code = ErrorCode.WORKER_LOST
-        self.end_close = CLOSE_WORKER_LOST
+        self.end_close: int = CLOSE_WORKER_LOST
         self.check: asyncio.Task[bool] | None = None
         self.opened_at = time.time()
         self.driven_at = time.monotonic()  # the last command of a director (or the opening)
@@ -281,11 +281,6 @@ def default_sessions_per_address(workers: int) -> int:
     """The default cap of sessions per address: every worker but one (at least one), so that no
     one address holds every worker of a cluster of two or more."""
     return max(workers - 1, 1)
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def session_param(path: str) -> str | None:
@@ -356,7 +351,7 @@ class Gateway:
         self.sessions_ended = {"left": 0, "reclaimed": 0, "idle": 0, "lost": 0}
         self._live: dict[str, _Live] = {}
         self._clients: set[_Client] = set()
-        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._grace = GraceTimers()  # per idle session id
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervising: set[int] = set()
         self._closing = False
@@ -393,9 +388,7 @@ class Gateway:
         if self._closing:
             return
         self._closing = True
-        for handle in self._grace.values():
-            handle.cancel()
-        self._grace.clear()
+        self._grace.cancel_all()
         await asyncio.gather(
             *(c.close(CLOSE_GOING_AWAY, "the cluster is shutting down") for c in list(self._clients)),
             return_exceptions=True,
@@ -638,13 +631,10 @@ class Gateway:
                 return
             if self.grace_period is None:
                 return
-            loop = asyncio.get_running_loop()
-            self._grace[record.id] = loop.call_later(self.grace_period, self._expire, record.id)
+            self._grace.start(record.id, self.grace_period, self._expire, record.id)
 
     def _cancel_grace(self, session_id: str) -> None:
-        handle = self._grace.pop(session_id, None)
-        if handle is not None:
-            handle.cancel()
+        self._grace.cancel(session_id)
 
     def _expire(self, session_id: str, why: str = "left") -> None:
         self._cancel_grace(session_id)
