@@ -47,7 +47,7 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr == (
             "longlive-runner: error: '/nonexistent' is neither a model name nor a folder; "
-            "models: demo, longlive-1.3b, tiny\n"
+            "models: demo, longlive-1.3b, longlive2-5b, tiny, tiny2\n"
         ), proc.stderr
     bad = tmp_path / "s.json"
     bad.write_text('{"x": "a"}')

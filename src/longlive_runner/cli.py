@@ -32,6 +32,7 @@ def describe(config: Any) -> dict[str, Any]:
     gb = 1e9
     return {
         "model": config.name,
+        "family": config.family,
         "fps": config.fps,
         "height": config.height,
         "width": config.width,
@@ -47,7 +48,8 @@ def describe(config: Any) -> dict[str, Any]:
             "dit_bf16": round(n_dit * 2 / gb, 3),
             "vae_bf16": round(n_vae * 2 / gb, 3),
             "t5_bf16": round(n_t5 * 2 / gb, 3),
-            "kv_cache_bf16": round(kv_cache * 2 / gb, 3),
+            "kv_cache_bf16": round(kv_cache * 2 / gb, 3),  # one cache (no second, CFG cache)
+            "kv_cache_bf16_gib": round(kv_cache * 2 / 2**30, 3),
             "dit_fp32": round(n_dit * 4 / gb, 3),
         },
         "config": config.to_dict(),

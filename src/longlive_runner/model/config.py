@@ -1,8 +1,20 @@
 """Model configuration and presets, as plain data.
 
 One `PipelineConfig` describes everything the runner builds: the causal DiT, the Wan VAE, the
-umT5 text encoder and the streaming schedule. Presets differ only in numbers; every preset runs
-the same code path.
+umT5 text encoder and the streaming schedule. Presets differ only in numbers and in a few
+stream settings; every preset runs the same code path.
+
+Two model families share that path (`PipelineConfig.family`):
+
+* `longlive-1.0` (Wan2.1-T2V-1.3B): blocks of 3 latent frames, a 3-frame sink, a 12-frame cache,
+  the x0 + fresh-noise sampler, and a KV re-cache of recent frames on a prompt switch;
+* `longlive-2.0` (Wan2.2-TI2V-5B): chunks of 8 latent frames, chunk 0 as the global sink, a
+  32-frame cache, flow UniPC without noise inside the loop, shots (a prompt starting with
+  `shot_prefix` pins its chunk as the shot sink and moves the RoPE time axis by
+  `shot_rope_offset`) and no re-cache on a plain prompt change.
+
+The family is a label for the clients (which commands make sense); the behaviour comes from the
+`StreamConfig` fields, whose defaults are 1.0's.
 """
 
 from __future__ import annotations
@@ -146,6 +158,21 @@ class StreamConfig:
     num_train_timesteps: int = 1000
     global_sink: bool = True  # a re-cache keeps the first frames as the sink (LongLive's configs)
     max_latent_frames: int | None = None  # a user limit: the video ends here (None: never)
+    # --- how a block is sampled ---------------------------------------------------------------
+    # "flow_renoise" (1.0): x0 = x_t - sigma * v, re-noised with fresh noise at `denoising_steps`;
+    # "flow_unipc" (2.0): flow UniPC multistep (bh2, order 2, x0 prediction, corrector, lower
+    # order at the end) over `unipc_steps` steps with `shift`; only the initial noise is drawn.
+    sampler: str = "flow_renoise"
+    unipc_steps: int = 4
+    # --- prompt changes and shots -------------------------------------------------------------
+    # "recache" (1.0): a prompt switch re-encodes the recent frames' K/V under the new prompt;
+    # "context" (2.0): a new prompt only changes the cross-attention context of later blocks.
+    prompt_switch: str = "recache"
+    # A block whose prompt starts with this text begins a new shot (None: no shots, 1.0).
+    shot_prefix: str | None = None
+    shot_rope_offset: int = 0  # RoPE time offset added per shot (shot index x this), for q and k
+    shot_sink: bool = False  # pin a shot's first block in the cache after its clean pass
+    shot_clean_recache: bool = False  # a shot's clean pass first drops the window to the sink
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,7 @@ class PipelineConfig:
     """Everything needed to build a LongLive pipeline."""
 
     name: str
+    family: str = "longlive-1.0"  # one of FAMILIES: what the clients may ask of this model
     dit: DiTConfig = field(default_factory=DiTConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     t5: T5Config = field(default_factory=T5Config)
@@ -192,8 +220,33 @@ class PipelineConfig:
         """Decoded video frames of the block starting at latent frame `start_frame` (9 then 12)."""
         return block_video_frames(start_frame, self.stream.frames_per_block, self.vae.temporal_compression)
 
+    @property
+    def is_v2(self) -> bool:
+        """True for the LongLive 2.0 family (shots and scene cuts, no prompt re-cache)."""
+        return self.family == "longlive-2.0"
+
     def validate(self) -> None:
         s, d = self.stream, self.dit
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if s.sampler not in SAMPLERS:
+            raise ValueError(f"stream.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
+        if s.prompt_switch not in PROMPT_SWITCHES:
+            raise ValueError(
+                f"stream.prompt_switch must be one of {', '.join(PROMPT_SWITCHES)}, got {s.prompt_switch!r}"
+            )
+        if s.unipc_steps < 1:
+            raise ValueError(f"stream.unipc_steps must be at least 1, got {s.unipc_steps}")
+        if s.shot_prefix is not None and not s.shot_prefix:
+            raise ValueError("stream.shot_prefix must be a non-empty text or None")
+        if s.shot_rope_offset < 0:
+            raise ValueError(f"stream.shot_rope_offset must be >= 0, got {s.shot_rope_offset}")
+        if (s.shot_sink or s.shot_clean_recache) and s.shot_prefix is None:
+            raise ValueError("shot_sink and shot_clean_recache need a shot_prefix (shots)")
+        if s.shot_sink and (
+            s.sink_frames == 0 or s.cache_frames < s.sink_frames + 2 * s.frames_per_block
+        ):
+            raise ValueError("a shot sink needs a global sink and room for itself and one block")
         if s.cache_frames <= s.sink_frames + s.frames_per_block - 1:
             raise ValueError("cache_frames must leave room for the sink and one block")
         if s.sink_frames % s.frames_per_block or (s.cache_frames - s.sink_frames) % s.frames_per_block:
@@ -233,6 +286,7 @@ class PipelineConfig:
         data = dict(data)
         return cls(
             name=data.pop("name"),
+            family=data.pop("family", "longlive-1.0"),
             dit=build(DiTConfig, data.pop("dit", {})),
             vae=build(VAEConfig, data.pop("vae", {})),
             t5=build(T5Config, data.pop("t5", {})),
@@ -247,6 +301,40 @@ class PipelineConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+# A tiny Wan2.2-kind VAE (residual, patchify 2: 4 x 16 x 16, z 48) for the `tiny2` preset.
+TINY2_VAE = dataclasses.replace(WAN22_VAE, base_dim=8, decoder_base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
+
+#: The model families, samplers and prompt-switch behaviours a config may name.
+FAMILIES = ("longlive-1.0", "longlive-2.0")
+SAMPLERS = ("flow_renoise", "flow_unipc")
+PROMPT_SWITCHES = ("recache", "context")
+
+#: The text that starts the prompt of a new shot in LongLive 2.0 (`DEFAULT_SCENE_CUT_PREFIX` there).
+SHOT_PREFIX = "The scene transitions. "
+
+
+def longlive2_stream(**overrides: Any) -> StreamConfig:
+    """LongLive 2.0's stream settings (its `configs/inference.yaml`), with `overrides`."""
+    values: dict[str, Any] = {
+        "height": 704,
+        "width": 1280,
+        "fps": 24,
+        "frames_per_block": 8,  # num_frame_per_block
+        "sink_frames": 8,  # sink_size with multi_shot_sink: chunk 0, kept forever
+        "cache_frames": 32,  # local_attn_size: sink and current chunk included
+        "shift": 5.0,
+        "sampler": "flow_unipc",
+        "unipc_steps": 4,  # sampling_steps: timesteps [999, 937, 833, 624]
+        "prompt_switch": "context",
+        "shot_prefix": SHOT_PREFIX,
+        "shot_rope_offset": 8,  # multi_shot_rope_offset
+        "shot_sink": True,  # multi_shot_sink
+        "shot_clean_recache": False,
+    }
+    values.update(overrides)
+    return StreamConfig(**values)
+
+
 PRESETS: dict[str, PipelineConfig] = {
     # The published model: Wan2.1-T2V-1.3B + LongLive. Weights come from disk (see docs/weights.md).
     "longlive-1.3b": PipelineConfig(name="longlive-1.3b"),
@@ -257,6 +345,25 @@ PRESETS: dict[str, PipelineConfig] = {
         vae=VAEConfig(base_dim=8, dim_mult=(1, 2, 2, 2)),
         t5=T5Config(vocab_size=384, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=64),
         stream=StreamConfig(height=64, width=112),
+    ),
+    # LongLive 2.0: Wan2.2-TI2V-5B + LongLive (shots, scene cuts). Weights from disk (docs/weights.md).
+    "longlive2-5b": PipelineConfig(
+        name="longlive2-5b",
+        family="longlive-2.0",
+        dit=DiTConfig(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48),
+        vae=WAN22_VAE,
+        stream=longlive2_stream(),
+    ),
+    # Same 2.0 architecture and stream logic, small numbers; seeded random weights (tests and CI).
+    "tiny2": PipelineConfig(
+        name="tiny2",
+        family="longlive-2.0",
+        dit=DiTConfig(
+            dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=48, out_dim=48, text_dim=32, text_len=64, freq_dim=32
+        ),
+        vae=TINY2_VAE,
+        t5=T5Config(vocab_size=384, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=64),
+        stream=longlive2_stream(height=64, width=128),
     ),
 }
 

@@ -14,7 +14,11 @@ Parameter names are the native Wan names, so Wan / LongLive checkpoints load as 
     head.head.*, head.modulation [1, 2, dim]
 
 Every latent frame has its own timestep (t [B, F]); each token is modulated by its frame's.
-RoPE positions are absolute: the time position of a token is its latent frame index.
+RoPE positions are absolute: the time position of a token is its latent frame index (+ the
+cache's `rope_offset`, LongLive 2.0's per-shot offset, for the frames written while it is set).
+
+The same class is the Wan2.1-T2V-1.3B DiT of LongLive 1.0 and the Wan2.2-TI2V-5B DiT of
+LongLive 2.0: the block structure is the same; only the sizes (`DiTConfig`) differ.
 
 Four ways to run it:
   forward          no cache; bidirectional, or any frame-level mask
@@ -256,6 +260,8 @@ class CausalWanDiT(nn.Module):
         device = torch.empty(0).device
         device = torch.device("cpu") if device.type == "meta" else device
         self.register_buffer("rope_freqs", self._rope_table(device), persistent=False)
+        # The last RoPE grid built: a block's 4 denoising steps and its context pass share it.
+        self._rope_memo: tuple[tuple[int, int, int, int], Rope] | None = None
 
     @property
     def layers(self) -> list[WanBlock]:
@@ -270,6 +276,7 @@ class CausalWanDiT(nn.Module):
         super()._apply(fn, recurse)
         if self.rope_freqs.device.type != "meta":
             self.rope_freqs = self._rope_table(self.rope_freqs.device)
+        self._rope_memo = None
         return self
 
     # --- pieces shared by every path ------------------------------------------------------------
@@ -280,8 +287,13 @@ class CausalWanDiT(nn.Module):
                 f"latent frames {start_frame}..{start_frame + f - 1} exceed the "
                 f"{self.cfg.rope_max_positions} RoPE positions"
             )
+        key = (start_frame, f, h, w)
+        if self._rope_memo is not None and self._rope_memo[0] == key:
+            return self._rope_memo[1]
         ct = rope_pairs(self.cfg.head_dim)[0]
-        return self._grid_rope(self.rope_freqs[:, start_frame : start_frame + f, :ct], h, w)
+        rope = self._grid_rope(self.rope_freqs[:, start_frame : start_frame + f, :ct], h, w)
+        self._rope_memo = (key, rope)
+        return rope
 
     def rope_at(self, positions: torch.Tensor, h: int, w: int) -> Rope:
         """cos, sin [B, f*h*w, 1, head_dim/2] for per-sample frame positions [B, f] (int): frames
@@ -461,14 +473,15 @@ class CausalWanDiT(nn.Module):
             )
 
     def _place(self, cache: KVCache, start_frame: int, n: int) -> int:
-        """RoPE time position of `start_frame` for a block of n frames, re-basing the cache first if
-        the block would run past the RoPE table (see kv_cache.py: exact LongLive positions up to
-        the table's end, then the window moved back to its middle)."""
+        """RoPE time position of `start_frame` for a block of n frames (the shot offset
+        `cache.rope_offset` included), re-basing the cache first if the block would run past the
+        RoPE table (see kv_cache.py: exact LongLive positions up to the table's end, then the
+        window moved back to its middle)."""
         table = self.cfg.rope_max_positions
-        end = cache.position(start_frame) + n
+        end = cache.position(start_frame) + cache.rope_offset + n
         if end > table:
             cache.rebase(end - table // 2, self._rotate_keys)
-        return cache.position(start_frame)
+        return cache.position(start_frame) + cache.rope_offset
 
     def _rotate_keys(self, keys: torch.Tensor, shift: int) -> None:
         """Move cached keys [layers, B, S, H, D] `shift` positions back, one layer at a time."""

@@ -4,6 +4,22 @@ A `VideoGenerator` owns everything that lives for one video: the DiT's KV cache,
 streaming decoder state, the noise generator and the last clean latent frames (needed to re-cache
 after a prompt switch). The session layer calls `generate_block(prompt)` between commands; the
 generator itself never looks at a schedule.
+
+Both model families run through the same loop; the config's `StreamConfig` chooses:
+- the sampler: 1.0 re-noises the x0 prediction with fresh noise between its 4 steps; 2.0 runs
+  flow UniPC (a fresh `FlowUniPC` per chunk) from the chunk's initial noise, nothing drawn inside;
+- a prompt change: 1.0 re-caches the recent frames under the new prompt; 2.0 only changes the
+  cross-attention context of the blocks that follow;
+- shots (2.0): a prompt starting with `shot_prefix` (or `new_shot=True`) begins a new shot: the
+  shot index grows and the RoPE time offset becomes shot_index x `shot_rope_offset` for this and
+  later chunks (cached keys keep theirs); after the chunk's clean pass it is pinned as the shot
+  sink (`KVCache.pin`); with `shot_clean_recache` the window is dropped back to the global sink
+  before that clean pass;
+- scene cuts (2.0 vocabulary, `scene_cut=True`): memory purged, as a fresh run of the reference:
+  a new cache whose global sink is the cut's first chunk, shot index 0, chunk counter 0, and a
+  new clip for the decoder.
+Every block ends with one forward of its clean latents at t = 0 (the context pass) whose K/V
+are what the cache keeps: 1.0 and 2.0 alike make 4 denoising forwards + 1 clean forward.
 """
 
 from __future__ import annotations
@@ -16,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from .scheduler import denoising_sigmas
+from .scheduler import FlowUniPC, denoising_sigmas
 from .vae import to_uint8
 
 if TYPE_CHECKING:
@@ -62,8 +78,9 @@ class PromptEmbedding:
     """Precomputed text features standing in for a prompt string: the text encoder is bypassed.
 
     `features` [n, text_dim] or [1, n, text_dim] with n <= text_len; rows past n are zero-padded, as
-    the text encoder pads. Two embeddings are the same prompt only if they are the same object, so
-    handing a new object in is a prompt switch. `label` names it in `Block.prompt` and logs.
+    the text encoder pads. Two embeddings are the same prompt when their features are equal (same
+    shape and values, `same_as`): a new object holding the same tensor is no prompt switch.
+    `label` names it in `Block.prompt` and logs.
     """
 
     features: torch.Tensor
@@ -71,6 +88,17 @@ class PromptEmbedding:
 
     def __str__(self) -> str:
         return self.label
+
+    def same_as(self, other: PromptEmbedding) -> bool:
+        """Equal features (the label is only a name)."""
+        a, b = self.features, other.features
+        if a is b:
+            return True
+        if a.ndim == 3:
+            a = a[0]
+        if b.ndim == 3:
+            b = b[0]
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b.to(a.device)))
 
 
 Prompt = str | PromptEmbedding
@@ -85,7 +113,12 @@ class Block:
     prompt: Prompt  # the prompt in force for this block
     switched: bool = False  # True when this block is the first one under a new prompt
     previous_prompt: Prompt | None = None
-    latents: torch.Tensor | None = None  # the clean x0 [1, C, 3, h, w] the cache and the decoder got
+    latents: torch.Tensor | None = None  # the clean x0 [1, C, n, h, w] the cache and the decoder got
+    # LongLive 2.0: the shot and scene this block belongs to, and whether it begins them.
+    shot: int = 0  # shot index inside the scene (0 for the scene's first shot)
+    scene: int = 0  # scene index of the video (scene cuts so far)
+    new_shot: bool = False
+    scene_cut: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -97,17 +130,21 @@ class VideoGenerator:
 
     `seed` seeds the noise (`reset(seed)` reseeds it); `noise` replaces the seeded noise with your
     own source (a callable given the shape, or a `torch.Generator`), e.g. to feed the very draws
-    another implementation used.
+    another implementation used. `decode=False` makes latents only (`Block.frames` is empty and
+    the VAE is never run): a research hook, and the way to time the DiT alone.
     """
 
-    def __init__(self, pipe: Models, seed: int = 0, noise: NoiseSource | None = None) -> None:
+    def __init__(
+        self, pipe: Models, seed: int = 0, noise: NoiseSource | None = None, decode: bool = True
+    ) -> None:
         self.pipe = pipe
         cfg = pipe.config
         self._stream = cfg.stream
         self._shape = (1, cfg.dit.in_dim, cfg.stream.frames_per_block, cfg.latent_height, cfg.latent_width)
         self._sigmas = denoising_sigmas(cfg.stream)
         self._cache = pipe.dit.new_cache(1, cfg.tokens_per_frame, cfg.stream, pipe.device, pipe.dtype)
-        self._decoder = pipe.vae.stream_decoder()
+        self.decode = decode
+        self._decoder = pipe.vae.stream_decoder() if decode else None
         # Clean latents of the newest blocks, enough to re-cache `cache_frames` frames on a switch.
         self._recent: deque[torch.Tensor] = deque(
             maxlen=cfg.stream.cache_frames // cfg.stream.frames_per_block
@@ -132,12 +169,16 @@ class VideoGenerator:
         if self._seeded:
             self._noise.manual_seed(self.seed)
         self._cache.reset()
-        self._decoder.reset()
+        if self._decoder is not None:
+            self._decoder.reset()
         self._recent.clear()
         self.prompt: Prompt | None = None
-        self.current_start_frame = 0
+        self.current_start_frame = 0  # latent frame of the next block inside the current scene
         self.finished: str | None = None
         self.recache_count = 0
+        self.shot_index = 0  # shots begun in the current scene
+        self.scene_index = 0  # scene cuts so far
+        self.frames_generated = 0  # latent frames of the whole video, every scene
 
     @property
     def cache(self) -> KVCache:
@@ -158,7 +199,7 @@ class VideoGenerator:
         """Text features [1, text_len, text_dim] of a prompt (cached per text) or an embedding."""
         if isinstance(prompt, str):
             return self.pipe.text_encoder.encode(prompt)
-        if self._embedded is not None and self._embedded[0] is prompt:
+        if self._embedded is not None and self._embedded[0].same_as(prompt):
             return self._embedded[1]
         dit = self.pipe.config.dit
         feats = prompt.features
@@ -179,42 +220,136 @@ class VideoGenerator:
         self._embedded = (prompt, padded)  # padded once per embedding, not once per block
         return padded
 
+    def is_shot_prompt(self, prompt: Prompt) -> bool:
+        """True when `prompt` begins a new shot by its text (2.0's prefix; never on a scene's first
+        block, and never for a family without shots)."""
+        prefix = self._stream.shot_prefix
+        return (
+            prefix is not None
+            and isinstance(prompt, str)
+            and prompt.startswith(prefix)
+            and self.current_start_frame > 0
+        )
+
     @torch.inference_mode()
-    def generate_block(self, prompt: Prompt) -> Block:
-        """Generate, cache and decode the next block under `prompt` (a text or a PromptEmbedding)."""
+    def generate_block(
+        self,
+        prompt: Prompt,
+        *,
+        new_shot: bool | None = None,
+        scene_cut: bool = False,
+        decode: bool | None = None,
+    ) -> Block:
+        """Generate, cache and decode the next block under `prompt` (a text or a PromptEmbedding).
+
+        `new_shot`: None reads it from the prompt's prefix (2.0); True / False force it.
+        `scene_cut` (2.0): purge the memory first; this block starts a new scene.
+        `decode=False` skips the VAE for this block (`Block.frames` is then empty).
+        """
         if self.finished is not None:
             raise FrameLimitReached(self.finished)
-        s, n = self.current_start_frame, self._stream.frames_per_block
+        stream = self._stream
+        if (scene_cut or new_shot) and stream.shot_prefix is None:
+            raise ValueError(
+                f"{self.pipe.config.name} ({self.pipe.config.family}) has no shots or scene cuts: "
+                "a prompt change is its only control"
+            )
+        if decode is None:
+            decode = self.decode
+        if decode and self._decoder is None:
+            raise ValueError("this generator was made with decode=False: it has no decoder")
+        cut = scene_cut and self.frames_generated > 0
+        if cut:
+            self._cut()
+        s, n = self.current_start_frame, stream.frames_per_block
         dit = self.pipe.dit
         context = self.encode_prompt(prompt)  # [1, L, text_dim]
+
+        shot = self.is_shot_prompt(prompt) if new_shot is None else (new_shot and s > 0)
+        if shot:
+            self.shot_index += 1
+            self._cache.rope_offset = self.shot_index * stream.shot_rope_offset
 
         previous = self.prompt
         switched = previous is not None and not _same_prompt(prompt, previous)
         if switched:
-            self._recache(context)
+            if stream.prompt_switch == "recache":
+                self._recache(context)
+            else:  # "context": only the cross-attention context changes (LongLive 2.0)
+                self._cache.clear_text()
 
-        # Few-step flow matching: x0 = x_t - sigma * v, re-noised to the next level with fresh noise.
         x = self._randn()  # [1, C, n, h, w]
-        x0 = x
-        for i, sigma in enumerate(self._sigmas):
-            t = torch.full((1, n), sigma * self._stream.num_train_timesteps, device=x.device)
-            v = dit.forward_cached(x, t, context, self._cache, s)
-            x0 = x - sigma * v
-            if i + 1 < len(self._sigmas):
-                nxt = self._sigmas[i + 1]
-                x = (1.0 - nxt) * x0 + nxt * self._randn()
+        if stream.sampler == "flow_unipc":
+            x0 = self._sample_unipc(x, context, s)
+        else:
+            x0 = self._sample_renoise(x, context, s)
+        if shot and stream.shot_clean_recache:
+            self._cache.drop_window()  # the clean pass then sees the global sink and itself only
         dit.context_pass(x0, context, self._cache, s)  # the clean block's K/V are what the cache keeps
+        if shot and stream.shot_sink:
+            self._cache.pin(s, n)
 
-        video = self._decoder.decode(x0)  # [1, 3, T, H, W] in [-1, 1]
-        frames = to_uint8(video)
+        if decode:
+            assert self._decoder is not None
+            frames = to_uint8(self._decoder.decode(x0))  # [1, 3, T, H, W] in [-1, 1] -> uint8
+        else:
+            cfg = self.pipe.config
+            frames = np.zeros((0, cfg.height, cfg.width, 3), dtype=np.uint8)
 
         self._recent.append(x0)
         self.prompt = prompt
         self.current_start_frame = s + n
-        limit = self._stream.max_latent_frames
-        if limit is not None and self.current_start_frame + n > limit:
+        self.frames_generated += n
+        limit = stream.max_latent_frames
+        if limit is not None and self.frames_generated + n > limit:
             self.finished = "max_frames"
-        return Block(s, frames, prompt, switched, previous if switched else None, latents=x0)
+        return Block(
+            s,
+            frames,
+            prompt,
+            switched,
+            previous if switched else None,
+            latents=x0,
+            shot=self.shot_index,
+            scene=self.scene_index,
+            new_shot=shot,
+            scene_cut=cut,
+        )
+
+    def _sample_renoise(self, x: torch.Tensor, context: torch.Tensor, s: int) -> torch.Tensor:
+        """LongLive 1.0: x0 = x_t - sigma * v, re-noised to the next level with fresh noise."""
+        n = self._stream.frames_per_block
+        x0 = x
+        for i, sigma in enumerate(self._sigmas):
+            t = torch.full((1, n), sigma * self._stream.num_train_timesteps, device=x.device)
+            v = self.pipe.dit.forward_cached(x, t, context, self._cache, s)
+            x0 = x - sigma * v
+            if i + 1 < len(self._sigmas):
+                nxt = self._sigmas[i + 1]
+                x = (1.0 - nxt) * x0 + nxt * self._randn()
+        return x0
+
+    def _sample_unipc(self, x: torch.Tensor, context: torch.Tensor, s: int) -> torch.Tensor:
+        """LongLive 2.0: flow UniPC from the initial noise (a new solver per chunk, no noise inside)."""
+        stream = self._stream
+        solver = FlowUniPC(stream.unipc_steps, stream.shift, stream.num_train_timesteps)
+        n = stream.frames_per_block
+        for timestep in solver.timesteps:
+            t = torch.full((1, n), float(timestep), device=x.device)
+            v = self.pipe.dit.forward_cached(x, t, context, self._cache, s)
+            x = solver.step(v, x)
+        return x
+
+    def _cut(self) -> None:
+        """A scene cut: the memory is purged as for a fresh run (the video and its noise go on)."""
+        self._cache.reset()
+        if self._decoder is not None:
+            self._decoder.reset()
+        self._recent.clear()
+        self.prompt = None
+        self.current_start_frame = 0
+        self.shot_index = 0
+        self.scene_index += 1
 
     def _recache(self, context: torch.Tensor) -> None:
         """Rewrite the self-attention K/V of the recent clean frames under the new prompt."""
@@ -230,4 +365,6 @@ class VideoGenerator:
 def _same_prompt(a: Prompt, b: Prompt) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a == b
-    return a is b
+    if isinstance(a, PromptEmbedding) and isinstance(b, PromptEmbedding):
+        return a.same_as(b)
+    return False

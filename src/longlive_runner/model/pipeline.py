@@ -7,6 +7,7 @@ weights (`tiny`), initialise them from a fixed seed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from .tokenizer import TextTokenizer, build_tiny_tokenizer
 from .vae import WanVAE
 
 log = logging.getLogger(__name__)
+
+#: Presets of published models: they load from weight files only (never random weights).
+WEIGHTS_REQUIRED = ("longlive-1.3b", "longlive2-5b")
 
 DOWNLOAD_HINT = "get the weights with `longlive-runner download --to DIR` (see docs/weights.md)"
 
@@ -51,10 +55,12 @@ class Pipeline:
         self.device = device
         self.dtype = dtype
 
-    def generator(self, seed: int = 0, noise: NoiseSource | None = None) -> VideoGenerator:
+    def generator(
+        self, seed: int = 0, noise: NoiseSource | None = None, decode: bool = True
+    ) -> VideoGenerator:
         """A fresh video: its own KV cache, decoder state and noise stream (`seed` seeds the noise;
-        `noise` replaces it, see `VideoGenerator`)."""
-        return VideoGenerator(self, seed=seed, noise=noise)
+        `noise` replaces it; `decode=False` makes latents only, see `VideoGenerator`)."""
+        return VideoGenerator(self, seed=seed, noise=noise, decode=decode)
 
     def stream(
         self,
@@ -161,9 +167,9 @@ def load_pipeline(
         raise ValueError(
             f"{model!r} is neither a model name nor a folder; models: {', '.join(model_names())}"
         ) from None
-    if config.name == "longlive-1.3b":
+    if config.name in WEIGHTS_REQUIRED:
         raise ckpt.CheckpointError(
-            "the longlive-1.3b preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
+            f"the {config.name} preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
             f"folder; {DOWNLOAD_HINT}"
         )
     return random_pipeline(config, device, dtype, init_seed)
@@ -179,6 +185,8 @@ def _assemble(
     dtype,
 ) -> Pipeline:
     config.validate()
+    if config.vae.patch_size != 1 or config.vae.is_residual:
+        raise ValueError(f"{config.name}: the Wan2.2 VAE (patch_size 2, residual) is not part of this build yet")
     for m in (dit, vae, t5):
         m.to(device)  # derived buffers (RoPE tables, latent statistics) follow the weights
     return Pipeline(config, dit, vae, TextEncoder(tokenizer, t5.eval()), device, dtype)
@@ -228,7 +236,7 @@ class WanLayout:
 def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None) -> WanLayout:
     """Read the Wan (+ LongLive) folders. Every LoRA error names the key and lora.pt."""
     dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit)
-    config = PipelineConfig(name=base.name, dit=dit_cfg, vae=base.vae, t5=base.t5, stream=base.stream)
+    config = dataclasses.replace(base, dit=dit_cfg)
     lora: list[LoraUpdate] = []
     if longlive_dir is not None:
         # overwrites every DiT weight: Wan's DiT file is not read
