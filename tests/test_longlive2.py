@@ -339,21 +339,12 @@ def test_unipc_steps_match_diffusers(steps):
         ours.step(x, x)
 
 
-# --- the block loop on tiny2 (latents only until the Wan2.2 VAE is built) -------------------------
+# --- the block loop on tiny2 ---------------------------------------------------------------------
 def latents_pipe(config: PipelineConfig | None = None):
-    """tiny2's DiT and text encoder with seeded random weights. Its VAE stays on the meta device
-    (no storage): these generators run with decode=False and never touch it."""
-    from longlive_runner.model.pipeline import Pipeline, build_modules, materialize
-    from longlive_runner.model.text_encoder import TextEncoder
-    from longlive_runner.model.tokenizer import TextTokenizer, build_tiny_tokenizer
+    """A 2.0 config with seeded random weights (tiny2 unless given)."""
+    from longlive_runner.model.pipeline import random_pipeline
 
-    config = config or get_preset("tiny2")
-    config.validate()
-    dit, vae, t5 = build_modules(config)
-    materialize(dit, torch.device("cpu"), torch.float32, 0)
-    materialize(t5, torch.device("cpu"), torch.float32, 2)
-    text = TextEncoder(TextTokenizer(build_tiny_tokenizer(), config.t5.text_len), t5.eval())
-    return Pipeline(config, dit, vae, text, torch.device("cpu"), torch.float32)
+    return random_pipeline(config or get_preset("tiny2"), "cpu", torch.float32, init_seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -429,6 +420,35 @@ def test_a_prefixed_prompt_begins_a_shot(pipe2):
     # the prefix on the very first chunk begins no shot (there is nothing before it)
     _, first = run(pipe2, [SHOT_PREFIX + "a dog"])
     assert not first[0].new_shot and first[0].shot == 0
+
+
+def test_a_shot_prompt_in_force_for_several_chunks_is_one_shot(pipe2):
+    _, a = run(pipe2, ["a cat", "a cat", SHOT_PREFIX + "a dog", SHOT_PREFIX + "a dog", SHOT_PREFIX + "a dog"])
+    _, b = run(pipe2, ["a cat", "a cat", SHOT_PREFIX + "a dog", "a dog", "a dog"])
+    assert [x.new_shot for x in a] == [x.new_shot for x in b] == [False, False, True, False, False]
+    assert [x.shot for x in a] == [0, 0, 1, 1, 1]
+    # the shot's later chunks are conditioned on the prompt without the prefix
+    assert all(torch.equal(x.latents, y.latents) for x, y in zip(a, b))
+
+
+def test_end_to_end_video_on_tiny2():
+    from longlive_runner import load_pipeline
+
+    pipe = load_pipeline("tiny2")
+    blocks = list(pipe.stream({0: "a red circle", 16: SHOT_PREFIX + "a blue square"}, 24, seed=1))
+    assert [(b.start_frame, b.num_frames, b.new_shot) for b in blocks] == [
+        (0, 29, False),
+        (8, 32, False),
+        (16, 32, True),
+    ]
+    assert blocks[2].frames.shape == (32, 64, 128, 3) and blocks[2].frames.dtype == np.uint8
+    assert blocks[2].frames.std() > 1.0
+    # decoding streams chunk by chunk: the frames equal the whole-clip decode of the latents
+    latents = torch.cat([b.latents for b in blocks], dim=2)
+    whole = pipe.vae.decode(latents)
+    from longlive_runner.model.vae import to_uint8
+
+    assert np.array_equal(np.concatenate([b.frames for b in blocks]), to_uint8(whole))
 
 
 def test_a_plain_prompt_change_only_changes_the_cross_attention(pipe2):
@@ -526,3 +546,98 @@ def test_generation_continues_flat_past_many_shots_and_the_rope_table():
     assert gen.shot_index == 9 and gen.cache.rope_offset == 72 and gen.cache.position_offset > 0
     assert (gen.cache.k.data_ptr(), gen.cache.v.data_ptr(), gen.cache.nbytes()) == (k_ptr, v_ptr, nbytes)
     assert held(gen.cache) == frames_of(0, 27, 28, 29)
+
+
+# --- weights: the merged generator file and an unmerged LoRA -------------------------------------
+def write_wan22_layout(root, pipe, generator: dict, lora_file: dict | None = None):
+    """tiny2's weights laid out as Wan2.2-TI2V-5B/ + LongLive-2.0-5B/ are downloaded."""
+    import json
+
+    from longlive_runner.model.tokenizer import build_tiny_tokenizer
+
+    wan, ll = root / "Wan2.2-TI2V-5B", root / "LongLive-2.0-5B"
+    (wan / "google" / "umt5-xxl").mkdir(parents=True)
+    ll.mkdir()
+    d = pipe.config.dit
+    (wan / "config.json").write_text(json.dumps({
+        "_class_name": "WanModel", "model_type": "ti2v", "dim": d.dim, "ffn_dim": d.ffn_dim,
+        "num_heads": d.num_heads, "num_layers": d.num_layers, "in_dim": d.in_dim, "out_dim": d.out_dim,
+        "text_len": d.text_len, "freq_dim": d.freq_dim, "eps": d.eps,
+    }))  # fmt: skip
+    torch.save(pipe.vae.state_dict(), wan / "Wan2.2_VAE.pth")
+    torch.save(pipe.text_encoder.model.state_dict(), wan / "models_t5_umt5-xxl-enc-bf16.pth")
+    (wan / "google" / "umt5-xxl" / "tokenizer.json").write_text(build_tiny_tokenizer().to_str())
+    torch.save(generator, ll / "model_bf16.pt")
+    if lora_file is not None:
+        torch.save(lora_file, ll / "lora.pt")
+    return wan, ll
+
+
+def peft_lora(dit_state: dict[str, torch.Tensor], layers: int, rank: int = 128) -> dict[str, torch.Tensor]:
+    """A rank-128 PEFT LoRA on every Linear of every block (alpha 128: scale 1), as LongLive 2.0 trains it."""
+    g = torch.Generator().manual_seed(7)
+    modules = [f"{a}.{b}" for a in ("self_attn", "cross_attn") for b in "qkvo"] + ["ffn.0", "ffn.2"]
+    lora = {}
+    for n in range(layers):
+        for mod in modules:
+            out_f, in_f = dit_state[f"blocks.{n}.{mod}.weight"].shape
+            lora[f"base_model.model.blocks.{n}.{mod}.lora_A.weight"] = (
+                torch.randn(rank, in_f, generator=g) * 0.02
+            )
+            lora[f"base_model.model.blocks.{n}.{mod}.lora_B.weight"] = (
+                torch.randn(out_f, rank, generator=g) * 0.02
+            )
+    return lora
+
+
+def test_merged_and_unmerged_generators_load_into_the_same_dit(tmp_path):
+    from longlive_runner import load_pipeline
+    from longlive_runner.model.checkpoints import CheckpointError, wan_model_type
+
+    pipe = latents_pipe()
+    base = {k: v.clone() for k, v in pipe.dit.state_dict().items()}
+    lora = peft_lora(base, pipe.config.dit.num_layers)
+    assert len(lora) == 2 * 10 * pipe.config.dit.num_layers
+    merged = dict(base)
+    for key, a in lora.items():
+        if ".lora_A." in key:
+            target = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            merged[target] = base[target] + lora[key.replace("lora_A", "lora_B")] @ a
+    as_file = lambda state: {f"model.{k}": v for k, v in state.items()}  # noqa: E731
+
+    # the release file: LoRA merged, marked so
+    wan, ll = write_wan22_layout(
+        tmp_path / "merged",
+        pipe,
+        {"generator": as_file(merged), "merged_lora": True, "checkpoint_format": "x"},
+    )
+    a = load_pipeline("tiny2", wan_dir=wan, longlive_dir=ll)
+    assert a.config.family == "longlive-2.0" and a.config.name == "tiny2"
+    assert wan_model_type(wan / "config.json") == "ti2v"  # with no model named, it picks longlive2-5b
+    for k, v in merged.items():
+        assert torch.equal(a.dit.state_dict()[k], v), k
+    # the base generator with its LoRA unmerged, in lora.pt: merged once at load
+    wan, ll = write_wan22_layout(
+        tmp_path / "unmerged", pipe, {"generator": as_file(base)}, {"generator_lora": lora}
+    )
+    b = load_pipeline("tiny2", wan_dir=wan, longlive_dir=ll)
+    for k, v in merged.items():
+        assert torch.allclose(b.dit.state_dict()[k], v, atol=1e-6), k
+    # ... or inside the generator file itself
+    wan, ll = write_wan22_layout(
+        tmp_path / "inside", pipe, {"generator": as_file(base), "generator_lora": lora, "merged_lora": False}
+    )
+    c = load_pipeline("tiny2", wan_dir=wan, longlive_dir=ll)
+    assert all(torch.allclose(c.dit.state_dict()[k], v, atol=1e-6) for k, v in merged.items())
+    # the three give the same chunk
+    outs = [p.generator(decode=False).generate_block("a cat").latents for p in (a, b, c)]
+    assert (outs[0] - outs[1]).abs().max() < 1e-4 and (outs[0] - outs[2]).abs().max() < 1e-4
+    # an unmerged generator without any LoRA is refused, naming what is missing
+    wan, ll = write_wan22_layout(tmp_path / "nolora", pipe, {"generator": as_file(base)})
+    with pytest.raises(CheckpointError, match="lora.pt"):
+        load_pipeline("tiny2", wan_dir=wan, longlive_dir=ll)
+    # a 2.0 folder asked for as a 1.0 model says which preset it is for
+    with pytest.raises(CheckpointError, match="longlive2-5b"):
+        load_pipeline("tiny", wan_dir=wan, longlive_dir=ll)
+    with pytest.raises(CheckpointError, match="longlive_dir"):
+        load_pipeline("tiny2", wan_dir=wan)

@@ -6,6 +6,10 @@ Three layouts are understood (see docs/weights.md):
   `Wan2.1_VAE.pth`, `models_t5_umt5-xxl-enc-bf16.pth`, `google/umt5-xxl/tokenizer.json`;
 * a **LongLive folder**: `models/longlive_base.pt` (`{"generator": {"model.<wan name>": ...}}`) and
   `models/lora.pt` (`{"generator_lora": {PEFT names}}`), merged into the DiT once at load;
+* a **LongLive 2.0 folder** (`LongLive-2.0-5B/`, next to a `Wan2.2-TI2V-5B/` Wan folder whose VAE
+  is `Wan2.2_VAE.pth`): `model_bf16.pt` (`{"generator": {"model.<wan name>": ...}, "merged_lora":
+  true}`); a generator saved without its LoRA merged (`merged_lora` false or absent) takes it from
+  its own `generator_lora` entry or from `lora.pt` next to it (PEFT names, rank = alpha = 128);
 * our **converted folder**: `config.json` (a `PipelineConfig`), `dit.safetensors`,
   `vae.safetensors`, `t5.safetensors`, `tokenizer.json`, memory-mapped at load.
 
@@ -19,6 +23,7 @@ import json
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,8 +32,11 @@ from torch import nn
 
 from .config import DiTConfig, PipelineConfig
 from .layouts import (  # noqa: F401  (re-exported: the layouts' file names)
+    LONGLIVE2_GENERATOR_FILE,
+    LONGLIVE2_LORA_FILE,
     LONGLIVE_BASE_FILE,
     LONGLIVE_LORA_FILE,
+    WAN22_VAE_FILE,
     WAN_CONFIG_FILE,
     WAN_DIT_FILE,
     WAN_T5_FILE,
@@ -162,18 +170,34 @@ def load_weights(
 
 
 # --- layouts ----------------------------------------------------------------------------------
-def dit_config_from_wan(path: Path, base: DiTConfig) -> DiTConfig:
-    """The DiT fields of a Wan `config.json`, on top of `base` for what it does not state."""
-    path = require_file(path)
+def wan_model_type(path: Path) -> str:
+    """The `model_type` of a Wan `config.json` ("t2v" for Wan2.1-T2V, "ti2v" for Wan2.2-TI2V)."""
+    return str(_read_json(require_file(path)).get("model_type", "t2v"))
+
+
+def _read_json(path: Path) -> dict[str, object]:
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON: {exc}", path=path) from exc
-    if raw.get("model_type", "t2v") != "t2v":
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object", path=path)
+    return raw
+
+
+def dit_config_from_wan(path: Path, base: DiTConfig, model_type: str = "t2v") -> DiTConfig:
+    """The DiT fields of a Wan `config.json`, on top of `base` for what it does not state;
+    `model_type` is the kind the preset expects ("t2v" for 1.0, "ti2v" for 2.0)."""
+    path = require_file(path)
+    raw: dict[str, Any] = dict(_read_json(path))
+    if raw.get("model_type", "t2v") != model_type:
+        hint = {"t2v": "longlive-1.3b", "ti2v": "longlive2-5b"}.get(str(raw.get("model_type")))
         raise CheckpointError(
-            f"{path}: model_type {raw['model_type']!r} is not a text-to-video Wan model", path=path
+            f"{path}: model_type {raw['model_type']!r} is not the {model_type!r} Wan model this preset "
+            "is built on" + (f" (that folder is for --model {hint})" if hint else ""),
+            path=path,
         )
-    fields = {
+    fields: dict[str, Any] = {
         k: raw[k]
         for k in (
             "dim",
@@ -198,6 +222,24 @@ def wan_dit_state(wan_dir: Path) -> StateDict:
 def longlive_dit_state(longlive_dir: Path) -> StateDict:
     path = require_file(longlive_dir / LONGLIVE_BASE_FILE, "the LongLive base generator")
     return strip_prefix(as_state_dict(read_pickle(path), path, "generator"), "model.", path)
+
+
+def longlive2_generator(longlive_dir: Path) -> tuple[StateDict, Path, StateDict | None, Path | None]:
+    """LongLive 2.0's generator: (DiT state, its file, the LoRA state or None when merged, its file)."""
+    path = require_file(longlive_dir / LONGLIVE2_GENERATOR_FILE, "the LongLive 2.0 generator")
+    obj = read_pickle(path)
+    dit = strip_prefix(as_state_dict(obj, path, "generator"), "model.", path)
+    if isinstance(obj, Mapping) and obj.get("merged_lora") is True:
+        return dit, path, None, None
+    if isinstance(obj, Mapping) and "generator_lora" in obj:
+        return dit, path, as_state_dict(obj, path, "generator_lora"), path
+    lora_path = require_file(
+        longlive_dir / LONGLIVE2_LORA_FILE,
+        f"{path.name} is not marked merged_lora, so its LoRA is needed (a generator_lora entry or this file)",
+    )
+    lora_obj = read_pickle(lora_path)
+    entry = "generator_lora" if isinstance(lora_obj, Mapping) and "generator_lora" in lora_obj else None
+    return dit, path, as_state_dict(lora_obj, lora_path, entry), lora_path
 
 
 def longlive_lora_state(longlive_dir: Path) -> StateDict:

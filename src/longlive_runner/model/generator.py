@@ -10,8 +10,9 @@ Both model families run through the same loop; the config's `StreamConfig` choos
   flow UniPC (a fresh `FlowUniPC` per chunk) from the chunk's initial noise, nothing drawn inside;
 - a prompt change: 1.0 re-caches the recent frames under the new prompt; 2.0 only changes the
   cross-attention context of the blocks that follow;
-- shots (2.0): a prompt starting with `shot_prefix` (or `new_shot=True`) begins a new shot: the
-  shot index grows and the RoPE time offset becomes shot_index x `shot_rope_offset` for this and
+- shots (2.0): a prompt starting with `shot_prefix` (or `new_shot=True`) begins a new shot where
+  it first comes in (the same prompt again continues the shot and is encoded without the
+  prefix, as the reference's per-chunk prompt lists have it): the shot index grows and the RoPE time offset becomes shot_index x `shot_rope_offset` for this and
   later chunks (cached keys keep theirs); after the chunk's clean pass it is pinned as the shot
   sink (`KVCache.pin`); with `shot_clean_recache` the window is dropped back to the global sink
   before that clean pass;
@@ -173,6 +174,7 @@ class VideoGenerator:
             self._decoder.reset()
         self._recent.clear()
         self.prompt: Prompt | None = None
+        self._encoded: Prompt | None = None  # the prompt the text K/V were made from
         self.current_start_frame = 0  # latent frame of the next block inside the current scene
         self.finished: str | None = None
         self.recache_count = 0
@@ -263,20 +265,29 @@ class VideoGenerator:
             self._cut()
         s, n = self.current_start_frame, stream.frames_per_block
         dit = self.pipe.dit
-        context = self.encode_prompt(prompt)  # [1, L, text_dim]
-
-        shot = self.is_shot_prompt(prompt) if new_shot is None else (new_shot and s > 0)
+        previous = self.prompt
+        switched = previous is not None and not _same_prompt(prompt, previous)
+        # A prefixed prompt begins a shot where it first comes in; the same prompt again
+        # continues the shot, conditioned (as in the reference's prompt lists) without the prefix.
+        if new_shot is None:
+            shot = self.is_shot_prompt(prompt) and (previous is None or switched)
+        else:
+            shot = new_shot and s > 0
+        encoded = prompt
+        if isinstance(prompt, str) and not shot and not switched and self.is_shot_prompt(prompt):
+            encoded = prompt[len(stream.shot_prefix or "") :]
+        context = self.encode_prompt(encoded)  # [1, L, text_dim]
         if shot:
             self.shot_index += 1
             self._cache.rope_offset = self.shot_index * stream.shot_rope_offset
 
-        previous = self.prompt
-        switched = previous is not None and not _same_prompt(prompt, previous)
-        if switched:
-            if stream.prompt_switch == "recache":
-                self._recache(context)
-            else:  # "context": only the cross-attention context changes (LongLive 2.0)
-                self._cache.clear_text()
+        if switched and stream.prompt_switch == "recache":
+            self._recache(context)
+        elif stream.prompt_switch == "context" and (
+            self._encoded is None or not _same_prompt(encoded, self._encoded)
+        ):
+            self._cache.clear_text()  # only the cross-attention context changes (LongLive 2.0)
+        self._encoded = encoded
 
         x = self._randn()  # [1, C, n, h, w]
         if stream.sampler == "flow_unipc":
@@ -347,6 +358,7 @@ class VideoGenerator:
             self._decoder.reset()
         self._recent.clear()
         self.prompt = None
+        self._encoded = None
         self.current_start_frame = 0
         self.shot_index = 0
         self.scene_index += 1

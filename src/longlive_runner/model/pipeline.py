@@ -27,6 +27,7 @@ from .t5 import UMT5Encoder
 from .text_encoder import TextEncoder
 from .tokenizer import TextTokenizer, build_tiny_tokenizer
 from .vae import WanVAE
+from .vae2 import build_vae
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def build_modules(config: PipelineConfig) -> tuple[CausalWanDiT, WanVAE, UMT5Encoder]:
     """The three models with no storage (meta device), ready to be filled."""
     with torch.device("meta"):
-        return CausalWanDiT(config.dit), WanVAE(config.vae), UMT5Encoder(config.t5)
+        return CausalWanDiT(config.dit), build_vae(config.vae), UMT5Encoder(config.t5)
 
 
 def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> None:
@@ -145,14 +146,20 @@ def load_pipeline(
       `init_seed` seeds the WEIGHTS only, never the video's noise: that is `stream(seed=...)`);
     - `load_pipeline("path/to/converted")`: our converted folder (`longlive-runner convert`);
     - `load_pipeline(wan_dir=..., longlive_dir=...)`: the Wan + LongLive folders as downloaded
-      (`model` may then name the preset whose architecture they hold; default `longlive-1.3b`).
+      (`model` may then name the preset whose architecture they hold; default `longlive-1.3b`, or
+      `longlive2-5b` when the Wan folder's config.json says "ti2v": Wan2.2-TI2V-5B + LongLive 2.0).
     """
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
     if wan_dir is not None or longlive_dir is not None:
         if wan_dir is None:
             raise ValueError("wan_dir is required with longlive_dir (the VAE and text encoder come from it)")
-        base = get_preset(str(model)) if model is not None else get_preset("longlive-1.3b")
+        if model is not None:
+            base = get_preset(str(model))
+        elif ckpt.wan_model_type(Path(wan_dir) / ckpt.WAN_CONFIG_FILE) == "ti2v":
+            base = get_preset("longlive2-5b")  # a Wan2.2-TI2V folder: LongLive 2.0
+        else:
+            base = get_preset("longlive-1.3b")
         return _load_wan_layout(
             base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
         )
@@ -185,8 +192,6 @@ def _assemble(
     dtype,
 ) -> Pipeline:
     config.validate()
-    if config.vae.patch_size != 1 or config.vae.is_residual:
-        raise ValueError(f"{config.name}: the Wan2.2 VAE (patch_size 2, residual) is not part of this build yet")
     for m in (dit, vae, t5):
         m.to(device)  # derived buffers (RoPE tables, latent statistics) follow the weights
     return Pipeline(config, dit, vae, TextEncoder(tokenizer, t5.eval()), device, dtype)
@@ -235,10 +240,24 @@ class WanLayout:
 
 def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None) -> WanLayout:
     """Read the Wan (+ LongLive) folders. Every LoRA error names the key and lora.pt."""
-    dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit)
+    model_type = "ti2v" if base.is_v2 else "t2v"
+    dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit, model_type)
     config = dataclasses.replace(base, dit=dit_cfg)
     lora: list[LoraUpdate] = []
-    if longlive_dir is not None:
+    vae_path = wan_dir / (ckpt.WAN22_VAE_FILE if base.is_v2 else ckpt.WAN_VAE_FILE)
+    if base.is_v2:
+        if longlive_dir is None:
+            raise ckpt.CheckpointError(
+                f"{base.name} needs the LongLive 2.0 generator: pass longlive_dir= (the folder with "
+                f"{ckpt.LONGLIVE2_GENERATOR_FILE}); {DOWNLOAD_HINT}"
+            )
+        dit_state, dit_path, lora_state, lora_file = ckpt.longlive2_generator(longlive_dir)
+        if lora_state is not None:
+            try:
+                lora = lora_updates(dit_state, lora_state)
+            except (KeyError, ValueError) as exc:
+                raise ckpt.CheckpointError(f"{lora_file}: {exc}", path=lora_file) from exc
+    elif longlive_dir is not None:
         # overwrites every DiT weight: Wan's DiT file is not read
         dit_state = ckpt.longlive_dit_state(longlive_dir)
         dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
@@ -253,10 +272,10 @@ def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | No
         dit_state = ckpt.wan_dit_state(wan_dir)
     states = {
         "dit": dit_state,
-        "vae": ckpt.read_state_dict(wan_dir / ckpt.WAN_VAE_FILE),
+        "vae": ckpt.read_state_dict(vae_path),
         "t5": ckpt.read_state_dict(wan_dir / ckpt.WAN_T5_FILE),
     }
-    paths = {"dit": dit_path, "vae": wan_dir / ckpt.WAN_VAE_FILE, "t5": wan_dir / ckpt.WAN_T5_FILE}
+    paths = {"dit": dit_path, "vae": vae_path, "t5": wan_dir / ckpt.WAN_T5_FILE}
     tok_path = ckpt.require_file(wan_dir / ckpt.WAN_TOKENIZER_FILE, "the umT5 tokenizer")
     return WanLayout(config, states, paths, tok_path, lora)
 
