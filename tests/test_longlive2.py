@@ -449,6 +449,9 @@ def test_end_to_end_video_on_tiny2():
     from longlive_runner.model.vae import to_uint8
 
     assert np.array_equal(np.concatenate([b.frames for b in blocks]), to_uint8(whole))
+    # or every chunk as a clip start: 29 video frames each, as the hosted longlive-v2 counts them
+    gen = pipe.generator(seed=1, clip_start=True)
+    assert [gen.generate_block("a red circle").num_frames for _ in range(2)] == [29, 29]
 
 
 def test_a_plain_prompt_change_only_changes_the_cross_attention(pipe2):

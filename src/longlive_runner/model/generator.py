@@ -132,11 +132,18 @@ class VideoGenerator:
     `seed` seeds the noise (`reset(seed)` reseeds it); `noise` replaces the seeded noise with your
     own source (a callable given the shape, or a `torch.Generator`), e.g. to feed the very draws
     another implementation used. `decode=False` makes latents only (`Block.frames` is empty and
-    the VAE is never run): a research hook, and the way to time the DiT alone.
+    the VAE is never run): a research hook, and the way to time the DiT alone. `clip_start=True`
+    decodes every block as the start of a clip (2.0: 29 video frames per chunk, as the hosted
+    `longlive-v2` service counts them; default: continuous, 29 then 32, equal to a whole decode).
     """
 
     def __init__(
-        self, pipe: Models, seed: int = 0, noise: NoiseSource | None = None, decode: bool = True
+        self,
+        pipe: Models,
+        seed: int = 0,
+        noise: NoiseSource | None = None,
+        decode: bool = True,
+        clip_start: bool = False,
     ) -> None:
         self.pipe = pipe
         cfg = pipe.config
@@ -145,7 +152,7 @@ class VideoGenerator:
         self._sigmas = denoising_sigmas(cfg.stream)
         self._cache = pipe.dit.new_cache(1, cfg.tokens_per_frame, cfg.stream, pipe.device, pipe.dtype)
         self.decode = decode
-        self._decoder = pipe.vae.stream_decoder() if decode else None
+        self._decoder = pipe.vae.stream_decoder(clip_start) if decode else None
         # Clean latents of the newest blocks, enough to re-cache `cache_frames` frames on a switch.
         self._recent: deque[torch.Tensor] = deque(
             maxlen=cfg.stream.cache_frames // cfg.stream.frames_per_block

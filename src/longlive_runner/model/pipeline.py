@@ -57,11 +57,16 @@ class Pipeline:
         self.dtype = dtype
 
     def generator(
-        self, seed: int = 0, noise: NoiseSource | None = None, decode: bool = True
+        self,
+        seed: int = 0,
+        noise: NoiseSource | None = None,
+        decode: bool = True,
+        clip_start: bool = False,
     ) -> VideoGenerator:
         """A fresh video: its own KV cache, decoder state and noise stream (`seed` seeds the noise;
-        `noise` replaces it; `decode=False` makes latents only, see `VideoGenerator`)."""
-        return VideoGenerator(self, seed=seed, noise=noise, decode=decode)
+        `noise` replaces it; `decode=False` makes latents only; `clip_start` decodes every block
+        as a clip start; see `VideoGenerator`)."""
+        return VideoGenerator(self, seed=seed, noise=noise, decode=decode, clip_start=clip_start)
 
     def stream(
         self,
