@@ -180,3 +180,81 @@ def test_thread_defaults_hold_up_on_a_shared_machine_and_longlive_threads_sets_t
         env={**base, "LONGLIVE_THREADS": "many"}, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "LONGLIVE_THREADS='many'" in proc.stderr
+
+
+def test_sigterm_stops_serve_within_seconds_even_with_a_client_that_never_answers():
+    """A supervisor's SIGTERM while a video plays and one client has stopped reading (it will
+    never answer the close): serve exits 0 in about 2 s at most (it took 3-8 s: a 5 s close
+    timeout, the block in flight, then the interpreter's teardown of torch)."""
+    import asyncio
+    import base64
+    import os
+    import signal
+    import socket
+    import time
+
+    from longlive import Reactor
+    from serve_process import start_runner
+
+    with start_runner(env={"OMP_NUM_THREADS": "1"}) as runner:
+        silent = socket.create_connection(("127.0.0.1", runner.port), 10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        silent.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{runner.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert silent.recv(12) == b"HTTP/1.1 101"  # open; it reads nothing more, answers nothing
+
+        async def play() -> None:
+            async with Reactor(runner.url) as reactor:
+                await reactor.reset()
+                await reactor.schedule_prompt("a cat", 0)
+                await reactor.start()
+                await reactor.wait_for_frame(6)
+                start = time.perf_counter()
+                runner.proc.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(runner.proc.wait, 30)
+                took = time.perf_counter() - start
+                print(f"\nSIGTERM -> exit {code} in {took:.2f} s")
+                assert code == 0 and took < 3.0, (code, took, runner.stderr)
+
+        asyncio.run(play())
+        silent.close()
+    assert "shutting down" in runner.stderr and "Traceback" not in runner.stderr
+
+
+def test_info_into_a_pipe_closed_early_ends_quietly():
+    """`longlive-runner info | head -1`: no BrokenPipeError, no traceback."""
+    proc = subprocess.run(
+        f"{sys.executable} -m longlive_runner info | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout == "{\n" and proc.stderr == "", proc.stderr
+
+
+def test_weight_options_are_named_as_the_cli_spells_them():
+    proc = run_cli("generate", "--model", "longlive-1.3b", "--prompt", "0:a cat")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--wan-dir" in proc.stderr and "--longlive-dir" in proc.stderr and "wan_dir=" not in proc.stderr
+    proc = run_cli("info", "--model", "longlive-1.3b")  # info needs no weights
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("serve", "--longlive-dir", "/nonexistent", "--port", "0")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--longlive-dir needs --wan-dir" in proc.stderr and "longlive_dir" not in proc.stderr
+
+
+def test_every_command_has_a_description_and_every_option_help():
+    """`--help` of each command says what it does and what each of its options means."""
+    import argparse
+
+    from longlive_runner.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"info", "generate", "convert", "serve", "download"} <= set(sub.choices)
+    for name, command in sub.choices.items():
+        assert command.description and len(command.description) > 40, name
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings)

@@ -76,10 +76,27 @@ def resolve_device(name: str | None) -> str:
     return name
 
 
+def check_weight_args(args: argparse.Namespace) -> None:
+    """The weight options checked in the CLI's words (`--wan-dir`, not `load_pipeline`'s
+    `wan_dir=`): `--longlive-dir` needs `--wan-dir`; the published model needs both (or a
+    converted folder)."""
+    from .model.config import resolve_model
+    from .model.pipeline import DOWNLOAD_HINT
+
+    if args.longlive_dir is not None and args.wan_dir is None:
+        raise CLIError("--longlive-dir needs --wan-dir too (the VAE and the text encoder come from the Wan folder)")
+    if args.wan_dir is None and args.model == "longlive-1.3b" and resolve_model(args.model) is None:
+        raise CLIError(
+            "--model longlive-1.3b needs its weights: --wan-dir WAN_FOLDER --longlive-dir LONGLIVE_FOLDER "
+            f"(as downloaded), or --model CONVERTED_FOLDER; {DOWNLOAD_HINT}"
+        )
+
+
 def load_from_args(args: argparse.Namespace) -> Any:
     from .model.checkpoints import CheckpointError
     from .model.pipeline import load_pipeline
 
+    check_weight_args(args)
     device = resolve_device(args.device)
     try:
         return load_pipeline(

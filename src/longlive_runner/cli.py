@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -248,9 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "info", help="print a model's configuration, parameter counts and memory needs as JSON"
+        "info",
+        help="print a model's configuration, parameter counts and memory needs as JSON",
+        description="Print a model's configuration, parameter counts and memory needs (bf16 weights, "
+        "KV cache) as JSON on stdout. Nothing is loaded: the networks are built on torch's meta device, "
+        "so it works for longlive-1.3b without its weights.",
     )
-    p.add_argument("--model", default=None, help="preset name or converted folder (no weights are loaded)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model name (demo, tiny, longlive-1.3b) or a converted folder (default: {DEFAULT_MODEL})",
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
@@ -329,13 +338,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: `info | head` closes the pipe before Python's last flush
+        return code
     except CLIError as exc:
         print(f"longlive-runner: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`longlive-runner info | head`): stop quietly, as a killed writer
+        # would (128 + SIGPIPE), and keep Python from failing again on its last flush of stdout.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def run() -> None:
+    """The `longlive-runner` command (`python -m longlive_runner` too): `main()`, then exit.
+
+    After `serve` shut down (its clients told, the server closed, the generation thread stopped
+    or given up on) the process exits at once: the interpreter's teardown of torch took seconds
+    on a busy machine, and a supervisor's SIGTERM should stop it in well under one."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] == ["serve"]:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -550,8 +550,15 @@ class HttpFront:
         server.close(close_connections=True, code=code, reason=close_reason(reason))
         for conn in list(self._http):
             conn.shut()
-        with contextlib.suppress(asyncio.TimeoutError):
+        try:
             await asyncio.wait_for(server.wait_closed(), timeout)
+        except asyncio.TimeoutError:
+            # Clients that did not answer the close within `timeout` are dropped: nothing is left
+            # waiting on them (a stopping `serve` would otherwise wait their close_timeout out).
+            for connection in list(server.all_connections):
+                connection.transport.abort()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
 
     async def __aenter__(self) -> HttpFront:
         return self

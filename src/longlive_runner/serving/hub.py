@@ -466,7 +466,7 @@ class Runner:
             try:
                 await asyncio.wait_for(self._worker.stop(), timeout)
             except asyncio.TimeoutError:
-                logger.warning("the generation thread did not stop within %.0f s", timeout)
+                logger.warning("the generation thread did not stop within %g s", timeout)
             else:
                 self._worker.thread.join(1.0)  # it has returned from its last job: a moment at most
 

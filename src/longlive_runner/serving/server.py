@@ -104,6 +104,8 @@ logger = logging.getLogger(__name__)
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
+#: `serve`'s stop: seconds it waits for clients to answer the close and for the block in flight.
+SHUTDOWN_WAIT = 1.0
 
 
 class RunnerServer:
@@ -188,9 +190,11 @@ class RunnerServer:
     def requires_token(self) -> bool:
         return self.access.requires_token
 
-    async def close(self) -> None:
-        """Close every connection (1001) and stop listening; the runner stays up."""
-        await self.front.close(1001, "the runner is shutting down", timeout=self.close_timeout + 5)
+    async def close(self, timeout: float | None = None) -> None:
+        """Close every connection (1001) and stop listening; the runner stays up. `timeout`:
+        how long to wait for clients to answer the close (default `close_timeout` + 5 s)."""
+        wait = self.close_timeout + 5 if timeout is None else timeout
+        await self.front.close(1001, "the runner is shutting down", timeout=wait)
 
     async def __aenter__(self) -> RunnerServer:
         return self
@@ -457,5 +461,8 @@ async def _serve(pipe: Pipeline, sock: socket.socket, options: ServeOptions, max
             + (" (token required)" if server.requires_token else "")
         )
     finally:
-        await server.close()
-        await runner.close()
+        # A stop (SIGTERM, Ctrl-C) is prompt: clients get their 1001 at once, but one that does
+        # not answer the close, or a block in flight (torch cannot be interrupted), is waited
+        # for SHUTDOWN_WAIT seconds at most; then the process exits (cli.run).
+        await server.close(timeout=SHUTDOWN_WAIT)
+        await runner.close(timeout=SHUTDOWN_WAIT)

@@ -54,14 +54,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """Add `convert` to the `longlive-runner` command."""
     p = subparsers.add_parser(
-        "convert", help="merge Wan + LongLive folders into one fast-loading safetensors folder"
+        "convert",
+        help="merge Wan + LongLive folders into one fast-loading safetensors folder",
+        description="Read the Wan2.1-T2V-1.3B folder and the LongLive folder as downloaded "
+        "(`longlive-runner download`), merge LongLive's LoRA into its DiT, cast every weight to one "
+        "dtype and write a converted folder (config.json, dit/vae/t5.safetensors, tokenizer.json) "
+        "that `--model DIR` and load_pipeline(DIR) load in seconds. See docs/weights.md.",
     )
-    p.add_argument("--wan-dir", type=Path, required=True)
-    p.add_argument("--longlive-dir", type=Path, required=True)
+    p.add_argument(
+        "--wan-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the Wan2.1-T2V-1.3B folder (VAE, umT5 text encoder, tokenizer)",
+    )
+    p.add_argument(
+        "--longlive-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the LongLive folder holding models/longlive_base.pt and models/lora.pt",
+    )
     p.add_argument(
         "--model", default=None, help="preset whose architecture the folders hold (default longlive-1.3b)"
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument(
+        "--dtype",
+        choices=["bf16", "fp16", "fp32"],
+        default="bf16",
+        help="dtype of every weight in the output (default bf16, as LongLive runs)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert)
