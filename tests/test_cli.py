@@ -184,7 +184,7 @@ def test_thread_defaults_hold_up_on_a_shared_machine_and_longlive_threads_sets_t
 
 def test_sigterm_stops_serve_within_seconds_even_with_a_client_that_never_answers():
     """A supervisor's SIGTERM while a video plays and one client has stopped reading (it will
-    never answer the close): serve exits 0 in about 2 s at most (it took 3-8 s: a 5 s close
+    never answer the close): serve exits 0 in 1-2 s (4 s allowed here) (it took 3-8 s: a 5 s close
     timeout, the block in flight, then the interpreter's teardown of torch)."""
     import asyncio
     import base64
@@ -218,7 +218,7 @@ def test_sigterm_stops_serve_within_seconds_even_with_a_client_that_never_answer
                 code = await asyncio.to_thread(runner.proc.wait, 30)
                 took = time.perf_counter() - start
                 print(f"\nSIGTERM -> exit {code} in {took:.2f} s")
-                assert code == 0 and took < 3.0, (code, took, runner.stderr)
+                assert code == 0 and took < 4.0, (code, took, runner.stderr)  # was 5-8 s
 
         asyncio.run(play())
         silent.close()
