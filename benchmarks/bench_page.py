@@ -53,8 +53,8 @@ FPB = 3
 class FakeRunnerPage:
     """The page's files and a scripted runner on one port (a thread with its own event loop)."""
 
-    def __init__(self, height: int, width: int, blocks: int, app: Path | None) -> None:
-        self.height, self.width, self.blocks, self.app = height, width, blocks, app
+    def __init__(self, height: int, width: int, blocks: int, app: Path | None, worker: bool = True) -> None:
+        self.height, self.width, self.blocks, self.app, self.worker = height, width, blocks, app, worker
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self.started = threading.Event()
@@ -65,6 +65,8 @@ class FakeRunnerPage:
     def _file(self, name: str) -> bytes:
         if name == "app.js" and self.app is not None:
             return self.app.read_bytes()
+        if name == "frames.js" and not self.worker:
+            raise FileNotFoundError(name)
         return (STATIC / name).read_bytes()
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -180,6 +182,11 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=832)
     parser.add_argument("--blocks", type=int, default=12, help="blocks measured (after 1 of warm-up)")
     parser.add_argument("--app", type=Path, default=None, help="serve this app.js instead of the shipped one")
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="answer 404 for the decoder worker (the page's fallback path)",
+    )
     args = parser.parse_args()
     chromium = find_chromium()
     if chromium is None:
@@ -187,7 +194,7 @@ def main() -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
-    server = FakeRunnerPage(args.height, args.width, args.blocks + 1, args.app)
+    server = FakeRunnerPage(args.height, args.width, args.blocks + 1, args.app, worker=not args.no_worker)
     server.start()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True)
@@ -216,7 +223,7 @@ def main() -> int:
     worker_cpu = cpu.get("DedicatedWorker thread", 0.0) / frames
     print(
         f"{args.height}x{args.width}, {frames} frames drawn ({skipped} skipped), app.js: "
-        f"{args.app or 'shipped'}\n"
+        f"{args.app or 'shipped'}{' (no decoder worker)' if args.no_worker else ''}\n"
         f"main-thread CPU per frame: {main_cpu:.2f} ms; decoder worker CPU per frame: {worker_cpu:.2f} ms\n"
         f"main-thread wall time of tasks per frame (TaskDuration): {task:.2f} ms, of which script {script:.2f} ms"
     )

@@ -525,7 +525,11 @@
       if (!el.smoothInput.checked) drainQueue();
     };
     decoder.onerror = () => {
-      decoder = null; // frames in flight are lost; the next ones are converted on the main thread
+      // The worker failed (or its script did not load): the frames in flight are lost (their
+      // bytes went to it) and skipped; the next ones are converted on the main thread.
+      decoder = null;
+      for (const f of S.decoding.values()) f.failed = true;
+      S.decoding.clear();
     };
   } catch (_) {
     decoder = null;
