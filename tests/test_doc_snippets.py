@@ -128,6 +128,7 @@ NOT_RUN_HERE = {
     ("docs/architecture.md", 2): "an API sketch: signatures and shapes, not a program",
     ("docs/architecture.md", 3): "needs a converted 1.3B folder, CUDA and another implementation's tensors",
     ("docs/weights.md", 0): "needs the real weights (weights/Wan2.1-T2V-1.3B, weights/LongLive)",
+    ("docs/live-view.md", 1): "runs the notebook in a Jupyter kernel: tests/test_examples.py does it with nbclient",
     (
         "docs/cluster.md",
         0,

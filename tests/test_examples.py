@@ -222,8 +222,8 @@ def test_notebook_is_valid_nbformat_4_with_code_cells_that_compile():
         sources.append(source)
     text = "\n".join(sources)
     assert "await reactor.connect()" in text and "asyncio.run" not in text
-    assert "from IPython.display import" in text and "except ImportError" in text  # IPython optional
-    assert "reactor.on_frame(" in text and "current_start_frame + 3" in text
+    assert "from longlive.notebook import show" in text and "view = show(reactor)" in text  # as the README says
+    assert "await reactor.wait_for_frame(SWITCH)" in text and "current_start_frame + 3" in text
 
 
 def test_record_schedule_in_process_on_the_default_model(tmp_path):
@@ -283,8 +283,8 @@ asyncio.run(main())
 
 
 def test_the_notebook_runs_cell_after_cell_on_the_default_model(tmp_path):
-    """The notebook as a kernel runs it (top-level await, one event loop), without IPython's
-    display: the Viewer prints a line per block instead."""
+    """The notebook as a kernel runs it (top-level await, one event loop), outside an IPython
+    shell (`show()` then displays nothing)."""
     proc = subprocess.run(
         [sys.executable, "-c", NOTEBOOK_RUNNER, str(EXAMPLES / "notebook.ipynb")],
         capture_output=True,
@@ -301,4 +301,48 @@ def test_the_notebook_runs_cell_after_cell_on_the_default_model(tmp_path):
     assert "now 'a blue square moving up on a navy background'" in out
     assert "recorded " in out and "notebook.mp4" in out
     written = int(out.split("recorded ")[1].split(" frames")[0])
+    assert written >= 7 * 12 and len(video_frames(tmp_path / "notebook.mp4", DEMO_SIZE)) == written
+
+
+def test_the_notebook_runs_headless_in_a_real_kernel_as_its_narration_says(tmp_path):
+    """"Run all" in a real Jupyter kernel (nbclient, as `jupyter nbconvert --execute` does): the
+    switch at frame 12 shows, then the live change after it; the saved copy holds the live view's
+    last frame and status, and the mp4."""
+    import base64
+
+    nbformat = pytest.importorskip("nbformat", reason="nbformat (Jupyter) is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient (Jupyter) is not installed")
+    pytest.importorskip("ipykernel", reason="ipykernel (Jupyter) is not installed")
+
+    nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    old_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
+    os.environ["OMP_NUM_THREADS"] = "1"  # the kernel inherits this process's environment
+    try:
+        client.execute()
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    cells = {c.id: c for c in nb.cells}
+    view = cells["code-3"].outputs
+    [image] = [o for o in view if "image/png" in o.get("data", {})]
+    assert base64.b64decode(image["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    [status] = [o for o in view if "text/html" in o.get("data", {})]
+    assert "paused" in status["data"]["text/plain"] and "a blue square moving up on a navy background" in (
+        status["data"]["text/plain"]
+    )
+    live = "".join(o.get("text", "") for o in cells["code-7"].outputs)
+    effective = int(live.split("takes effect at latent frame ")[1].split()[0])
+    assert effective > 12
+    printed = "".join(o.get("text", "") for o in cells["code-9"].outputs).splitlines()
+    assert printed[:2] == [
+        "latent frame 12: now 'a blue square moving right on a black background'",
+        f"latent frame {effective}: now 'a blue square moving up on a navy background'",
+    ], printed
+    written = int(printed[2].split("recorded ")[1].split(" frames")[0])
     assert written >= 7 * 12 and len(video_frames(tmp_path / "notebook.mp4", DEMO_SIZE)) == written

@@ -311,10 +311,13 @@ class LiveView:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def update(self) -> None:
-        """Redraw now (the newest frame and the status), whatever the rate limit."""
+        """Redraw now (the newest frame and the status), whatever the rate limit: the frame is
+        sent again even if it is on screen (a headless run saves only the updates sent while a
+        cell runs: `nbclient`, `jupyter nbconvert --execute`)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._frame_dirty = self._latest is not None
         self._flush()
 
     def close(self) -> None:
