@@ -6,7 +6,7 @@ Needs the `webrtc` extra (aiortc, protobuf). I/O-free modules: `wire` (v1 protob
 commands and messages over our protocol), `schema` (the commands' OpenAPI document),
 `signalling` (the session descriptor and the connection registry). With I/O: `media` (aiortc:
 peer connections, channels, the paced video track), `front` (`ReactorFront`: one runner's
-Reactor session). (`routes`, the HTTP handlers, and `serve`, its CLI options, come with the HTTP front.)
+Reactor session), `routes` (the HTTP handlers on `serving.http.HttpFront`).
 """
 
 __all__ = ["MISSING_EXTRA", "available"]
