@@ -322,9 +322,14 @@ def test_session_and_connection_lifecycle() -> None:
     with pytest.raises(SignallingError) as e:
         sig.take_answer(cid)
     assert e.value.status == 409
-    sig.closed(cid)
+    sig.closed(cid, 2)  # the peer connection ended: the id stays, for a reconnect
+    assert sig.state(cid) is ConnState.REGISTERED
     with pytest.raises(SignallingError) as e:
         sig.take_answer(cid)
+    assert e.value.status == 409
+    assert sig.offer(cid, _offer(), reoffer=True).epoch == 3
+    with pytest.raises(SignallingError) as e:
+        sig.take_answer(4242)
     assert e.value.status == 404
 
 

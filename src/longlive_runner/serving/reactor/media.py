@@ -197,6 +197,8 @@ class ReactorConnection:
         self.close_reason = ""
         self.peer: Peer | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._remote_set = False
+        self._waiting_candidates: list[Candidate] = []
         self.track.set_paused(not offer.flat)  # the flat route's client never sends resume_track
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -208,6 +210,7 @@ class ReactorConnection:
     async def negotiate(self, early: list[Candidate]) -> str:
         """Apply the offer, attach the track, make the answer (host candidates gathered)."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=self.offer.sdp, type="offer"))
+        self._remote_set = True
         mids = [t.mid for t in self.offer.tracks if t.name == TRACK_NAME and t.kind == "video"]
         video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
         chosen = next((t for t in video if mids and t.mid == mids[0]), video[0] if video else None)
@@ -218,8 +221,10 @@ class ReactorConnection:
         for other in video:
             if other is not chosen:
                 other.direction = "inactive"
-        for cand in early:
-            await self.add_candidate(cand)
+        waiting, self._waiting_candidates = [*early, *self._waiting_candidates], []
+        for cand in waiting:
+            with contextlib.suppress(ValueError):  # a bad one was the client's; the rest may do
+                await self.add_candidate(cand)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         self.peer = self.runner.attach(self.name)
@@ -232,6 +237,11 @@ class ReactorConnection:
         return sdp
 
     async def add_candidate(self, cand: Candidate) -> None:
+        """A trickled remote candidate (held until the offer is applied; the signalling bounds
+        how many a connection may send). ValueError when it cannot be read."""
+        if not self._remote_set:
+            self._waiting_candidates.append(cand)
+            return
         text = cand.candidate.strip()
         if text.startswith("a="):
             text = text[2:]

@@ -195,9 +195,7 @@ class Signalling:
 
     def register(self) -> int:
         """A new connection id (201). Registrations never offered are bounded, oldest forgotten."""
-        waiting = [c.id for c in self._conns.values() if c.state is ConnState.REGISTERED]
-        while len(waiting) >= self.limits.max_pending_registrations:
-            del self._conns[waiting.pop(0)]
+        self._trim_registrations(keep=1)
         cid = next(self._ids)
         if cid > MAX_CONNECTION_ID:  # pragma: no cover - four billion registrations
             raise SignallingError(503, "No connection ids left")
@@ -240,11 +238,14 @@ class Signalling:
             conn = self._get(connection_id)
             if conn.state is ConnState.REGISTERED:
                 self._check_capacity()
-            elif not reoffer and conn.state is not ConnState.FAILED:
+            elif conn.state is ConnState.FAILED:
+                pass  # a new offer after a failed one
+            elif not reoffer:
                 raise SignallingError(409, f"connection {conn.id} already has an offer: PUT to re-offer")
         conn.state = ConnState.NEGOTIATING
         conn.epoch += 1
         conn.answer = conn.error = None
+        conn.candidates = len(conn.early)  # each offer has its own candidate budget
         return Offer(conn.id, sdp, tracks, conn.epoch, conn.flat, reoffer)
 
     def _check_capacity(self) -> None:
@@ -340,10 +341,23 @@ class Signalling:
         return early
 
     def closed(self, connection_id: int, epoch: int | None = None) -> None:
-        """The connection's peer connection ended: forget it (unless re-offered since)."""
+        """The connection's peer connection ended (unless re-offered since): its id stays
+        registered, so the client may re-offer on it (`PUT`, a reconnect), among the bounded
+        registrations never offered; a flat-route connection is forgotten."""
         conn = self._conns.get(connection_id)
-        if conn is not None and (epoch is None or conn.epoch == epoch):
+        if conn is None or (epoch is not None and conn.epoch != epoch):
+            return
+        if conn.flat:
             del self._conns[connection_id]
+            return
+        conn.state, conn.answer, conn.error, conn.early = ConnState.REGISTERED, None, None, []
+        self._conns.move_to_end(connection_id)
+        self._trim_registrations(keep=0)
+
+    def _trim_registrations(self, keep: int) -> None:
+        waiting = [c.id for c in self._conns.values() if c.state is ConnState.REGISTERED]
+        while len(waiting) > self.limits.max_pending_registrations - keep:
+            del self._conns[waiting.pop(0)]
 
     # --- the descriptor -----------------------------------------------------------------------
     def descriptor(

@@ -1,0 +1,148 @@
+"""Scenarios driven by the official Python client `reactor-sdk` 1.13.0 (a test helper, run as a
+subprocess by tests/test_reactor_e2e.py inside a network namespace; not a test module itself).
+
+    python tests/reactor_sdk_client.py SCENARIO URL [TOKEN]
+
+prints one JSON object: what the client saw (frames with their arrival time and dominant colour,
+messages, replies, errors). The assertions are the test's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from reactor_sdk import Reactor, ReactorError
+
+RED = "a red circle moving right on a black background"
+BLUE = "a blue square moving down on a black background"
+
+
+def colour(frame: np.ndarray) -> str:
+    """The dominant saturated colour of a decoded RGB frame: "red", "blue" or "none"."""
+    f = frame.astype(np.int16)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    red = int(np.count_nonzero((r > 140) & (g < 90) & (b < 90)))
+    blue = int(np.count_nonzero((b > 140) & (r < 90) & (g < 110)))
+    if max(red, blue) < frame.shape[0] * frame.shape[1] // 200:
+        return "none"
+    return "red" if red > blue else "blue"
+
+
+class Watcher:
+    """One client with its frames and messages recorded."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        if token is None:
+            self.client = Reactor("longlive", local=True, api_url=url)
+        else:  # the coordinator form: the runner's token as the JWT
+            self.client = Reactor("longlive", jwt=token, api_url=url)
+        self.t0 = time.monotonic()
+        self.frames: list[tuple[float, str, list[int]]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.client.on("message", self._message)
+
+    def _message(self, msg: Any) -> None:
+        self.messages.append({"t": time.monotonic() - self.t0, "msg": msg})
+
+    def _frame(self, frame: np.ndarray) -> None:
+        self.frames.append((time.monotonic() - self.t0, colour(frame), list(frame.shape)))
+
+    async def connect(self) -> float:
+        start = time.monotonic()
+        await asyncio.wait_for(self.client.connect(), 30)
+        self.client.track("main_video").on_frame(self._frame)
+        return time.monotonic() - start
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def count(self) -> int:
+        return len(self.frames)
+
+    async def command(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply = await asyncio.wait_for(self.client.send_command(name, data), 15)
+        except ReactorError as exc:
+            return {"error": exc.code, "message": exc.message}
+        return {"reply": reply}
+
+    def report(self) -> dict[str, Any]:
+        return {"frames": self.frames, "messages": self.messages}
+
+
+async def main_scenario(url: str, token: str | None) -> dict[str, Any]:
+    w = Watcher(url, token)
+    out: dict[str, Any] = {"connect_s": await w.connect(), "marks": {}}
+    marks = out["marks"]
+    out["schedule_red"] = await w.command("schedule_prompt", {"new_prompt": RED, "timestamp": 0})
+    out["schedule_blue"] = await w.command("schedule_prompt", {"new_prompt": BLUE, "timestamp": 12})
+    marks["start"] = w.now()
+    out["start"] = await w.command("start", {})
+    out["refused_resume"] = await w.command("resume", {})
+    out["refused_unknown"] = await w.command("set_shot", {"prompt": "x"})
+    out["refused_bad_field"] = await w.command("schedule_prompt", {"new_prompt": "x", "timestamp": 1.5})
+    await asyncio.sleep(4.5)
+    marks["pause"] = w.now()
+    out["pause"] = await w.command("pause", {})
+    await asyncio.sleep(2.5)
+    marks["paused_from"] = w.now()
+    await asyncio.sleep(1.0)
+    marks["paused_to"] = w.now()
+    out["state_paused"] = await w.command("get_state", {})
+    out["resume"] = await w.command("resume", {})
+    await asyncio.sleep(1.5)
+    marks["resumed_to"] = w.now()
+    out["reset"] = await w.command("reset", {})
+    out["state_reset"] = await w.command("get_state", {})
+    out["schema"] = await asyncio.wait_for(w.client.request_schema(), 10)
+    await w.client.disconnect()
+    out.update(w.report())
+    return out
+
+
+async def shared_scenario(url: str, token: str | None) -> dict[str, Any]:
+    """Two clients on one session, then a reconnect of the second."""
+    a, b = Watcher(url, token), Watcher(url, token)
+    out: dict[str, Any] = {"marks": {}}
+    await a.connect()
+    out["a_schedule"] = await a.command("schedule_prompt", {"new_prompt": RED, "timestamp": 0})
+    out["a_start"] = await a.command("start", {})
+    await b.connect()
+    out["b_state"] = await b.command("get_state", {})
+    await asyncio.sleep(2.0)
+    out["marks"]["b_before_reconnect"] = b.count()
+    out["b_session"] = b.client.session_id
+    out["a_session"] = a.client.session_id
+    await asyncio.wait_for(b.client.reconnect(), 30)
+    out["marks"]["b_reconnected_at"] = b.now()
+    await asyncio.sleep(2.0)
+    out["marks"]["b_after_reconnect"] = b.count()
+    out["b_state_after"] = await b.command("get_state", {})
+    await a.client.disconnect()
+    await asyncio.sleep(1.0)
+    out["marks"]["b_at_a_left"] = b.count()
+    await asyncio.sleep(1.0)
+    out["marks"]["b_after_a_left"] = b.count()
+    out["reset"] = await b.command("reset", {})
+    await b.client.disconnect()
+    out["a"], out["b"] = a.report(), b.report()
+    return out
+
+
+SCENARIOS = {"main": main_scenario, "shared": shared_scenario}
+
+
+def main() -> None:
+    name, url = sys.argv[1], sys.argv[2]
+    token = sys.argv[3] if len(sys.argv) > 3 else None
+    result = asyncio.run(SCENARIOS[name](url, token))
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
