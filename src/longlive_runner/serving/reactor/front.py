@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..access import address_key
 from .media import MediaOptions, ReactorConnection
 from .schema import command_capabilities
 from .signalling import Candidate, Offer, Signalling, SignallingError, SignallingLimits
@@ -50,8 +51,11 @@ class ReactorFront:
         limits: SignallingLimits = SignallingLimits(),
         session_id: str | None = None,
         model_name: str = "longlive",
+        max_per_address: int | None = None,
     ) -> None:
         self.runner = runner
+        self.max_per_address = max_per_address
+        self._addresses: dict[int, str] = {}  # connection id -> address key of its offer
         self.options = options
         self.model_name = model_name
         self.signalling = Signalling(limits=limits, ice_servers=options.ice_servers, session_id=session_id)
@@ -73,10 +77,23 @@ class ReactorFront:
         )
 
     # --- offers -------------------------------------------------------------------------------
-    def start_offer(self, offer: Offer) -> None:
+    def check_address(self, peer: str | None, connection_id: int | None) -> None:
+        """503 when `peer`'s address already holds `max_per_address` connections (a re-offer
+        of one of its own does not count twice)."""
+        if self.max_per_address is None:
+            return
+        key = address_key(peer)
+        held = sum(1 for cid, k in self._addresses.items() if k == key and cid != connection_id)
+        if held >= self.max_per_address:
+            raise SignallingError(
+                503, f"too many connections from one address (the limit is {self.max_per_address})"
+            )
+
+    def start_offer(self, offer: Offer, peer: str | None = None) -> None:
         """Negotiate `offer` in the background (the client polls `GET sdp_params`)."""
         if self._closed:
             raise SignallingError(503, "the runner is shutting down")
+        self._addresses[offer.connection_id] = address_key(peer)
         old = self.connections.pop(offer.connection_id, None)
         if old is not None:  # a re-offer (reconnect): the old peer connection goes
             self._spawn(old.close("replaced by a new offer"))
@@ -102,6 +119,7 @@ class ReactorFront:
             self.signalling.failed(offer.connection_id, offer.epoch, reason)
             if self.connections.get(offer.connection_id) is conn:
                 del self.connections[offer.connection_id]
+                self._addresses.pop(offer.connection_id, None)
             await conn.close(reason)
             return
         if not self.signalling.answered(offer.connection_id, offer.epoch, sdp):
@@ -110,6 +128,7 @@ class ReactorFront:
     def _closed_conn(self, conn: ReactorConnection) -> None:
         if self.connections.get(conn.connection_id) is conn:
             del self.connections[conn.connection_id]
+            self._addresses.pop(conn.connection_id, None)
             self.signalling.closed(conn.connection_id, conn.epoch)
 
     async def add_candidates(self, connection_id: int, candidates: list[Candidate]) -> None:

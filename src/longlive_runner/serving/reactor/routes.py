@@ -118,8 +118,10 @@ def make_handlers(reactor: ReactorFront) -> list[tuple[str, str, Handler, int]]:
     def offer_handler(flat: bool) -> Handler:
         async def offer(request: HttpRequest) -> HttpResponse:
             cid = None if flat else _cid(request)
-            accepted = sig.offer(cid, _body(request), reoffer=request.method == "PUT")
-            reactor.start_offer(accepted)
+            body = _body(request)
+            reactor.check_address(request.peer, cid)
+            accepted = sig.offer(cid, body, reoffer=request.method == "PUT")
+            reactor.start_offer(accepted, request.peer)
             return HttpResponse.json(202, {"connection_id": accepted.connection_id})
 
         return offer

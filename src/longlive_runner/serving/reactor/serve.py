@@ -61,6 +61,7 @@ def attach(front: HttpFront, runner: Runner, args: argparse.Namespace) -> Reacto
         runner,
         options=MediaOptions(ice_servers=servers),
         limits=SignallingLimits(max_connections=args.webrtc_max_connections),
+        max_per_address=getattr(args, "max_clients_per_address", None),
     )
     add_reactor_routes(front, reactor)
     return reactor

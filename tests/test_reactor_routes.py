@@ -1,0 +1,192 @@
+"""The Reactor front's HTTP handlers, called directly with `HttpRequest` objects (no sockets,
+no WebRTC connection): the local-mode session routes, the signalling routes in both forms, and
+what bad input gets (a clear status, nothing left behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from websockets.datastructures import Headers
+
+pytest.importorskip("aiortc", reason="the webrtc extra is not installed")
+
+from longlive_runner import load_pipeline  # noqa: E402
+from longlive_runner.serving.http import HttpRequest, HttpResponse  # noqa: E402
+from longlive_runner.serving.hub import Runner  # noqa: E402
+from longlive_runner.serving.reactor.front import ReactorFront  # noqa: E402
+from longlive_runner.serving.reactor.routes import make_handlers  # noqa: E402
+from longlive_runner.serving.reactor.signalling import SignallingLimits  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Client:
+    """The handlers behind a tiny router of their own patterns (the front's router is tested
+    with the front)."""
+
+    def __init__(self, reactor: ReactorFront) -> None:
+        self.reactor = reactor
+        self.routes = make_handlers(reactor)
+
+    async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> HttpResponse:
+        for m, pattern, handler, max_body in self.routes:
+            params = _match(pattern, path)
+            if m == method and params is not None:
+                data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+                assert len(data) <= max_body or max_body == 0 and not data
+                request = HttpRequest(method, path, MappingProxyType({}), Headers(), data, "127.0.0.1",
+                                      MappingProxyType(params))  # fmt: skip
+                response: HttpResponse = await handler(request)
+                return response
+        raise AssertionError(f"no route {method} {path}")
+
+
+def _match(pattern: str, path: str) -> dict[str, str] | None:
+    p, q = pattern.strip("/").split("/"), path.strip("/").split("/")
+    if len(p) != len(q):
+        return None
+    params = {}
+    for a, b in zip(p, q):
+        if a.startswith("{"):
+            params[a[1:-1]] = b
+        elif a != b:
+            return None
+    return params
+
+
+def _json(response: HttpResponse) -> Any:
+    return json.loads(response.body)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def runner() -> AsyncIterator[Runner]:
+    async with Runner(load_pipeline("demo")) as r:
+        yield r
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(runner: Runner) -> AsyncIterator[Client]:
+    reactor = ReactorFront(runner, limits=SignallingLimits(max_connections=2, max_candidates=8))
+    yield Client(reactor)
+    await reactor.close()
+
+
+async def test_session_routes(client: Client) -> None:
+    r = await client.call("GET", "/session")
+    assert r.status == 200 and _json(r)["state"] == "CREATED"
+    r = await client.call("POST", "/start_session", {"extra_args": {}})
+    d = _json(r)
+    assert r.status == 200 and d["state"] == "ACTIVE"
+    assert d["capabilities"]["tracks"] == [{"name": "main_video", "kind": "video", "direction": "recvonly"}]
+    assert d["capabilities"]["emission_fps"] == 16.0
+    assert {c["name"] for c in d["capabilities"]["commands"]} >= {"schedule_prompt", "start", "reset"}
+    again = _json(await client.call("POST", "/start_session"))  # a second client joins the same one
+    assert again["session_id"] == d["session_id"]
+    assert (await client.call("POST", "/stop_session")).status == 200
+    r = await client.call("POST", "/sessions", {"model": {"name": "other"}})
+    assert r.status == 404
+    r = await client.call("POST", "/sessions", {"model": {"name": "longlive"}, "client_info": {}})
+    assert r.status == 201 and _json(r)["session_id"] == d["session_id"]
+    sid = d["session_id"]
+    assert _json(await client.call("GET", f"/sessions/{sid}"))["session_id"] == sid
+    assert (await client.call("GET", "/sessions/nope")).status == 404
+    r = await client.call("GET", f"/sessions/{sid}/transport/webrtc/ice_servers")
+    assert _json(r) == {"ice_servers": []}  # no STUN/TURN unless configured
+
+
+async def test_signalling_before_start_and_unknown_ids(client: Client) -> None:
+    sid = client.reactor.signalling.session_id
+    base = f"/sessions/{sid}/transport/webrtc"
+    assert (await client.call("POST", f"{base}/connections")).status == 400  # no session started
+    await client.call("POST", "/start_session")
+    assert (await client.call("POST", "/sessions/other/transport/webrtc/connections")).status == 404
+    r = await client.call("GET", f"{base}/connections/999/sdp_params")
+    assert r.status == 404 and "Unknown connection" in _json(r)["detail"]
+    r = await client.call("GET", f"{base}/connections/abc/sdp_params")
+    assert r.status == 404
+    r = await client.call("POST", f"{base}/connections/12345678901234/ice_candidates", {"candidates": []})
+    assert r.status == 404
+
+
+async def test_malformed_offers(client: Client) -> None:
+    await client.call("POST", "/start_session")
+    sid = client.reactor.signalling.session_id
+    base = f"/sessions/{sid}/transport/webrtc"
+    cid = _json(await client.call("POST", f"{base}/connections"))["connection_id"]
+    assert cid >= 1001
+    url = f"{base}/connections/{cid}/sdp_params"
+    assert (await client.call("POST", url, raw=b"{not json")).status == 400
+    assert (await client.call("POST", url, raw=b"")).status == 400
+    assert (await client.call("POST", url, {"sdp_offer": "hello"})).status == 400
+    # an offer that looks like SDP but is not one: accepted (202), then the poll says it failed
+    r = await client.call("POST", url, {"sdp_offer": "v=0\r\nthis is not sdp\r\n", "track_mapping": []})
+    assert r.status == 202
+    for _ in range(100):
+        r = await client.call("GET", url)
+        if r.status != 202:
+            break
+        await asyncio.sleep(0.02)
+    assert r.status == 409 and "negotiation failed" in _json(r)["detail"]
+    assert client.reactor.connections == {}
+    assert client.reactor.runner.peers == []  # nothing attached to the runner
+
+
+async def test_candidate_floods_and_junk(client: Client) -> None:
+    await client.call("POST", "/start_session")
+    sid = client.reactor.signalling.session_id
+    base = f"/sessions/{sid}/transport/webrtc"
+    cid = _json(await client.call("POST", f"{base}/connections"))["connection_id"]
+    url = f"{base}/connections/{cid}/ice_candidates"
+    cand = {
+        "candidate": "candidate:1 1 udp 2130706431 10.9.9.9 5000 typ host",
+        "sdp_mid": "0",
+        "sdp_mline_index": 0,
+    }
+    assert (await client.call("POST", url, {"candidates": [cand] * 8, "is_final": False})).status == 202
+    r = await client.call("POST", url, {"candidates": [cand], "is_final": True})
+    assert r.status == 429
+    assert (await client.call("POST", url, {"candidates": "x"})).status == 400
+    assert (await client.call("POST", url, raw=b"[1, 2")).status == 400
+
+
+async def test_registrations_and_connections_are_bounded(client: Client) -> None:
+    await client.call("POST", "/start_session")
+    sid = client.reactor.signalling.session_id
+    base = f"/sessions/{sid}/transport/webrtc"
+    ids = [_json(await client.call("POST", f"{base}/connections"))["connection_id"] for _ in range(100)]
+    assert len(set(ids)) == 100
+    limit = client.reactor.signalling.limits.max_pending_registrations
+    assert len(client.reactor.signalling._conns) <= limit  # the oldest never-offered ones forgotten
+    assert (await client.call("GET", f"{base}/connections/{ids[0]}/sdp_params")).status == 404
+
+
+async def test_flat_route_conflict(client: Client) -> None:
+    await client.call("POST", "/start_session")
+    sid = client.reactor.signalling.session_id
+    url = f"/sessions/{sid}/transport/webrtc/sdp_params"
+    assert (await client.call("GET", url)).status == 404  # nothing posted
+    slow = {"sdp_offer": "v=0\r\nnot really\r\n"}
+    assert (await client.call("POST", url, slow)).status == 202
+    second = await client.call("POST", url, slow)
+    assert second.status in (202, 409)  # 409 while the first still negotiates, 202 once it failed
+
+
+async def test_connections_per_address(runner: Runner) -> None:
+    reactor = ReactorFront(runner, max_per_address=1)
+    try:
+        reactor.signalling.start_session()
+        reactor.check_address("10.0.0.1", None)
+        reactor._addresses[1001] = "10.0.0.1"
+        with pytest.raises(Exception) as info:
+            reactor.check_address("10.0.0.1", None)
+        assert getattr(info.value, "status", None) == 503
+        reactor.check_address("10.0.0.1", 1001)  # its own re-offer
+        reactor.check_address("10.0.0.2", None)
+    finally:
+        await reactor.close()
