@@ -190,3 +190,109 @@ async def test_connections_per_address(runner: Runner) -> None:
         reactor.check_address("10.0.0.2", None)
     finally:
         await reactor.close()
+
+
+# --- one connection's channels, without a peer connection -------------------------------------
+class FakeChannel:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self.sent: list[str | bytes] = []
+        self.handlers: dict[str, Any] = {}
+
+    def send(self, payload: str | bytes) -> None:
+        self.sent.append(payload)
+
+    def on(self, event: str, fn: Any = None) -> Any:
+        def register(f: Any) -> Any:
+            self.handlers[event] = f
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def close(self) -> None:
+        self.readyState = "closed"
+
+
+def _connection(runner: Runner, **options: Any) -> Any:
+    from longlive_runner.serving.reactor.media import MediaOptions, ReactorConnection
+    from longlive_runner.serving.reactor.signalling import Offer
+
+    offer = Offer(4242, "v=0\r\n", (), 1, False, False)
+    closed: list[Any] = []
+    conn = ReactorConnection(
+        runner, offer, options=MediaOptions(**options), fps=16.0, on_closed=closed.append
+    )
+    conn.peer = runner.attach("fake")
+    channels = {label: FakeChannel(label) for label in ("control", "data")}
+    for ch in channels.values():
+        conn._on_datachannel(ch)
+    return conn, channels, closed
+
+
+async def test_junk_and_floods_on_the_channels(runner: Runner) -> None:
+    from longlive_runner.serving.reactor import wire
+
+    conn, ch, closed = _connection(runner, max_bad_messages=5, commands_per_second=1.0, command_burst=3)
+    try:
+        on_data = ch["data"].handlers["message"]
+        on_control = ch["control"].handlers["message"]
+        on_data(b"\xff\xfe junk")  # binary first: v1; junk is refused with an Error
+        assert conn.codec.framing is not None and conn.codec.framing.value == "v1"
+        # no request id can be read: a command_error notification (a model message)
+        refusal = wire.decode_data_server(bytes(ch["data"].sent[-1]))
+        assert refusal["type"] == "command_error" and refusal["data"]["code"] == "bad_json"
+        on_control(b"\x00" * 100_000)  # over max_message_bytes: refused unread
+        assert "limit" in wire.decode_data_server(bytes(ch["data"].sent[-1]))["data"]["reason"]
+        on_data("text on a v1 connection")
+        assert conn.bad_messages == 3
+        # a flood of commands: the bucket refuses past its burst, with a v1 error each
+        for i in range(6):
+            on_data(wire.encode_data_client(request_id=f"d{i}", command="get_state", data={}))
+        await asyncio.sleep(0)
+        codes = [wire.decode_data_server(bytes(p)).get("error", ("",))[0] for p in ch["data"].sent[-3:]]
+        assert "rate_limited" in codes
+        for _ in range(3):
+            on_data(b"\x01")
+        await asyncio.sleep(0.05)
+        assert conn.closed and closed == [conn]  # too many bad messages: closed
+        assert conn.peer not in runner.peers
+    finally:
+        await conn.close("test over")
+
+
+async def test_v0_connection_gets_command_errors_and_no_replies(runner: Runner) -> None:
+    conn, ch, _ = _connection(runner)
+    try:
+        on_data = ch["data"].handlers["message"]
+        on_data(json.dumps({"scope": "application", "data": {"type": "resume", "data": {}}}))
+        await asyncio.sleep(0.05)
+        while (item := conn.peer.get_nowait()) is not None:  # the pump task is not running here
+            for out in conn.translator.translate(item) if isinstance(item, str) else []:
+                conn._emit(out)
+        texts = [json.loads(p) for p in ch["data"].sent if isinstance(p, str)]
+        errors = [t["data"]["data"] for t in texts if t["data"]["type"] == "command_error"]
+        assert errors == [{"command": "resume", "reason": errors[0]["reason"], "code": "not_running"}]
+        assert not [t for t in texts if t["data"]["type"] == "ack"]  # v0: no replies
+        on_data('{"scope":"runtime","data":{"type":"requestSchema","data":{}}}')
+        schema = json.loads(ch["data"].sent[-1])
+        assert schema["scope"] == "runtime" and schema["data"]["type"] == "modelSchema"
+        ch["control"].handlers["message"](
+            '{"type":"notification","event":"resume_track","data":{"name":"main_video"}}'
+        )
+        assert conn.track.paused is False
+    finally:
+        await conn.close("test over")
+
+
+async def test_slow_client_is_closed(runner: Runner) -> None:
+    conn, ch, closed = _connection(runner, max_buffered_bytes=10)
+    try:
+        ch["data"].handlers["message"]('{"type":"get_state","data":{}}')
+        ch["data"].bufferedAmount = 11
+        conn._send(conn.codec.encode_message("state", {}))
+        await asyncio.sleep(0.05)
+        assert conn.closed and "too slow" in conn.close_reason
+    finally:
+        await conn.close("test over")
