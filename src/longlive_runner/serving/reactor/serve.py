@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..hub import Runner
     from .front import ReactorFront
 
-__all__ = ["add_cli_args", "attach"]
+__all__ = ["add_cli_args", "attach", "check_cli_args"]
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,22 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="WebRTC connections at once (default 16; each also counts as a client of --max-clients)",
     )
+
+
+def check_cli_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the Reactor options (None: nothing), checked before the model loads."""
+    if getattr(args, "webrtc", "off") != "on":
+        return None
+    if args.webrtc_max_connections < 1:
+        return "--webrtc-max-connections must be >= 1"
+    from .signalling import IceServer
+
+    for spec in args.ice_server:
+        try:
+            IceServer.parse(spec)
+        except ValueError as exc:
+            return f"--ice-server: {exc}"
+    return None
 
 
 def attach(front: HttpFront, runner: Runner, args: argparse.Namespace) -> ReactorFront | None:
