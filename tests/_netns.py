@@ -101,13 +101,17 @@ class Serve:
         return "".join(self.lines)
 
 
-def run_serve(netns: Namespaces) -> Iterator[Serve]:
+def run_serve(netns: Namespaces, host: str = "127.0.0.1", token: str | None = None) -> Iterator[Serve]:
+    """`serve --model demo` in namespace A on `host` (a token, through LONGLIVE_TOKEN, if given)."""
     cmd = [
         *netns.exec(netns.a),
         sys.executable, "-m", "longlive_runner", "serve",
-        "--model", "demo", "--host", "127.0.0.1", "--port", "0", "--log-level", "info",
+        "--model", "demo", "--host", host, "--port", "0", "--log-level", "info",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LONGLIVE_TOKEN", None)
+    if token is not None:
+        env["LONGLIVE_TOKEN"] = token
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )

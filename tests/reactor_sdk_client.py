@@ -134,7 +134,37 @@ async def shared_scenario(url: str, token: str | None) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"main": main_scenario, "shared": shared_scenario}
+async def remote_scenario(url: str, token: str | None) -> dict[str, Any]:
+    """From another network namespace, with the runner's token as the JWT (coordinator mode)."""
+    out: dict[str, Any] = {"marks": {}}
+    wrong = Reactor("longlive", jwt="not-the-token-0123456789", api_url=url)
+    try:
+        await asyncio.wait_for(wrong.connect(), 30)
+        out["wrong_token"] = {"connected": True}
+    except ReactorError as exc:
+        out["wrong_token"] = {"error": exc.code, "status": exc.status}
+    w = Watcher(url, token)
+    out["connect_retries"] = 0
+    try:
+        out["connect_s"] = await w.connect()
+    except ReactorError as exc:  # the first request over a veth made a moment ago: once more
+        out["connect_retries"], out["first_error"] = 1, str(exc)
+        w = Watcher(url, token)
+        out["connect_s"] = await w.connect()
+    out["reset"] = await w.command("reset", {})
+    out["schedule"] = await w.command("schedule_prompt", {"new_prompt": RED, "timestamp": 0})
+    out["marks"]["start"] = w.now()
+    out["start"] = await w.command("start", {})
+    out["refused"] = await w.command("start", {})
+    await asyncio.sleep(3.0)
+    out["marks"]["end"] = w.now()
+    out["reset_end"] = await w.command("reset", {})
+    await w.client.disconnect()
+    out.update(w.report())
+    return out
+
+
+SCENARIOS = {"main": main_scenario, "shared": shared_scenario, "remote": remote_scenario}
 
 
 def main() -> None:

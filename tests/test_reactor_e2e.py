@@ -25,6 +25,7 @@ pytest.importorskip("reactor_sdk", reason="reactor-sdk==1.13.0 (dev extra) is no
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "reactor_sdk_client.py"
+TOKEN = "e2e-reactor-token-0123456789abcdef"
 RED = "a red circle moving right on a black background"
 BLUE = "a blue square moving down on a black background"
 
@@ -39,8 +40,16 @@ def serve(netns: Namespaces) -> Iterator[Serve]:
     yield from run_serve(netns)
 
 
-def run_client(netns: Namespaces, serve: Serve, scenario: str, *extra: str) -> dict[str, Any]:
-    cmd = [*netns.exec(netns.a), sys.executable, str(CLIENT), scenario, serve.url, *extra]
+@pytest.fixture(scope="module")
+def public_serve(netns: Namespaces) -> Iterator[Serve]:
+    """`serve` on namespace A's veth address: a token is required."""
+    yield from run_serve(netns, host=netns.address_a, token=TOKEN)
+
+
+def run_client(
+    netns: Namespaces, serve: Serve, scenario: str, *extra: str, ns: str | None = None
+) -> dict[str, Any]:
+    cmd = [*netns.exec(ns or netns.a), sys.executable, str(CLIENT), scenario, serve.url, *extra]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=90, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
@@ -113,3 +122,19 @@ def test_two_clients_share_one_session_and_one_reconnects(netns: Namespaces, ser
     assert r["b_state_after"]["reply"]["data"]["running"] is True
     assert marks["b_after_a_left"] > marks["b_at_a_left"]  # A leaving does not stop B's video
     assert "reply" in r["reset"]
+
+
+def test_remote_client_with_the_token_from_another_namespace(netns: Namespaces, public_serve: Serve) -> None:
+    """The clients' coordinator mode (POST /sessions, Authorization: Bearer on every call) with the
+    runner's token as the JWT, from namespace B across the veth pair: how a viewer far from the
+    runner connects when the runner requires a token (docs/reactor-clients.md)."""
+    r = run_client(netns, public_serve, "remote", TOKEN, ns=netns.b)
+    assert r["wrong_token"].get("status") == 401, r["wrong_token"]
+    assert r["connect_retries"] <= 1, r.get("first_error")
+    for key in ("reset", "schedule", "start", "reset_end"):
+        assert "reply" in r[key], (key, r[key])
+    assert r["refused"]["error"] == "already_running"
+    window = [f for f in r["frames"] if r["marks"]["start"] <= f[0] <= r["marks"]["end"]]
+    # video arrives (the module's other tests check its rate; this one checks the path)
+    assert len(window) >= 12, public_serve.stderr[-3000:]
+    assert window[0][1] == "red"
