@@ -296,3 +296,47 @@ async def test_slow_client_is_closed(runner: Runner) -> None:
         assert conn.closed and "too slow" in conn.close_reason
     finally:
         await conn.close("test over")
+
+
+async def test_an_answered_offer_that_never_connects_is_dropped(runner: Runner) -> None:
+    """A real offer (aiortc as the client) gets its answer; the client never connects: the
+    connection and its hub peer go after `connect_timeout`."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from longlive_runner.serving.reactor.media import MediaOptions
+
+    reactor = ReactorFront(runner, options=MediaOptions(connect_timeout=0.5))
+    client = Client(reactor)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await client.call("POST", "/start_session")
+        base = f"/sessions/{reactor.signalling.session_id}/transport/webrtc"
+        cid = _json(await client.call("POST", f"{base}/connections"))["connection_id"]
+        pc.addTransceiver("video", direction="recvonly")
+        pc.createDataChannel("control")
+        pc.createDataChannel("data")
+        await pc.setLocalDescription(await pc.createOffer())
+        mid = pc.getTransceivers()[0].mid
+        body = {
+            "sdp_offer": pc.localDescription.sdp,
+            "track_mapping": [{"mid": mid, "name": "main_video", "kind": "video", "direction": "recvonly"}],
+        }
+        assert (await client.call("POST", f"{base}/connections/{cid}/sdp_params", body)).status == 202
+        for _ in range(200):
+            r = await client.call("GET", f"{base}/connections/{cid}/sdp_params")
+            if r.status != 202:
+                break
+            await asyncio.sleep(0.02)
+        assert r.status == 200, r.body
+        answer = _json(r)
+        assert answer["connection_id"] == cid and "m=video" in answer["sdp_answer"]
+        assert "a=sendonly" in answer["sdp_answer"]
+        peers_with_it = len(runner.peers)
+        assert peers_with_it >= 1
+        await asyncio.sleep(1.0)
+        assert cid not in reactor.connections
+        assert len(runner.peers) == peers_with_it - 1
+        assert reactor.signalling.state(cid) is not None  # the id stays for a re-offer
+    finally:
+        await pc.close()
+        await reactor.close()

@@ -19,7 +19,8 @@ Bounds: one message from the client is at most `max_message_bytes` (longer, or n
 the connection's framing: the channel gets a `command_error` / v1 `Error`; more than
 `max_bad_messages` of those: the connection is closed); commands are rate-limited per connection
 (a token bucket); text not yet taken by the client (the data channel's `bufferedAmount`) is
-bounded: past `max_buffered_bytes` the connection is closed, as the hub does to a slow websocket.
+bounded: past `max_buffered_bytes` the connection is closed, as the hub does to a slow websocket;
+a client that takes its answer and never connects is dropped after `connect_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class MediaOptions:
     max_track_frames: int = 48
     #: Messages queued before the client's first message tells its framing (v0 / v1).
     max_unframed_messages: int = 64
+    #: Seconds from the answer to a connected peer connection; then the connection is dropped.
+    connect_timeout: float = 30.0
 
 
 def rtc_configuration(servers: tuple[IceServer, ...]) -> RTCConfiguration:
@@ -198,6 +201,7 @@ class ReactorConnection:
         self.peer: Peer | None = None
         self._pump: asyncio.Task[None] | None = None
         self._remote_set = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self._waiting_candidates: list[Candidate] = []
         self.track.set_paused(not offer.flat)  # the flat route's client never sends resume_track
         self.pc.on("datachannel", self._on_datachannel)
@@ -233,6 +237,9 @@ class ReactorConnection:
         self._pump = asyncio.get_running_loop().create_task(
             self._pump_peer(self.peer), name=f"{self.name}-pump"
         )
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self.options.connect_timeout, self._check_connected
+        )
         sdp: str = self.pc.localDescription.sdp
         return sdp
 
@@ -260,6 +267,14 @@ class ReactorConnection:
         await self.pc.addIceCandidate(ice)
 
     # --- lifecycle ----------------------------------------------------------------------------
+    def _check_connected(self) -> None:
+        """An answered offer whose client never connects must not hold a slot of the runner."""
+        self._watchdog = None
+        if not self.closed and self.pc.connectionState != "connected":
+            asyncio.get_running_loop().create_task(
+                self.close(f"not connected within {self.options.connect_timeout:g} s of the answer")
+            )
+
     def _on_state(self) -> None:
         state = self.pc.connectionState
         logger.info("%s: peer connection %s", self.name, state)
@@ -271,6 +286,8 @@ class ReactorConnection:
             return
         self.closed = True
         self.close_reason = reason
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self.peer is not None:
             self.runner.detach(self.peer, 1000, reason)
         if self._pump is not None and self._pump is not asyncio.current_task():
