@@ -164,7 +164,50 @@ async def remote_scenario(url: str, token: str | None) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"main": main_scenario, "shared": shared_scenario, "remote": remote_scenario}
+async def ours_scenario(url: str, token: str | None) -> dict[str, Any]:
+    """Our own SDK (`longlive.Reactor`) over WebRTC: `longlive.webrtc.webrtc_transport`."""
+    from longlive import CommandError
+    from longlive import Reactor as Ours
+    from longlive.webrtc import webrtc_transport
+
+    out: dict[str, Any] = {"frames": []}
+    t0 = time.monotonic()
+    async with Ours(transport_factory=webrtc_transport(url, token=token)) as reactor:
+        out["connect_s"] = time.monotonic() - t0
+        await reactor.reset()
+        await reactor.schedule_prompt(RED, timestamp=0)
+        await reactor.schedule_prompt(BLUE, timestamp=12)
+        t_start = time.monotonic()
+        await reactor.start()
+        try:
+            await reactor.resume()
+            out["refused"] = None
+        except CommandError as exc:
+            out["refused"] = exc.code
+        async for frame in reactor.frames():
+            out["frames"].append(
+                [
+                    time.monotonic() - t_start,
+                    colour(frame.image),
+                    frame.index,
+                    frame.generation,
+                    list(frame.image.shape),
+                ]
+            )
+            if frame.index >= 60 or time.monotonic() - t_start > 10:
+                break
+        state = await reactor.get_state()
+        out["state_frame"] = state.current_start_frame
+        await reactor.reset()
+    return out
+
+
+SCENARIOS = {
+    "main": main_scenario,
+    "shared": shared_scenario,
+    "remote": remote_scenario,
+    "ours": ours_scenario,
+}
 
 
 def main() -> None:

@@ -138,3 +138,23 @@ def test_remote_client_with_the_token_from_another_namespace(netns: Namespaces, 
     # video arrives (the module's other tests check its rate; this one checks the path)
     assert len(window) >= 12, public_serve.stderr[-3000:]
     assert window[0][1] == "red"
+
+
+def test_our_sdk_over_webrtc(netns: Namespaces, serve: Serve) -> None:
+    """`longlive.Reactor` with `longlive.webrtc.webrtc_transport`: our protocol on a `longlive`
+    data channel, the frames decoded from the VP8 track and paired with their headers."""
+    r = run_client(netns, serve, "ours")
+    assert r["connect_s"] < 10
+    assert r["refused"] == "not_paused"
+    frames = r["frames"]
+    assert len(frames) >= 55, [(round(f[0], 2), f[2]) for f in frames]  # frames 0..60, few lost
+    span = frames[-1][0] - frames[0][0]
+    assert 13.0 <= (len(frames) - 1) / span <= 18.5, span
+    assert frames[0][4] == [64, 64, 3]
+    indexes = [f[2] for f in frames]
+    assert indexes == sorted(indexes) and indexes[0] == 0  # video frame numbers from the headers
+    colours = [f[1] for f in frames]
+    assert colours[:20].count("red") >= 18
+    first_blue = colours.index("blue")
+    assert 40 <= frames[first_blue][2] <= 52  # the switch at latent 12 = video frame 45
+    assert r["state_frame"] >= 9

@@ -39,6 +39,7 @@ from .wire import MessageKind, WireError, normalize_numbers
 __all__ = [
     "CONTROL",
     "DATA",
+    "NATIVE",
     "Codec",
     "Command",
     "Framing",
@@ -51,6 +52,8 @@ __all__ = [
 
 CONTROL = "control"
 DATA = "data"
+#: The one channel of a client speaking this runner's own protocol over WebRTC (`longlive.webrtc`).
+NATIVE = "longlive"
 Channel = Literal["control", "data"]
 
 #: The default cap on one message from a client, either channel (the JS SDK's own default send

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fractions
+import json
 import logging
 import time
 from collections import deque
@@ -48,8 +50,20 @@ from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
 from longlive.errors import ConnectionClosedError, ErrorCode, ProtocolError
+from longlive.protocol import CommandErrorMessage, encode_message
 
-from .framing import CONTROL, DATA, Codec, Command, Framing, FramingError, Outgoing, Platform, TrackVerb
+from .framing import (
+    CONTROL,
+    DATA,
+    NATIVE,
+    Codec,
+    Command,
+    Framing,
+    FramingError,
+    Outgoing,
+    Platform,
+    TrackVerb,
+)
 from .schema import openapi_document
 from .signalling import TRACK_NAME, Candidate, IceServer, Offer
 from .vocabulary import Broadcast, Refusal, Reply, Translator
@@ -96,7 +110,10 @@ class PacedVideoTrack(VideoStreamTrack):
     def __init__(self, fps: float, *, max_frames: int = 48) -> None:
         super().__init__()
         self.fps = fps
-        self._frames: deque[np.ndarray] = deque(maxlen=max_frames)
+        self._frames: deque[tuple[np.ndarray, Any]] = deque(maxlen=max_frames)
+        #: Set for a native (our protocol) connection: frame i goes out with pts i * (clock / fps),
+        #: and `on_output(i, header)` is called as it goes, so the client pairs frames and headers.
+        self.on_output: Callable[[int, Any], None] | None = None
         self._ready = asyncio.Event()
         self.paused = True
         self.frames_sent = 0
@@ -104,13 +121,13 @@ class PacedVideoTrack(VideoStreamTrack):
         self._t0: float | None = None
         self._next_at = 0.0
 
-    def put(self, rgb: np.ndarray) -> None:
+    def put(self, rgb: np.ndarray, header: Any = None) -> None:
         if self.paused or self.readyState != "live":
             self.frames_dropped += 1
             return
         if len(self._frames) == self._frames.maxlen:
             self.frames_dropped += 1
-        self._frames.append(rgb)
+        self._frames.append((rgb, header))
         self._ready.set()
 
     def set_paused(self, paused: bool) -> None:
@@ -140,9 +157,13 @@ class PacedVideoTrack(VideoStreamTrack):
         self._next_at = max(now, self._next_at) + 1.0 / self.fps
         if not self._frames:  # cleared while waiting (pause, reset): look again
             return await self.recv()
-        rgb = self._frames.popleft()
+        rgb, header = self._frames.popleft()
         frame = VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = int((now - self._t0) * VIDEO_CLOCK)
+        if self.on_output is not None:
+            frame.pts = self.frames_sent * round(VIDEO_CLOCK / self.fps)
+            self.on_output(self.frames_sent, header)
+        else:
+            frame.pts = int((now - self._t0) * VIDEO_CLOCK)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.frames_sent += 1
         return frame
@@ -194,6 +215,12 @@ class ReactorConnection:
         self.translator = Translator(prefix=f"rc{offer.connection_id}.")
         self.channels: dict[str, RTCDataChannel] = {}
         self._unframed: deque[Any] = deque()
+        #: "reactor" (the `control` / `data` channels: Reactor's clients) or "native" (one
+        #: `longlive` channel carrying this runner's own protocol: `longlive.webrtc`); None until
+        #: the client's first channel arrives. Texts from the runner wait for it (bounded).
+        self.mode: str | None = None
+        self._raw_held: deque[str] = deque()
+        self._native_unsent: list[str] = []
         self._bucket = _Bucket(options.commands_per_second, options.command_burst)
         self.bad_messages = 0
         self.closed = False
@@ -310,10 +337,9 @@ class ReactorConnection:
             while True:
                 item = await peer.get()
                 if isinstance(item, str):
-                    for out in self.translator.translate(item):
-                        self._emit(out)
+                    self._runner_text(item)
                 else:
-                    self.track.put(item.rgb)
+                    self.track.put(item.rgb, item.header)
         except ConnectionClosedError as exc:
             if not self.closed:
                 await self.close(f"the runner closed the connection: {exc}")
@@ -322,6 +348,36 @@ class ReactorConnection:
         except Exception:  # pragma: no cover - a bug must not leave the peer connection open
             logger.exception("%s: sending failed", self.name)
             await self.close("internal error")
+
+    def _runner_text(self, text: str) -> None:
+        if self.mode is None:
+            self._raw_held.append(text)
+            # keep `hello` (the first), drop the oldest of the rest past the bound
+            while len(self._raw_held) > self.options.max_unframed_messages:
+                first = self._raw_held.popleft()
+                self._raw_held.popleft()
+                self._raw_held.appendleft(first)
+        elif self.mode == NATIVE:
+            self._send((NATIVE, text))
+        else:
+            for out in self.translator.translate(text):
+                self._emit(out)
+
+    def _set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == NATIVE:
+            self.track.set_paused(False)  # our protocol has no resume_track
+            self.track.on_output = self._frame_out
+        held, self._raw_held = list(self._raw_held), deque()
+        for text in held:
+            self._runner_text(text)
+
+    def _frame_out(self, index: int, header: Any) -> None:
+        """A native connection: frame `index` of the track goes out; its header follows on the
+        `longlive` channel, as a binary JSON message {"i", "h"} (docs/reactor-clients.md)."""
+        if header is None:
+            return
+        self._send((NATIVE, json.dumps({"i": index, "h": dataclasses.asdict(header)}).encode()))
 
     def _emit(self, out: Broadcast | Reply | Refusal) -> None:
         if self.codec.framing is None:  # the client has not said how it frames: hold (bounded)
@@ -346,6 +402,9 @@ class ReactorConnection:
         label, payload = out
         channel = self.channels.get(label) or (self.channels.get(DATA) if label == CONTROL else None)
         if channel is None or channel.readyState != "open":
+            if label == NATIVE and channel is not None and isinstance(payload, str):
+                self._native_unsent.append(payload)  # before the channel opened: hello, state
+                del self._native_unsent[: -self.options.max_unframed_messages]
             return
         if channel.bufferedAmount > self.options.max_buffered_bytes:
             asyncio.get_running_loop().create_task(
@@ -356,11 +415,14 @@ class ReactorConnection:
 
     # --- client -> runner -----------------------------------------------------------------------
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        label = channel.label if channel.label in (CONTROL, DATA) else DATA
-        if label in self.channels:  # a third channel, or a second of one label: not ours
-            channel.close()
+        label = channel.label if channel.label in (CONTROL, DATA, NATIVE) else DATA
+        mode = NATIVE if label == NATIVE else "reactor"
+        if label in self.channels or (self.mode is not None and self.mode != mode):
+            channel.close()  # a second channel of one label, or of the other protocol: not ours
             return
         self.channels[label] = channel
+        if self.mode is None:
+            self._set_mode(mode)
 
         @channel.on("message")
         def on_message(message: str | bytes) -> None:
@@ -368,9 +430,17 @@ class ReactorConnection:
 
         @channel.on("open")
         def on_open() -> None:
-            self._flush_unframed()
+            self._flush_open()
 
         if channel.readyState == "open":
+            self._flush_open()
+
+    def _flush_open(self) -> None:
+        if self.mode == NATIVE:
+            held, self._native_unsent = self._native_unsent, []
+            for text in held:
+                self._send((NATIVE, text))
+        else:
             self._flush_unframed()
 
     def _flush_unframed(self) -> None:
@@ -382,6 +452,9 @@ class ReactorConnection:
 
     def _on_message(self, label: str, message: str | bytes) -> None:
         if self.closed or self.peer is None:
+            return
+        if label == NATIVE:
+            self._native_message(message)
             return
         first = self.codec.framing is None
         try:
@@ -399,10 +472,36 @@ class ReactorConnection:
         else:
             self._platform(inbound)
 
+    def _native_message(self, message: str | bytes) -> None:
+        """Our protocol verbatim: the session parses, validates and answers (docs/protocol.md)."""
+        assert self.peer is not None
+        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+        if size > self.options.max_message_bytes:
+            self._bad(f"message of {size} bytes, the limit is {self.options.max_message_bytes}")
+            return
+        if not self._bucket.take():
+            self._send((NATIVE, encode_message(CommandErrorMessage(
+                command=None, code="rate_limited",
+                reason=f"more than {self.options.commands_per_second:g} commands per second",
+            ))))  # fmt: skip
+            return
+        before = self.runner.session.generation
+        if isinstance(message, str):
+            self.runner.receive_text(self.peer, message)
+        else:
+            self.runner.receive_binary(self.peer, message)
+        if self.runner.session.generation != before:
+            self.track.drop_queued()
+
     def _bad(self, reason: str) -> None:
         self.bad_messages += 1
         logger.info("%s: bad message: %s", self.name, reason)
-        self._send(self.codec.encode_refusal(None, None, ErrorCode.BAD_JSON, reason))
+        if self.mode == NATIVE:
+            self._send(
+                (NATIVE, encode_message(CommandErrorMessage(None, ErrorCode.MESSAGE_TOO_LARGE, reason)))
+            )
+        else:
+            self._send(self.codec.encode_refusal(None, None, ErrorCode.BAD_JSON, reason))
         if self.bad_messages > self.options.max_bad_messages:
             asyncio.get_running_loop().create_task(
                 self.close(f"more than {self.options.max_bad_messages} bad messages")
