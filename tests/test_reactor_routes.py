@@ -96,6 +96,8 @@ async def test_session_routes(client: Client) -> None:
     sid = d["session_id"]
     assert _json(await client.call("GET", f"/sessions/{sid}"))["session_id"] == sid
     assert (await client.call("GET", "/sessions/nope")).status == 404
+    doc = _json(await client.call("GET", "/schema"))
+    assert "/commands/schedule_prompt" in doc["paths"]
     r = await client.call("GET", f"/sessions/{sid}/transport/webrtc/ice_servers")
     assert _json(r) == {"ice_servers": []}  # no STUN/TURN unless configured
 

@@ -9,6 +9,7 @@ through `ReactorFront` (and its I/O-free `Signalling`).
 |---|---|
 | `POST /start_session`, `GET /session` | the session descriptor (one shared session) |
 | `POST /stop_session` | 200 (the shared video goes on for its other viewers) |
+| `GET /schema` | the OpenAPI document of the commands (what `requestSchema` answers) |
 | `POST /sessions` | 201, the descriptor: the coordinator form (a JWT = the runner's token) |
 | `GET /sessions/{id}`, `GET /sessions/{id}/info`, `DELETE /sessions/{id}` | the descriptor; 200 |
 | `GET .../transport/webrtc/ice_servers` | `{ice_servers: [{uris, credentials?}]}` |
@@ -29,6 +30,7 @@ from typing import Any
 
 from ..http import HttpFront, HttpRequest, HttpResponse
 from .front import ReactorFront
+from .schema import openapi_document
 from .signalling import SignallingError
 
 __all__ = ["SDP_BODY_LIMIT", "add_reactor_routes", "make_handlers"]
@@ -105,6 +107,9 @@ def make_handlers(reactor: ReactorFront) -> list[tuple[str, str, Handler, int]]:
     async def get_session(request: HttpRequest) -> HttpResponse:
         return HttpResponse.json(200, reactor.descriptor())
 
+    async def schema(request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(200, openapi_document(reactor.runner.limits))
+
     async def stop_session(request: HttpRequest) -> HttpResponse:
         sig.stop_session()
         return HttpResponse(200, b"{}\n")
@@ -147,6 +152,7 @@ def make_handlers(reactor: ReactorFront) -> list[tuple[str, str, Handler, int]]:
         ("POST", "/start_session", start_session, SMALL_BODY_LIMIT),
         ("GET", "/session", get_session, 0),
         ("POST", "/stop_session", stop_session, SMALL_BODY_LIMIT),
+        ("GET", "/schema", schema, 0),
         ("POST", "/sessions", create_session, SMALL_BODY_LIMIT),
         ("GET", "/sessions/{session_id}", get_session, 0),
         ("GET", "/sessions/{session_id}/info", get_session, 0),
