@@ -64,6 +64,24 @@ class Watcher:
     def count(self) -> int:
         return len(self.frames)
 
+    async def frames_until(self, n: int, timeout: float) -> int:
+        """Wait until `n` more frames arrived (or `timeout` s): waits adapt to the model's speed,
+        which a busy machine slows, instead of sleeping a fixed time."""
+        target, deadline = self.count() + n, time.monotonic() + timeout
+        while self.count() < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.count()
+
+    async def quiet(self, seconds: float, timeout: float) -> float:
+        """Wait until no frame arrived for `seconds` (the video stopped); its start time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.frames[-1][0] if self.frames else 0.0
+            if self.now() - last >= seconds:
+                return last
+            await asyncio.sleep(0.05)
+        return self.now()
+
     async def command(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
         try:
             reply = await asyncio.wait_for(self.client.send_command(name, data), 15)
@@ -86,16 +104,16 @@ async def main_scenario(url: str, token: str | None) -> dict[str, Any]:
     out["refused_resume"] = await w.command("resume", {})
     out["refused_unknown"] = await w.command("set_shot", {"prompt": "x"})
     out["refused_bad_field"] = await w.command("schedule_prompt", {"new_prompt": "x", "timestamp": 1.5})
-    await asyncio.sleep(4.5)
+    await w.frames_until(64, 30)  # past the switch at video frame 45
     marks["pause"] = w.now()
     out["pause"] = await w.command("pause", {})
-    await asyncio.sleep(2.5)
+    await w.quiet(2.5, 15)  # the block in progress and those made ahead play out, then nothing
     marks["paused_from"] = w.now()
     await asyncio.sleep(1.0)
     marks["paused_to"] = w.now()
     out["state_paused"] = await w.command("get_state", {})
     out["resume"] = await w.command("resume", {})
-    await asyncio.sleep(1.5)
+    await w.frames_until(5, 15)
     marks["resumed_to"] = w.now()
     out["reset"] = await w.command("reset", {})
     out["state_reset"] = await w.command("get_state", {})
@@ -114,20 +132,16 @@ async def shared_scenario(url: str, token: str | None) -> dict[str, Any]:
     out["a_start"] = await a.command("start", {})
     await b.connect()
     out["b_state"] = await b.command("get_state", {})
-    await asyncio.sleep(2.0)
-    out["marks"]["b_before_reconnect"] = b.count()
+    out["marks"]["b_before_reconnect"] = await b.frames_until(10, 20)
     out["b_session"] = b.client.session_id
     out["a_session"] = a.client.session_id
     await asyncio.wait_for(b.client.reconnect(), 30)
     out["marks"]["b_reconnected_at"] = b.now()
-    await asyncio.sleep(2.0)
-    out["marks"]["b_after_reconnect"] = b.count()
+    out["marks"]["b_after_reconnect"] = await b.frames_until(10, 20)
     out["b_state_after"] = await b.command("get_state", {})
     await a.client.disconnect()
-    await asyncio.sleep(1.0)
     out["marks"]["b_at_a_left"] = b.count()
-    await asyncio.sleep(1.0)
-    out["marks"]["b_after_a_left"] = b.count()
+    out["marks"]["b_after_a_left"] = await b.frames_until(5, 15)
     out["reset"] = await b.command("reset", {})
     await b.client.disconnect()
     out["a"], out["b"] = a.report(), b.report()
@@ -156,7 +170,7 @@ async def remote_scenario(url: str, token: str | None) -> dict[str, Any]:
     out["marks"]["start"] = w.now()
     out["start"] = await w.command("start", {})
     out["refused"] = await w.command("start", {})
-    await asyncio.sleep(3.0)
+    await w.frames_until(16, 20)
     out["marks"]["end"] = w.now()
     out["reset_end"] = await w.command("reset", {})
     await w.client.disconnect()
@@ -194,7 +208,7 @@ async def ours_scenario(url: str, token: str | None) -> dict[str, Any]:
                     list(frame.image.shape),
                 ]
             )
-            if frame.index >= 60 or time.monotonic() - t_start > 10:
+            if frame.index >= 60 or time.monotonic() - t_start > 30:
                 break
         state = await reactor.get_state()
         out["state_frame"] = state.current_start_frame

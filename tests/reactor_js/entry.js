@@ -61,6 +61,20 @@ class Watcher {
     return (performance.now() - start) / 1000;
   }
   count() { return this.frames.length; }
+  // Wait for `n` more frames (or `timeout` ms): waits follow the model's speed, not a fixed time.
+  async framesUntil(n, timeout) {
+    const target = this.count() + n, end = performance.now() + timeout;
+    while (this.count() < target && performance.now() < end) await sleep(50);
+  }
+  // Wait until no frame came for `ms` (the video stopped).
+  async quiet(ms, timeout) {
+    const end = performance.now() + timeout;
+    while (performance.now() < end) {
+      const last = this.frames.length ? this.frames[this.frames.length - 1][0] : 0;
+      if (this.now() - last >= ms / 1000) return;
+      await sleep(50);
+    }
+  }
   report() { return { frames: this.frames, messages: this.messages, errors: this.errors, statuses: this.statuses }; }
 }
 
@@ -74,15 +88,15 @@ window.mainScenario = async (apiUrl) => {
   out.marks.start = w.now();
   await w.reactor.sendCommand("start", {});
   await w.reactor.sendCommand("resume", {});  // refused: not paused (a command_error message)
-  await sleep(4500);
+  await w.framesUntil(64, 30000);
   out.marks.pause = w.now();
   await w.reactor.sendCommand("pause", {});
-  await sleep(2500);
+  await w.quiet(2500, 15000);  // the block being generated when paused still comes
   out.marks.paused_from = w.now();
   await sleep(1000);
   out.marks.paused_to = w.now();
   await w.reactor.sendCommand("resume", {});
-  await sleep(1500);
+  await w.framesUntil(5, 15000);
   out.marks.resumed_to = w.now();
   await w.reactor.sendCommand("reset", {});
   await sleep(500);
@@ -95,7 +109,7 @@ window.mainScenario = async (apiUrl) => {
   out.reconnected_status = w.reactor.getStatus();
   await w.reactor.sendCommand("schedule_prompt", { new_prompt: RED, timestamp: 0 });
   await w.reactor.sendCommand("start", {});
-  await sleep(3000);
+  await w.framesUntil(12, 20000);
   out.marks.end = w.now();
   await w.reactor.sendCommand("reset", {});
   await sleep(200);

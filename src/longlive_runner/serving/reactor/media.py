@@ -228,6 +228,8 @@ class ReactorConnection:
         self.peer: Peer | None = None
         self._pump: asyncio.Task[None] | None = None
         self._remote_set = False
+        self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=max(8, 2 * options.command_burst))
+        self._consumer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._waiting_candidates: list[Candidate] = []
         self.track.set_paused(not offer.flat)  # the flat route's client never sends resume_track
@@ -317,8 +319,9 @@ class ReactorConnection:
             self._watchdog.cancel()
         if self.peer is not None:
             self.runner.detach(self.peer, 1000, reason)
-        if self._pump is not None and self._pump is not asyncio.current_task():
-            self._pump.cancel()
+        for task in (self._pump, self._consumer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         self.track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
@@ -485,13 +488,35 @@ class ReactorConnection:
                 reason=f"more than {self.options.commands_per_second:g} commands per second",
             ))))  # fmt: skip
             return
-        before = self.runner.session.generation
-        if isinstance(message, str):
-            self.runner.receive_text(self.peer, message)
-        else:
-            self.runner.receive_binary(self.peer, message)
-        if self.runner.session.generation != before:
-            self.track.drop_queued()
+        self._deliver(message, None, None)
+
+    def _deliver(self, message: str | bytes, request_id: str | None, command: str | None) -> None:
+        """Hand a command to the runner, in the order received: `Runner.receive` (a long
+        prompt is analysed off the event loop first), one at a time, by this connection's task."""
+        if self._inbox.full():  # the bucket keeps far below this; a bound all the same
+            reason = "too many commands waiting"
+            if self.mode == NATIVE:
+                self._send((NATIVE, encode_message(CommandErrorMessage(command, "rate_limited", reason))))
+            else:
+                self._send(self.codec.encode_refusal(request_id, command, "rate_limited", reason))
+            return
+        self._inbox.put_nowait(message)
+        if self._consumer is None:
+            self._consumer = asyncio.get_running_loop().create_task(self._consume(), name=f"{self.name}-in")
+
+    async def _consume(self) -> None:
+        while not self.closed:
+            message = await self._inbox.get()
+            peer = self.peer
+            if peer is None or self.closed:
+                return
+            before = self.runner.session.generation
+            if isinstance(message, str):
+                await self.runner.receive(peer, message)
+            else:
+                self.runner.receive_binary(peer, message)
+            if self.runner.session.generation != before:
+                self.track.drop_queued()  # a reset: frames of the old video not yet played
 
     def _bad(self, reason: str) -> None:
         self.bad_messages += 1
@@ -524,10 +549,7 @@ class ReactorConnection:
         except ProtocolError as exc:
             self._send(self.codec.encode_refusal(cmd.request_id, cmd.command, exc.code, exc.reason))
             return
-        before = self.runner.session.generation
-        self.runner.receive_text(self.peer, text)
-        if self.runner.session.generation != before:
-            self.track.drop_queued()  # a reset: frames of the old video not yet played
+        self._deliver(text, cmd.request_id, cmd.command)
 
     def _track_verb(self, verb: TrackVerb) -> None:
         if verb.verb in ("pause_track", "resume_track"):
