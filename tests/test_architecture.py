@@ -233,26 +233,10 @@ def private_imports(path: Path) -> list[str]:
     return out
 
 
-# Left to the client's split (issue 26, the client's I/O-free core): `Reactor`'s own helpers.
-KNOWN_CLIENT_PRIVATE_IMPORTS = {
-    "longlive/_client.py": [
-        "._buffers._Buffer",
-        "._buffers._Ended",
-        "._callbacks._Callbacks",
-        "._transport._safe_url",
-    ],
-}
-
-
 def test_no_private_name_is_imported_across_modules() -> None:
     offenders = {
         str(path.relative_to(SRC)): private_imports(path)
         for package in ("longlive_runner", "longlive")
         for path in modules(package)
     }
-    offenders = {k: v for k, v in offenders.items() if v}
-    assert {k: v for k, v in offenders.items() if k.startswith("longlive_runner/")} == {}
-    client = {k: v for k, v in offenders.items() if k.startswith("longlive/")}
-    # The listed ones may go, none may come.
-    for name, names in client.items():
-        assert set(names) <= set(KNOWN_CLIENT_PRIVATE_IMPORTS.get(name, [])), (name, names)
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -1,4 +1,4 @@
-"""The buffers between the client's reader and its consumers: a bounded FIFO (`_Buffer`, behind
+"""The buffers between the client's reader and its consumers: a bounded FIFO (`FrameBuffer`, behind
 `Reactor.frames()`) and `MessageStream` (`Reactor.messages()`)."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from ._types import FramePolicy
 from .errors import ConnectionClosedError
 from .protocol import Message
 
-__all__ = ["MessageStream"]
+__all__ = ["BufferEnded", "FrameBuffer", "MessageStream"]
 
 T = TypeVar("T")
 
 
-class _Ended(Exception):
+class BufferEnded(Exception):
     """A buffer ended normally (the client closed)."""
 
 
-class _Buffer(Generic[T]):
+class FrameBuffer(Generic[T]):
     """A bounded FIFO for one event loop, with an end marker (normal or an error).
 
     With policy "block", `put` waits for room, except while `overflow()` is true: then the item
@@ -78,10 +78,10 @@ class _Buffer(Generic[T]):
         self._writable.set()
 
     async def get(self) -> T:
-        """The next item; raises `_Ended` or a `ConnectionClosedError` once drained and ended."""
+        """The next item; raises `BufferEnded` or a `ConnectionClosedError` once drained and ended."""
         while not self._items:
             if self._end is True:
-                raise _Ended
+                raise BufferEnded
             if isinstance(self._end, ConnectionClosedError):
                 raise ConnectionClosedError(self._end.code, self._end.reason)
             self._readable.clear()
@@ -115,7 +115,7 @@ class MessageStream:
         self, types: tuple[str, ...], max_buffered: int, on_close: Callable[[MessageStream], None]
     ) -> None:
         self._types = frozenset(types)
-        self._buffer: _Buffer[Message] = _Buffer(max_buffered)
+        self._buffer: FrameBuffer[Message] = FrameBuffer(max_buffered)
         self._on_close = on_close
 
     @property
@@ -133,7 +133,7 @@ class MessageStream:
     async def __anext__(self) -> Message:
         try:
             return await self._buffer.get()
-        except _Ended:
+        except BufferEnded:
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:

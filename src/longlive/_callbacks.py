@@ -28,7 +28,7 @@ ErrorHandler = Callable[[BaseException], Any]
 ALL = "*"
 
 
-class _Callbacks:
+class Callbacks:
     """The callbacks of one client, by event, and what they raise."""
 
     def __init__(self, on_error: ErrorHandler | None) -> None:

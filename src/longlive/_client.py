@@ -32,14 +32,14 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 
-from ._buffers import MessageStream, _Buffer, _Ended
-from ._callbacks import ErrorHandler, _Callbacks
+from ._buffers import BufferEnded, FrameBuffer, MessageStream
+from ._callbacks import Callbacks, ErrorHandler
 from ._core import ClientCore, ConnectionCore, Waiter
 from ._local import LocalConnector
 from ._recording import Recording
-from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, _safe_url
+from ._transport import DEFAULT_MAX_MESSAGE_SIZE, Transport, WebSocketTransport, safe_url
 from ._types import USE_CLIENT_DEFAULT, Frame, FramePolicy, Status, UseClientDefault
-from ._urls import with_session as _with_session
+from ._urls import with_session
 from .errors import (
     CallbackError,
     CommandTimeoutError,
@@ -224,11 +224,11 @@ class Reactor:
         self._closed_for_streams = False
 
         self._core = ClientCore(purge=self._purge_frames)
-        self._frames: _Buffer[Frame] | None = None
+        self._frames: FrameBuffer[Frame] | None = None
         self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
         self._recordings: list[Recording] = []
 
-        self._callbacks = _Callbacks(on_error)
+        self._callbacks = Callbacks(on_error)
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -279,7 +279,7 @@ class Reactor:
     async def _open_websocket(self) -> Transport:
         assert self.url is not None
         return await WebSocketTransport.connect(
-            _with_session(self.url, self._opening_session),
+            with_session(self.url, self._opening_session),
             token=self._token,
             headers=self._headers,
             open_timeout=self.connect_timeout,
@@ -366,7 +366,7 @@ class Reactor:
         if replacing is not None:
             await self._shutdown(replacing, ConnectionClosedError(None, "reconnecting"))
         if self._frames is None:
-            self._frames = _Buffer(self._max_buffered_frames, self._frame_policy, self._awaiting_reader)
+            self._frames = FrameBuffer(self._max_buffered_frames, self._frame_policy, self._awaiting_reader)
         try:
             transport = await self._factory()
         except BaseException as exc:
@@ -741,7 +741,7 @@ class Reactor:
 
     def __repr__(self) -> str:
         where = (
-            _safe_url(self.url)
+            safe_url(self.url)
             if self.url is not None
             else ("local" if self._local is not None else "custom")
         )
@@ -910,7 +910,7 @@ class Reactor:
         while True:
             try:
                 frame = await buffer.get()
-            except _Ended:
+            except BufferEnded:
                 return
             yield frame
 

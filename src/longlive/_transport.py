@@ -29,6 +29,7 @@ __all__ = [
     "Transport",
     "WebSocketTransport",
     "auth_headers",
+    "safe_url",
 ]
 
 #: What `Transport.recv()` returns: a JSON text message, or a decoded frame (header, uint8 [H, W, 3]).
@@ -114,20 +115,20 @@ class WebSocketTransport:
                 **kwargs,
             )
         except InvalidURI as exc:
-            raise ValueError(f"invalid websocket URL {_safe_url(url)!r}: {exc}") from exc
+            raise ValueError(f"invalid websocket URL {safe_url(url)!r}: {exc}") from exc
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
                 sent_token = any(k.lower() == "authorization" for k in sent)
                 hint = "the token was refused" if sent_token else "the runner requires a token"
                 raise ConnectError(
-                    f"cannot connect to {_safe_url(url)}: HTTP {status}: {hint} "
+                    f"cannot connect to {safe_url(url)}: HTTP {status}: {hint} "
                     f"(pass token= or set {TOKEN_ENV})",
                     status,
                 ) from None
-            raise ConnectError(f"cannot connect to {_safe_url(url)}: HTTP {status}", status) from None
+            raise ConnectError(f"cannot connect to {safe_url(url)}: HTTP {status}", status) from None
         except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
-            raise ConnectError(f"cannot connect to {_safe_url(url)}: {type(exc).__name__}: {exc}") from exc
+            raise ConnectError(f"cannot connect to {safe_url(url)}: {type(exc).__name__}: {exc}") from exc
         return cls(ws)
 
     @property
@@ -158,7 +159,7 @@ class WebSocketTransport:
         await self._ws.close()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """`url` with any `token` query value hidden, for error messages."""
     return hide_token(url)
 
