@@ -342,3 +342,22 @@ async def test_an_answered_offer_that_never_connects_is_dropped(runner: Runner) 
     finally:
         await pc.close()
         await reactor.close()
+
+
+async def test_serve_options(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from longlive_runner.serving.reactor import serve as reactor_serve
+
+    p = argparse.ArgumentParser()
+    reactor_serve.add_cli_args(p)
+    args = p.parse_args([])
+    assert args.webrtc == "on" and args.ice_server == []  # on by default, no STUN/TURN
+    assert reactor_serve.check_cli_args(args) is None
+    bad = p.parse_args(["--ice-server", "http://stun.example.org"])
+    assert "--ice-server" in (reactor_serve.check_cli_args(bad) or "")
+    assert reactor_serve.check_cli_args(p.parse_args(["--webrtc-max-connections", "0"])) is not None
+    assert reactor_serve.attach(None, None, p.parse_args(["--webrtc", "off"])) is None  # type: ignore[arg-type]
+    monkeypatch.setattr(reactor_serve, "available", lambda: False)  # the extra not installed
+    assert reactor_serve.attach(None, None, args) is None  # type: ignore[arg-type]
+    assert "pip install 'longlive[webrtc]'" in capsys.readouterr().err
