@@ -396,6 +396,29 @@ def test_a_chunk_is_four_unipc_forwards_and_one_clean_pass(pipe2):
     assert gen.frames_generated == 16
 
 
+def test_every_model_call_can_be_traced(pipe2, tiny_pipe):
+    from longlive_runner import ModelCall
+
+    calls: list[ModelCall] = []
+    gen = pipe2.generator(decode=False)
+    gen.trace = calls.append
+    block = gen.generate_block("a cat")
+    assert [(c.kind, c.timestep, c.start_frame) for c in calls] == [
+        ("denoise", 999.0, 0), ("denoise", 937.0, 0), ("denoise", 833.0, 0), ("denoise", 624.0, 0), ("clean", 0.0, 0)
+    ]  # fmt: skip
+    assert all(c.out is not None and c.out.shape == c.x.shape for c in calls[:4]) and calls[4].out is None
+    assert torch.equal(calls[4].x, block.latents) and calls[0].context.shape == (1, 64, 32)
+    # 1.0: the re-cache on a prompt switch is traced too, before the block's steps
+    calls.clear()
+    g1 = tiny_pipe.generator()
+    g1.trace = calls.append
+    g1.generate_block("a cat")
+    g1.generate_block("a dog")
+    kinds = [c.kind for c in calls]
+    assert kinds == ["denoise"] * 4 + ["clean"] + ["recache"] + ["denoise"] * 4 + ["clean"]
+    assert calls[5].start_frame == 0 and calls[5].x.shape[2] == 3 and calls[0].timestep == 1000.0
+
+
 def test_same_seed_same_latents(pipe2):
     a = [b.latents for b in run(pipe2, ["a cat"] * 3, seed=5)[1]]
     b = [b.latents for b in run(pipe2, ["a cat"] * 3, seed=5)[1]]

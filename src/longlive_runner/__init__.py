@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .model.checkpoints import CheckpointError
     from .model.config import PRESETS, PipelineConfig, get_preset
-    from .model.generator import Block, FrameLimitReached, NoiseSource, PromptEmbedding, VideoGenerator
+    from .model.generator import (
+        Block,
+        FrameLimitReached,
+        ModelCall,
+        NoiseSource,
+        PromptEmbedding,
+        VideoGenerator,
+    )
     from .model.pipeline import Pipeline, load_pipeline
 
 _EXPORTS = {
@@ -22,6 +29,7 @@ _EXPORTS = {
     "CheckpointError": "model.checkpoints",
     "Block": "model.generator",
     "FrameLimitReached": "model.generator",
+    "ModelCall": "model.generator",
     "VideoGenerator": "model.generator",
     "PromptEmbedding": "model.generator",
     "NoiseSource": "model.generator",
@@ -34,6 +42,7 @@ __all__ = [
     "Block",
     "CheckpointError",
     "FrameLimitReached",
+    "ModelCall",
     "NoiseSource",
     "Pipeline",
     "PipelineConfig",

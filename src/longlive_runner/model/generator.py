@@ -105,6 +105,27 @@ class PromptEmbedding:
 Prompt = str | PromptEmbedding
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """One DiT call of the block loop, handed to `VideoGenerator.trace` right after it ran.
+
+    `kind`: "denoise" (a denoising step: `out` is the predicted flow v), "clean" (the context pass
+    of the clean block at t = 0, whose K/V stay: `out` is None) or "recache" (1.0's re-encode of
+    the recent frames under a new prompt, at t = 0: `x` holds those frames, `out` is None).
+    `x` [1, C, n, h, w] is the DiT's input, `context` [1, L, text_dim] the text features it got,
+    `start_frame` the latent frame of x's first frame in the scene, `timestep` what the time
+    embedding was fed. The tensors are the loop's own (do not modify them; clone to keep).
+    """
+
+    kind: str
+    scene: int
+    start_frame: int
+    timestep: float
+    x: torch.Tensor
+    out: torch.Tensor | None
+    context: torch.Tensor
+
+
 @dataclass
 class Block:
     """One generated block."""
@@ -152,6 +173,7 @@ class VideoGenerator:
         self._sigmas = denoising_sigmas(cfg.stream)
         self._cache = pipe.dit.new_cache(1, cfg.tokens_per_frame, cfg.stream, pipe.device, pipe.dtype)
         self.decode = decode
+        self.trace: Callable[[ModelCall], None] | None = None  # called after every DiT call (see ModelCall)
         self._decoder = pipe.vae.stream_decoder(clip_start) if decode else None
         # Clean latents of the newest blocks, enough to re-cache `cache_frames` frames on a switch.
         self._recent: deque[torch.Tensor] = deque(
@@ -304,6 +326,7 @@ class VideoGenerator:
         if shot and stream.shot_clean_recache:
             self._cache.drop_window()  # the clean pass then sees the global sink and itself only
         dit.context_pass(x0, context, self._cache, s)  # the clean block's K/V are what the cache keeps
+        self._trace("clean", s, 0.0, x0, None, context)
         if shot and stream.shot_sink:
             self._cache.pin(s, n)
 
@@ -341,6 +364,7 @@ class VideoGenerator:
         for i, sigma in enumerate(self._sigmas):
             t = torch.full((1, n), sigma * self._stream.num_train_timesteps, device=x.device)
             v = self.pipe.dit.forward_cached(x, t, context, self._cache, s)
+            self._trace("denoise", s, sigma * self._stream.num_train_timesteps, x, v, context)
             x0 = x - sigma * v
             if i + 1 < len(self._sigmas):
                 nxt = self._sigmas[i + 1]
@@ -355,8 +379,21 @@ class VideoGenerator:
         for timestep in solver.timesteps:
             t = torch.full((1, n), float(timestep), device=x.device)
             v = self.pipe.dit.forward_cached(x, t, context, self._cache, s)
+            self._trace("denoise", s, float(timestep), x, v, context)
             x = solver.step(v, x)
         return x
+
+    def _trace(
+        self,
+        kind: str,
+        start_frame: int,
+        timestep: float,
+        x: torch.Tensor,
+        out: torch.Tensor | None,
+        context: torch.Tensor,
+    ) -> None:
+        if self.trace is not None:
+            self.trace(ModelCall(kind, self.scene_index, start_frame, timestep, x, out, context))
 
     def _cut(self) -> None:
         """A scene cut: the memory is purged as for a fresh run (the video and its noise go on)."""
@@ -378,6 +415,7 @@ class VideoGenerator:
         k = min(self._stream.cache_frames, s)
         clean = torch.cat(list(self._recent), dim=2)[:, :, -k:]  # [1, C, k, h, w]
         self.pipe.dit.recache(clean, context, self._cache, s - k, global_sink=self._stream.global_sink)
+        self._trace("recache", s - k, 0.0, clean, None, context)
         self.recache_count += 1
 
 
