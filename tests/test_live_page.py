@@ -157,12 +157,16 @@ def test_live_page_end_to_end(browser: object, runner: RunnerProcess, page: obje
     assert page.input_value("#prompt-input") == ""
 
     # Start with a seed; wait until the canvas showed frames of 3 blocks and the counter says so.
+    # The timeline is not rebuilt per `progress`: the first block cell, tagged now, is the same
+    # element three blocks later (only the markers are rebuilt, when the schedule shown changes).
+    page.evaluate("document.querySelector('#timeline .block').dataset.probe = 'kept'")
     page.fill("#seed-input", "7")
     page.click("#start-btn")
     page.wait_for_function(
         "Number(document.getElementById('canvas').dataset.lastBlock) >= 6"
         " && Number(document.getElementById('frame-counter').dataset.currentStartFrame) >= 9"
     )
+    assert page.eval_on_selector_all("#timeline .block.done[data-probe='kept']", "es => es.length") == 1
     assert page.inner_text("#start-error") == ""
     assert page.inner_text("#seed-in-use") == "7"
     assert int(page.inner_text("#frame-counter")) >= 9
