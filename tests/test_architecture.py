@@ -100,7 +100,7 @@ def is_under(name: str, *roots: str) -> bool:
 def test_the_import_reader_resolves_relative_imports() -> None:
     names = imported_modules(RUNNER / "serving" / "cluster" / "command.py")
     assert "longlive_runner.arguments" in names  # `from ...arguments import ...`
-    assert "longlive_runner.serving.server" in names  # `from ..server import ...`
+    assert "longlive_runner.serving.listen" in names  # `from ..listen import ...`
     assert "longlive_runner.model.pipeline" in imported_modules(RUNNER / "serving" / "hub.py")
     assert "longlive_runner.cli" in imported_modules(RUNNER / "__main__.py")
     assert "longlive_runner.serving.cluster.placement" in imported_modules(

@@ -19,7 +19,8 @@ from longlive import ConnectError, ConnectionClosedError, Reactor
 from longlive_runner.cli import main
 from longlive_runner.serving import access as access_mod
 from longlive_runner.serving.access import AccessConfig, AccessPolicy, RequestFacts
-from longlive_runner.serving.server import RedactingFormatter, is_loopback_host, resolve_token
+from longlive_runner.serving.listen import is_loopback_host, resolve_token
+from longlive_runner.serving.logs import RedactingFormatter
 
 TOKEN = "ll-" + secrets.token_urlsafe(24)
 WRONG = "ll-" + secrets.token_urlsafe(24)

@@ -299,7 +299,7 @@ def _extra_commands() -> list[Any]:
     """Subcommands defined in their own modules (convert, serve, cluster, download)."""
     # Imported explicitly: an error in any module must show, not hide its command. None of them
     # imports torch or Ray at import time.
-    from .serving import server
+    from .serving import command as server
     from .serving.cluster import command as cluster
     from .weights import convert, download
 

@@ -21,8 +21,11 @@ sent (the newer one is queued last, so a peer always ends with the latest snapsh
 that lets more than `max_queued_text_chars` of text pile up is disconnected (close code 1008). A
 slow peer never slows the others: queueing never waits.
 
-Transports attach peers: `connect_local()` (the in-process `LocalConnection`, this module) and the
-websocket server (`server.py`).
+Transports attach peers: `connect_local()` (the in-process `LocalConnection`, `local.py`) and the
+websocket server (`server.py`). The hub's pieces each have their module: `frames.py` (`OutFrame`,
+a frame encoded at most once for all peers), `peers.py` (`Peer`, the queue and its drop policy),
+`torch_thread.py` (`TorchThread`, the one thread that runs torch), `local.py`; this module is the
+`Runner` that drives them.
 """
 
 from __future__ import annotations
@@ -31,29 +34,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from longlive.errors import ConnectionClosedError, ErrorCode
+from longlive.errors import ErrorCode
 from longlive.protocol import (
     DEFAULT_LIMITS,
     ErrorMessage,
-    FrameHeader,
-    FramesDropped,
     Limits,
     Message,
     Pause,
     Reset,
     State,
     block_frame_headers,
-    check_frame,
-    encode_frame,
-    encode_frame_into,
     encode_message,
     is_reply,
 )
@@ -61,28 +57,29 @@ from longlive.units import block_video_frames
 
 from ..model.generator import FrameLimitReached
 from ..model.tokenizer import model_form, model_hint, prompt_warnings
+from .frames import OutFrame
+from .local import LocalConnection
 from .options import DEFAULT_MAX_QUEUED_FRAMES, CloseCode
 from .pacing import DEFAULT_LEAD_BLOCKS, PACES, Pacer
+from .peers import DEFAULT_MAX_QUEUED_TEXT_CHARS, Peer
 from .session import BlockPlan, Session
 from .timers import GraceTimers, consume
+from .torch_thread import TorchThread
 
 if TYPE_CHECKING:
     from ..model.generator import Block, VideoGenerator
     from ..model.pipeline import Pipeline
 
-__all__ = [
+__all__ = [  # Peer, OutFrame, LocalConnection: their own modules, named here for the hub's users
     "DEFAULT_MAX_QUEUED_FRAMES",
     "DEFAULT_MAX_QUEUED_TEXT_CHARS",
     "LocalConnection",
+    "OutFrame",
     "Peer",
     "Runner",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Frames queued per peer before the oldest are dropped: 4 blocks (3 s of video at 16 fps).
-#: Text queued per peer (in characters) before the peer is disconnected as too slow.
-DEFAULT_MAX_QUEUED_TEXT_CHARS = 4 * 2**20
 
 CLOSE_NORMAL = CloseCode.NORMAL
 CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
@@ -90,263 +87,11 @@ CLOSE_POLICY = CloseCode.POLICY  # the peer let too much text pile up
 CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER  # too many peers
 _IDLE = "idle"  # the grace timer's key
 
-T = TypeVar("T")
-
 #: A `schedule_prompt` whose prompt has at least this many characters is analysed for warnings
 #: (`prompt_warnings`: tokenizing it) on the runner's prompt thread, not on the event loop: a
 #: 2,000-character prompt can normalize to 36,000 characters (U+FDFA under NFKC) and take tens
 #: of milliseconds to tokenize. Shorter ones cost well under a millisecond: analysed in place.
 PROMPT_THREAD_CHARS = 64
-
-
-class OutFrame:
-    """One decoded frame on its way to the peers; shared by all of them, encoded at most once."""
-
-    __slots__ = ("_encoded", "header", "rgb")
-
-    def __init__(self, header: FrameHeader, rgb: np.ndarray) -> None:
-        check_frame(header, rgb)  # once: every peer's encoding below skips the check
-        self.header = header
-        self.rgb = rgb
-        self._encoded: bytes | None = None
-
-    def encoded(self) -> bytes:
-        """The binary frame message (docs/protocol.md, section 4)."""
-        if self._encoded is None:
-            self._encoded = encode_frame(self.header, self.rgb, check=False)
-        return self._encoded
-
-    def encode_into(self, buffer: bytearray) -> memoryview:
-        """The binary frame message written into `buffer` (resized to fit): a view of `buffer`.
-
-        For a sender that reuses one buffer per connection and hands the view to a writer that
-        copies it at once (websockets' `send`). A new 1.2 MB `bytes` per frame costs page faults
-        on fresh memory besides the copy: 3x the server's CPU per 480x832 frame on a 2-core
-        machine (benchmarks/bench_transport.py, docs/performance.md). Same bytes as `encoded()`.
-        """
-        if self._encoded is not None:
-            return memoryview(self._encoded)
-        try:
-            return encode_frame_into(self.header, self.rgb, buffer, check=False)
-        except BufferError:  # a view of the buffer is still alive somewhere: do not touch it
-            return memoryview(self.encoded())
-
-
-# ----------------------------------------------------------------------------------------------
-# Peers
-# ----------------------------------------------------------------------------------------------
-class Peer:
-    """One connected client as the hub sees it: an outgoing queue with the drop policy.
-
-    Texts and frames wait in two queues tagged with one sequence number, so they come out in the
-    order they were put in. The transport takes items with `get()`: a `str` (a JSON text
-    message) or an `OutFrame`. A text queued with `state=True` (a snapshot) supersedes the
-    previous snapshot still waiting: that one is never sent.
-    """
-
-    def __init__(self, name: str, *, max_queued_frames: int, max_queued_text_chars: int) -> None:
-        self.name = name
-        self.max_queued_frames = max_queued_frames
-        self.max_queued_text_chars = max_queued_text_chars
-        # [seq, text]; text None: a snapshot superseded by a newer one (skipped, compacted away).
-        self._texts: deque[list[Any]] = deque()
-        self._frames: deque[tuple[int, OutFrame]] = deque()
-        self._seq = 0
-        self._text_chars = 0
-        self._live_texts = 0
-        self._superseded = 0
-        self._queued_state: list[Any] | None = None
-        self.states_superseded = 0
-        self._unreported_drops = 0
-        self._last_drop_seq = -1
-        self.frames_dropped = 0
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._ready = asyncio.Event()
-        self._closed = asyncio.Event()
-
-    def __repr__(self) -> str:
-        return f"<Peer {self.name}>"
-
-    @property
-    def closed(self) -> bool:
-        return self.close_code is not None
-
-    @property
-    def queued_frames(self) -> int:
-        return len(self._frames)
-
-    @property
-    def queued_texts(self) -> int:
-        return self._live_texts
-
-    @property
-    def queued_text_chars(self) -> int:
-        """Size of the queued text messages (in characters), bounded by `max_queued_text_chars`."""
-        return self._text_chars
-
-    def put_text(self, text: str, *, state: bool = False) -> bool:
-        """Queue a text message; False (nothing queued) when the text backlog is over the limit.
-
-        `state`: `text` is a `state` snapshot; one still queued is superseded by it (dropped, its
-        size given back), and it goes at the end of the queue.
-        """
-        if self.closed:
-            return True
-        old = self._queued_state if state else None
-        freed = len(old[1]) if old is not None else 0
-        if self._text_chars - freed + len(text) > self.max_queued_text_chars:
-            return False
-        if old is not None:
-            old[1] = None
-            self._text_chars -= freed
-            self._live_texts -= 1
-            self._superseded += 1
-            self.states_superseded += 1
-            if self._superseded > 64 and self._superseded > self._live_texts:
-                self._texts = deque(e for e in self._texts if e[1] is not None)
-                self._superseded = 0
-        entry = [self._seq, text]
-        self._texts.append(entry)
-        self._seq += 1
-        self._text_chars += len(text)
-        self._live_texts += 1
-        if state:
-            self._queued_state = entry
-        self._ready.set()
-        return True
-
-    def put_frame(self, frame: OutFrame) -> None:
-        """Queue a frame; when `max_queued_frames` are already waiting, the oldest is dropped."""
-        if self.closed:
-            return
-        while self._frames and len(self._frames) >= self.max_queued_frames:
-            seq, _ = self._frames.popleft()
-            self._last_drop_seq = seq
-            self._unreported_drops += 1
-            self.frames_dropped += 1
-        if self.max_queued_frames > 0:
-            self._frames.append((self._seq, frame))
-            self._seq += 1
-        else:  # pragma: no cover - a peer that takes no frames at all
-            self._unreported_drops += 1
-            self.frames_dropped += 1
-        self._ready.set()
-
-    def purge_frames(self, generation: int) -> int:
-        """Forget queued frames of generations before `generation` (stale after a reset)."""
-        before = len(self._frames)
-        self._frames = deque(item for item in self._frames if item[1].header.generation >= generation)
-        return before - len(self._frames)
-
-    def get_nowait(self) -> str | OutFrame | None:
-        """The next item to send, or None when nothing is queued."""
-        while self._texts and self._texts[0][1] is None:  # superseded snapshots
-            self._texts.popleft()
-            self._superseded -= 1
-        head_text = self._texts[0][0] if self._texts else None
-        head_frame = self._frames[0][0] if self._frames else None
-        heads = [s for s in (head_text, head_frame) if s is not None]
-        if self._unreported_drops and (not heads or min(heads) > self._last_drop_seq):
-            count, self._unreported_drops = self._unreported_drops, 0
-            return encode_message(FramesDropped(count=count, total=self.frames_dropped))
-        if not heads:
-            return None
-        if head_frame is None or (head_text is not None and head_text < head_frame):
-            entry = self._texts.popleft()
-            if entry is self._queued_state:
-                self._queued_state = None
-            text: str = entry[1]
-            self._text_chars -= len(text)
-            self._live_texts -= 1
-            return text
-        return self._frames.popleft()[1]
-
-    async def get(self) -> str | OutFrame:
-        """Wait for the next item; raises `ConnectionClosedError` once the peer is closed."""
-        while True:
-            if self.close_code is not None:
-                raise ConnectionClosedError(self.close_code, self.close_reason)
-            item = self.get_nowait()
-            if item is not None:
-                return item
-            self._ready.clear()
-            await self._ready.wait()
-
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Close the peer: queued items are discarded and `get()` raises from now on."""
-        if self.closed:
-            return
-        self.close_code, self.close_reason = code, reason
-        self._texts.clear()
-        self._frames.clear()
-        self._text_chars = 0
-        self._live_texts = self._superseded = 0
-        self._queued_state = None
-        self._ready.set()
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-
-# ----------------------------------------------------------------------------------------------
-# The generation thread
-# ----------------------------------------------------------------------------------------------
-class _Worker:
-    """The one thread that runs torch: jobs in order, results handed back to the loop."""
-
-    _STOP = object()
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, fut, loop))
-        return fut
-
-    def stop(self) -> asyncio.Future[None]:
-        """Ask the thread to end after the jobs already submitted; the future is its end."""
-        end: asyncio.Future[Any] = self.submit(self._stop_marker)
-        return end
-
-    def _stop_marker(self) -> object:
-        return self._STOP
-
-    def _run(self) -> None:
-        while True:
-            fn, fut, loop = self._jobs.get()
-            try:
-                result = fn()
-            except BaseException as exc:  # never leave a future pending
-                self._hand_back(loop, fut, None, exc)
-            else:
-                self._hand_back(loop, fut, None if result is self._STOP else result, None)
-                if result is self._STOP:
-                    return
-
-    @staticmethod
-    def _hand_back(
-        loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any, exc: BaseException | None
-    ) -> None:
-        def settle() -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(settle)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,14 +166,14 @@ class Runner:
         self._peers: dict[Peer, None] = {}  # insertion-ordered set
         self._peer_count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: _Worker | None = None
+        self._thread: TorchThread | None = None
         self._gen: VideoGenerator | None = None
         self._drive_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._grace = GraceTimers()  # the reset of a session nobody watches (one key: IDLE)
         self._block_in_flight = False
         self._closed = False
-        self._prompt_worker: _Worker | None = None
+        self._prompt_thread: TorchThread | None = None
         self._analysed: tuple[str, list[tuple[str, str]]] | None = None  # for the command at hand
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -439,10 +184,10 @@ class Runner:
         if self._drive_task is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._worker = _Worker("longlive-generation")
+        self._thread = TorchThread("longlive-generation")
         pipe, seed = self.pipe, self.session.default_seed
-        self._gen = await self._worker.submit(lambda: pipe.generator(seed))
-        self._prompt_worker = _Worker("longlive-prompts")
+        self._gen = await self._thread.submit(lambda: pipe.generator(seed))
+        self._prompt_thread = TorchThread("longlive-prompts")
         self._drive_task = self._loop.create_task(self._drive(), name="longlive-runner")
 
     async def close(self, timeout: float = 60.0) -> None:
@@ -460,15 +205,15 @@ class Runner:
             self._drive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drive_task
-        if self._prompt_worker is not None:
-            self._prompt_worker.stop()  # a daemon thread: it ends after the analysis at hand
-        if self._worker is not None:
+        if self._prompt_thread is not None:
+            self._prompt_thread.stop()  # a daemon thread: it ends after the analysis at hand
+        if self._thread is not None:
             try:
-                await asyncio.wait_for(self._worker.stop(), timeout)
+                await asyncio.wait_for(self._thread.stop(), timeout)
             except asyncio.TimeoutError:
                 logger.warning("the generation thread did not stop within %g s", timeout)
             else:
-                self._worker.thread.join(1.0)  # it has returned from its last job: a moment at most
+                self._thread.thread.join(1.0)  # it has returned from its last job: a moment at most
 
     async def __aenter__(self) -> Runner:
         await self.start()
@@ -494,7 +239,7 @@ class Runner:
 
     @property
     def generation_thread(self) -> threading.Thread | None:
-        return self._worker.thread if self._worker is not None else None
+        return self._thread.thread if self._thread is not None else None
 
     @property
     def generating(self) -> bool:
@@ -567,7 +312,7 @@ class Runner:
 
     def connect_local(self) -> LocalConnection:
         """An in-process connection: the same protocol, frames as numpy arrays (no encoding)."""
-        self._require_loop()
+        self.check_loop()
         return LocalConnection(self, self.attach(f"local-{self._peer_count + 1}"))
 
     async def receive(self, peer: Peer, text: str) -> None:
@@ -576,8 +321,8 @@ class Runner:
         thread, one at a time, so that no prompt stalls the event loop (other clients' frames,
         `/health`); the command is then applied as `receive_text` does, in the order sent."""
         prompt = _long_prompt(text, self.limits)
-        if prompt is not None and self._prompt_worker is not None and peer in self._peers:
-            analysed = await self._prompt_worker.submit(lambda: (prompt, self._analyse(prompt)))
+        if prompt is not None and self._prompt_thread is not None and peer in self._peers:
+            analysed = await self._prompt_thread.submit(lambda: (prompt, self._analyse(prompt)))
             self._analysed = analysed
             try:
                 self.receive_text(peer, text)
@@ -665,11 +410,11 @@ class Runner:
                     self._dispatch(self._internal_error(f"the runner failed: {type(exc).__name__}: {exc}"))
 
     async def _run_block(self, plan: BlockPlan) -> None:
-        assert self._worker is not None
+        assert self._thread is not None
         self._block_in_flight = True
         try:
             # Shielded: closing the runner must not abandon a block the thread is still running.
-            fut = self._worker.submit(lambda: self._generate(plan))
+            fut = self._thread.submit(lambda: self._generate(plan))
             fut.add_done_callback(consume)  # read by _run_block, unless the runner closed meanwhile
             block = await asyncio.shield(fut)
         except FrameLimitReached as exc:
@@ -794,7 +539,8 @@ class Runner:
             logger.exception("checking the prompt for warnings failed")
             return []
 
-    def _require_loop(self) -> None:
+    def check_loop(self) -> None:
+        """RuntimeError unless called on the event loop the runner was started on."""
         if self._loop is None:
             raise RuntimeError("the runner is not started: await runner.start() first")
         try:
@@ -831,75 +577,3 @@ def _version() -> str | None:
         return None
 
 
-# ----------------------------------------------------------------------------------------------
-# The in-process transport
-# ----------------------------------------------------------------------------------------------
-class LocalConnection:
-    """An in-process peer of a `Runner`: text commands in; texts and decoded frames out.
-
-    It follows the SDK's transport contract (`send_text`, `recv`, `close`); frames come as
-    `(FrameHeader, np.ndarray)` with the array read-only (shared with other peers), never
-    encoded. Use it on the runner's event loop.
-    """
-
-    def __init__(self, runner: Runner, peer: Peer) -> None:
-        self._runner = runner
-        self._peer = peer
-
-    @property
-    def peer(self) -> Peer:
-        return self._peer
-
-    @property
-    def closed(self) -> bool:
-        return self._peer.closed
-
-    @property
-    def close_code(self) -> int | None:
-        return self._peer.close_code
-
-    @property
-    def close_reason(self) -> str:
-        return self._peer.close_reason
-
-    @property
-    def frames_dropped(self) -> int:
-        """Frames dropped for this connection because it fell behind."""
-        return self._peer.frames_dropped
-
-    @property
-    def queued_frames(self) -> int:
-        return self._peer.queued_frames
-
-    def _check_open(self) -> None:
-        if self._peer.closed:
-            raise ConnectionClosedError(self._peer.close_code, self._peer.close_reason)
-        self._runner._require_loop()
-
-    async def send_text(self, text: str) -> None:
-        """Send one JSON command (the protocol's text message)."""
-        if not isinstance(text, str):
-            raise TypeError(f"send_text() takes a str, not {type(text).__name__}")
-        self._check_open()
-        await self._runner.receive(self._peer, text)
-
-    async def send_bytes(self, data: bytes) -> None:
-        """Send a binary message (the runner refuses it with `unexpected_binary`)."""
-        self._check_open()
-        self._runner.receive_binary(self._peer, bytes(data))
-
-    async def recv(self) -> str | tuple[FrameHeader, np.ndarray]:
-        """The next JSON text message, or a frame as (header, uint8 [H, W, 3])."""
-        item = await self._peer.get()
-        if isinstance(item, str):
-            return item
-        return item.header, item.rgb
-
-    async def close(self) -> None:
-        self._runner.detach(self._peer, CLOSE_NORMAL, "closed by the client")
-
-    async def __aenter__(self) -> LocalConnection:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()

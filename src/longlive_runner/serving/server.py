@@ -1,4 +1,7 @@
-"""`longlive-runner serve`: the runner over WebSocket, with `/health` and `/info` on the same port.
+"""`RunnerServer`: a hub (`hub.Runner`) over WebSocket, with `/health` and `/info` on the same port.
+
+(The `serve` command around it is `command.py`; the socket and the token's checks `listen.py`;
+the log redaction `logs.py`.)
 
 A thin transport around the hub (`hub.Runner`): each WebSocket connection becomes a hub `Peer`;
 one task reads the client's messages into the hub, another writes the peer's queue out (text as
@@ -30,34 +33,20 @@ is dropped. Connections are limited in all (`--max-clients`) and per address
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import errno
-import ipaddress
 import logging
-import re
 import socket
-import sys
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from longlive.auth import TOKEN_ENV, TOKEN_IN_URL, clean_token, token_from_env
+from longlive.auth import clean_token
 from longlive.errors import ConnectionClosedError
-from longlive.protocol import DEFAULT_LIMITS, FRAME_HEADER_SIZE
+from longlive.protocol import FRAME_HEADER_SIZE
 
-from ..arguments import CLIError, add_model_args, load_from_args
-from .access import (
-    DEFAULT_MAX_AUTH_FAILURES,
-    AccessConfig,
-    AccessPolicy,
-    BadRequest,
-    check_token_strength,
-    normalize_origin,
-)
+from .access import DEFAULT_MAX_AUTH_FAILURES, AccessConfig, AccessPolicy, normalize_origin
 from .http import (
     HEALTH_PATH,
     INFO_PATH,
@@ -70,45 +59,19 @@ from .http import (
     close_reason,
     peer_name,
 )
-from .options import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_CLIENTS_PER_ADDRESS,
-    ServeOptions,
-    add_serve_args,
-    check_serve_args,
-    run_until_stopped,
-)
-from .reactor.serve import add_cli_args as add_reactor_args
-from .reactor.serve import attach as attach_reactor
-from .reactor.serve import check_cli_args as check_reactor_args
+from .options import DEFAULT_HOST, DEFAULT_MAX_CLIENTS_PER_ADDRESS
 
 if TYPE_CHECKING:
-    from ..model.pipeline import Pipeline
     from .hub import Peer, Runner
 
-__all__ = [
-    "CLOSE_TIMEOUT",
-    "MAX_SIZE_FACTOR",
-    "RedactingFormatter",
-    "RunnerServer",
-    "bind_socket",
-    "check_access_args",
-    "cmd_serve",
-    "is_loopback_host",
-    "register_cli",
-    "resolve_token",
-    "setup_logging",
-]
+__all__ = ["CLOSE_TIMEOUT", "MAX_SIZE_FACTOR", "RunnerServer"]
 
 logger = logging.getLogger(__name__)
 
-#: Connections one address (an IPv6 /64) may hold at once: half the slots, so no one client
 #: Incoming messages up to this multiple of `max_message_bytes` get a `message_too_large` reply;
 #: larger ones close the connection with 1009 (docs/protocol.md, section 3.1).
 MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
-#: `serve`'s stop: seconds it waits for clients to answer the close and for the block in flight.
-SHUTDOWN_WAIT = 1.0
 
 
 class RunnerServer:
@@ -276,211 +239,3 @@ class RunnerServer:
                     self.runner.receive_binary(peer, message)
         except ConnectionClosed:
             return
-
-
-# ----------------------------------------------------------------------------------------------
-# The command
-# ----------------------------------------------------------------------------------------------
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port`; `CLIError` with one clear line when it cannot be had."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise CLIError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        if sys.platform != "win32":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise CLIError(
-                f"port {port} on {host} is already in use (another runner?); choose another with --port"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise CLIError(f"no permission to listen on {host}:{port}; use a port above 1023") from None
-        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when every address `host` stands for is a loopback address (127.0.0.0/8, ::1).
-
-    "" and "0.0.0.0"/"::" (every interface) are not; a name counts only if all of its
-    addresses are loopback.
-    """
-    host = host.strip().strip("[]")
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return False  # bind_socket reports an unresolvable host
-    addresses = {str(info[4][0]) for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
-
-
-def resolve_token(cli_token: str | None, environ: Any = None) -> str | None:
-    """The token from `--token`, else from `LONGLIVE_TOKEN` (unset or set to "": no token),
-    stripped (`longlive.auth`). CLIError for a `--token` that is empty or only whitespace, or a
-    variable holding only whitespace."""
-    try:
-        if cli_token is not None:
-            return clean_token(cli_token)
-        return token_from_env(environ)
-    except ValueError as exc:
-        where = "--token" if cli_token is not None else ""
-        raise CLIError(f"{where + ': ' if where else ''}{exc}") from None
-
-
-class RedactingFormatter(logging.Formatter):
-    """A log formatter that never writes a secret: the token itself, the value of any
-    `Authorization` header, any `Bearer` credential, any `token=` query value, and the whole
-    query string of request lines and URLs (however it is encoded) are replaced by `***`
-    (tracebacks included)."""
-
-    _PATTERNS = (
-        re.compile(r"(?i)(authorization:\s*)\S[^\r\n]*"),
-        re.compile(r"(?i)(bearer\s+)[^\s'\",;]+"),
-        TOKEN_IN_URL,
-        # Request lines ("GET /path?query HTTP/1.1") and URLs: the whole query.
-        re.compile(r"(\b[A-Z]{3,10} /[^\s?]*\?)[^\s'\"]+"),
-        re.compile(r"(://[^\s/?'\"]+/[^\s?'\"]*\?)[^\s'\"]+"),
-    )
-
-    def __init__(self, fmt: str | None = None, *, secrets: tuple[str, ...] = ()) -> None:
-        super().__init__(fmt)
-        self._secrets = tuple(s for s in secrets if s)
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        for pattern in self._PATTERNS:
-            text = pattern.sub(r"\1***", text)
-        return text
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.redact(super().format(record))
-
-
-def setup_logging(level: str, token: str | None) -> None:
-    """One stderr handler for every logger, through `RedactingFormatter` (`token` masked)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s", secrets=(token,) if token else ()
-        )
-    )
-    root = logging.getLogger()
-    for old in list(root.handlers):  # one handler, ours: nothing reaches stderr unredacted
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper()))
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add `serve` to the `longlive-runner` command."""
-    p = subparsers.add_parser(
-        "serve",
-        help="serve a model to WebSocket clients (the LongLive runner protocol)",
-        description="Load a model and serve it over WebSocket at ws://HOST:PORT/ (docs/protocol.md), "
-        "with GET /health and GET /info on the same port. Ctrl-C or SIGTERM stops it.",
-    )
-    add_model_args(p)
-    add_serve_args(p)
-    p.add_argument(
-        "--max-frames",
-        type=int,
-        default=None,
-        metavar="LATENT_FRAMES",
-        help="end every video at this latent frame (a user limit; default: no end)",
-    )
-    add_reactor_args(p)
-    p.set_defaults(func=cmd_serve)
-
-
-def check_access_args(args: argparse.Namespace, what: str = "the model") -> None:
-    """The access options of `serve` and `cluster`, checked before anything starts: `--allow-origin`
-    normalised, the token resolved (`--token` or `LONGLIVE_TOKEN`) into `args.token`, and a
-    non-loopback `--host` refused without a token strong enough (CLIError)."""
-    try:
-        args.allow_origin = [normalize_origin(o) for o in args.allow_origin]
-    except BadRequest as exc:
-        raise CLIError(f"--allow-origin: {exc}") from None
-    token = resolve_token(getattr(args, "token", None))
-    public = not is_loopback_host(args.host)
-    where = args.host or "every interface"
-    if token is None and public:
-        raise CLIError(
-            f"refusing to listen on {where} without a token: anyone who can reach it could drive "
-            f"{what}. Set {TOKEN_ENV} (or --token) to require one, or listen on {DEFAULT_HOST}"
-        )
-    if token is not None:
-        try:
-            check_token_strength(token, public=public)
-        except ValueError as exc:
-            raise CLIError(f"refusing to listen on {where}: {exc}") from None
-    args.token = token
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    check_serve_args(args)
-    if args.max_frames is not None and not 3 <= args.max_frames <= DEFAULT_LIMITS.max_frames:
-        raise CLIError(f"--max-frames must be in 3..{DEFAULT_LIMITS.max_frames} (at least one block)")
-    check_access_args(args)
-    problem = check_reactor_args(args)
-    if problem is not None:
-        raise CLIError(problem)
-    setup_logging(args.log_level, args.token)
-    # Bind first: a port in use fails at once, before seconds of model loading.
-    sock = bind_socket(args.host, args.port)
-    try:
-        pipe = load_from_args(args)
-        return asyncio.run(_serve(pipe, sock, ServeOptions.from_args(args), args.max_frames, reactor_args=args))
-    finally:
-        sock.close()
-
-
-async def _serve(
-    pipe: Pipeline,
-    sock: socket.socket,
-    options: ServeOptions,
-    max_frames: int | None,
-    reactor_args: argparse.Namespace | None = None,
-) -> int:
-    from .hub import Runner
-
-    limits = DEFAULT_LIMITS if max_frames is None else replace(DEFAULT_LIMITS, max_frames=max_frames)
-    runner = Runner(pipe, limits=limits, grace_period=options.grace_period, **options.runner_options())
-    server = RunnerServer(
-        runner,
-        token=options.token,
-        allowed_origins=options.allow_origin,
-        max_clients_per_address=options.max_clients_per_address,
-    )
-    # Reactor's clients (docs/reactor-clients.md), on the same front: --webrtc, --ice-server
-    reactor = attach_reactor(server.front, runner, reactor_args) if reactor_args is not None else None
-    try:
-        await runner.start()
-        await server.start(sock=sock)
-        return await run_until_stopped(
-            f"serving longlive ({pipe.config.name}) on {server.url}"
-            + (" (token required)" if server.requires_token else "")
-            + (" with Reactor's WebRTC clients" if reactor is not None else "")
-        )
-    finally:
-        if reactor is not None:
-            await reactor.close()
-        # A stop (SIGTERM, Ctrl-C) is prompt: clients get their 1001 at once, but one that does
-        # not answer the close, or a block in flight (torch cannot be interrupted), is waited
-        # for SHUTDOWN_WAIT seconds at most; then the process exits (cli.run).
-        await server.close(timeout=SHUTDOWN_WAIT)
-        await runner.close(timeout=SHUTDOWN_WAIT)

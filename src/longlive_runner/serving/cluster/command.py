@@ -20,8 +20,9 @@ import sys
 from typing import Any
 
 from ...arguments import CLIError, add_model_args
+from ..listen import bind_socket, check_access_args
+from ..logs import setup_logging
 from ..options import ServeOptions, add_serve_args, check_serve_args, run_until_stopped, seconds_or_off
-from ..server import bind_socket, check_access_args, setup_logging
 from .gateway import DEFAULT_IDLE_LIMIT, DEFAULT_MAX_QUEUE, default_sessions_per_address
 
 __all__ = ["cmd_cluster", "register_cli"]

@@ -1,5 +1,5 @@
 """The Reactor front in `longlive-runner serve`: its command-line options and its attachment to
-the server's HTTP front (called by `serving/server.py`; needs the `webrtc` extra only when on)."""
+the server's HTTP front (called by `serving/command.py`; needs the `webrtc` extra only when on)."""
 
 from __future__ import annotations
 
