@@ -68,7 +68,7 @@ class PromptWarning:
     """A warning attached to a scheduled prompt (docs/protocol.md, section 6.1)."""
 
     code: str
-    """`rekeyed`, `superseded`, `beyond_max_frames`, `prompt_truncated`, `unknown_words` (or a
+    """`rekeyed`, `superseded`, `beyond_max_frames`, `prompt_truncated`, `unknown_words`, `prompt_form` (or a
     newer code)."""
     message: str
 
