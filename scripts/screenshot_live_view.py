@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if (seen.color, seen.background) != ("blue", "black"):
             raise SystemExit(f"the canvas does not show the switch: {seen}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.out), full_page=True)
-        shown = page.get_attribute("#canvas", "data-last-video-frame")
+        shown = page.get_attribute("#canvas", "data-last-video-frame")  # what the picture shows
         rates = (page.inner_text("#fps"), page.inner_text("#receive-fps"))
+        page.screenshot(path=str(args.out), full_page=True)
         page.click("#pause-btn")
         page.wait_for_function("document.getElementById('phase').dataset.phase === 'paused'")
         browser.close()
