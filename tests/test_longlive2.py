@@ -667,3 +667,30 @@ def test_merged_and_unmerged_generators_load_into_the_same_dit(tmp_path):
         load_pipeline("tiny", wan_dir=wan, longlive_dir=ll)
     with pytest.raises(CheckpointError, match="longlive_dir"):
         load_pipeline("tiny2", wan_dir=wan)
+
+
+def test_stream_settings_at_load_time_and_a_pipeline_from_memory(pipe2):
+    from longlive_runner import load_pipeline
+    from longlive_runner.model.checkpoints import CheckpointError
+    from longlive_runner.model.pipeline import pipeline_from_state_dicts
+
+    recache = load_pipeline("tiny2", stream={"shot_clean_recache": True})
+    assert recache.config.stream.shot_clean_recache and not pipe2.config.stream.shot_clean_recache
+    assert not load_pipeline("tiny", stream={"global_sink": False}).config.stream.global_sink
+    with pytest.raises(ValueError, match="unknown stream settings"):
+        load_pipeline("tiny2", stream={"global_snk": False})
+    with pytest.raises(ValueError, match="sampler"):
+        load_pipeline("tiny2", stream={"sampler": "euler"})
+    # the same weights handed over in memory: the same chunk, no folder written
+    states = {
+        "dit": pipe2.dit.state_dict(),
+        "vae": pipe2.vae.state_dict(),
+        "t5": pipe2.text_encoder.model.state_dict(),
+    }
+    again = pipeline_from_state_dicts(pipe2.config, states)
+    a = pipe2.generator(decode=False).generate_block("a cat").latents
+    b = again.generator(decode=False).generate_block("a cat").latents
+    assert torch.equal(a, b)
+    bad = dict(states, dit={k: v for k, v in states["dit"].items() if k != "head.head.weight"})
+    with pytest.raises(CheckpointError, match=r"<memory:dit>: missing key 'head.head.weight'"):
+        pipeline_from_state_dicts(pipe2.config, bad)

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 from longlive.units import prompt_in_force
@@ -144,8 +146,13 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     init_seed: int = 0,
+    stream: Mapping[str, Any] | None = None,
 ) -> Pipeline:
     """Load a pipeline.
+
+    `stream` overrides `StreamConfig` fields of whatever is loaded, at load time (e.g.
+    `{"global_sink": False}` for 1.0, `{"shot_clean_recache": True}` for 2.0); an unknown field
+    or a value the config refuses raises ValueError.
 
     - `load_pipeline("tiny")`: a preset without weight files (random weights seeded by `init_seed`;
       `init_seed` seeds the WEIGHTS only, never the video's noise: that is `stream(seed=...)`);
@@ -166,13 +173,13 @@ def load_pipeline(
         else:
             base = get_preset("longlive-1.3b")
         return _load_wan_layout(
-            base, Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
+            with_stream(base, stream), Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
         )
     if model is None:
         model = DEFAULT_MODEL
     folder = resolve_model(model)
     if folder is not None:
-        return _load_converted(folder, device, dtype)
+        return _load_converted(folder, device, dtype, stream)
     try:
         config = get_preset(str(model))
     except KeyError:
@@ -184,7 +191,47 @@ def load_pipeline(
             f"the {config.name} preset needs its weights: pass wan_dir= and longlive_dir=, or a converted "
             f"folder; {DOWNLOAD_HINT}"
         )
-    return random_pipeline(config, device, dtype, init_seed)
+    return random_pipeline(with_stream(config, stream), device, dtype, init_seed)
+
+
+def with_stream(config: PipelineConfig, stream: Mapping[str, Any] | None) -> PipelineConfig:
+    """`config` with some `StreamConfig` fields replaced (None: unchanged)."""
+    if not stream:
+        return config
+    known = {f.name for f in dataclasses.fields(config.stream)}
+    unknown = sorted(set(stream) - known)
+    if unknown:
+        raise ValueError(f"unknown stream settings {unknown}; known: {', '.join(sorted(known))}")
+    changed = dataclasses.replace(config, stream=dataclasses.replace(config.stream, **stream))
+    changed.validate()
+    return changed
+
+
+def pipeline_from_state_dicts(
+    config: PipelineConfig,
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    tokenizer_json: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Pipeline:
+    """A pipeline from an in-memory config and state dicts (`states["dit"]`, `["vae"]`, `["t5"]`,
+    native names, as a converted folder holds them): nothing is written to disk. Every state is
+    checked key by key (`CheckpointError` naming the key and "<memory:dit>"); `tokenizer_json` is
+    a tokenizer.json's text (None: the tiny test tokenizer)."""
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    config.validate()
+    missing = sorted({"dit", "vae", "t5"} - set(states))
+    if missing:
+        raise ValueError(f"states needs 'dit', 'vae' and 't5'; missing {missing}")
+    dit, vae, t5 = build_modules(config)
+    for part, module in (("dit", dit), ("vae", vae), ("t5", t5)):
+        ckpt.load_weights(module, states[part], f"<memory:{part}>", device, dtype)
+    if tokenizer_json is None:
+        tokenizer = TextTokenizer(build_tiny_tokenizer(), config.t5.text_len)
+    else:
+        tokenizer = TextTokenizer(Tokenizer.from_str(tokenizer_json), config.t5.text_len)
+    return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
 
 
 def _assemble(
@@ -219,8 +266,10 @@ def random_pipeline(
     return _assemble(config, dit, vae, t5, tokenizer, device, dtype)
 
 
-def _load_converted(folder: Path, device: torch.device, dtype: torch.dtype) -> Pipeline:
-    config = ckpt.read_converted_config(folder)
+def _load_converted(
+    folder: Path, device: torch.device, dtype: torch.dtype, stream: Mapping[str, Any] | None = None
+) -> Pipeline:
+    config = with_stream(ckpt.read_converted_config(folder), stream)
     config.validate()
     dit, vae, t5 = build_modules(config)
     for part, module in (("dit", dit), ("vae", vae), ("t5", t5)):
