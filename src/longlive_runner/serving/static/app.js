@@ -1162,5 +1162,6 @@
   requestAnimationFrame(tick);
   window.longliveLiveView = { state: S }; // for debugging from the console
   render();
+  renderFps(); // the rates' titles from the start (then every 500 ms)
   connect();
 })();
