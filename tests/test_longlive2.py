@@ -694,3 +694,21 @@ def test_stream_settings_at_load_time_and_a_pipeline_from_memory(pipe2):
     bad = dict(states, dit={k: v for k, v in states["dit"].items() if k != "head.head.weight"})
     with pytest.raises(CheckpointError, match=r"<memory:dit>: missing key 'head.head.weight'"):
         pipeline_from_state_dicts(pipe2.config, bad)
+
+
+def test_convert_a_longlive2_layout_and_load_it(tmp_path):
+    from longlive_runner import load_pipeline
+    from longlive_runner.cli import main
+
+    pipe = latents_pipe()
+    base = {f"model.{k}": v.clone() for k, v in pipe.dit.state_dict().items()}
+    wan, ll = write_wan22_layout(tmp_path, pipe, {"generator": base, "merged_lora": True})
+    out = tmp_path / "tiny2-converted"
+    rc = main(["convert", "--model", "tiny2", "--wan-dir", str(wan), "--longlive-dir", str(ll),
+               "--out", str(out), "--dtype", "fp32", "--quiet"])  # fmt: skip
+    assert rc == 0
+    loaded = load_pipeline(out)
+    assert loaded.config.family == "longlive-2.0" and loaded.config.stream == pipe.config.stream
+    a = pipe.generator(decode=False).generate_block("a cat").latents
+    b = loaded.generator(decode=False).generate_block("a cat").latents
+    assert torch.equal(a, b)

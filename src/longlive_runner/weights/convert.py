@@ -27,7 +27,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from ..model.pipeline import read_wan_layout
     from ..progress import progress_bar
 
-    base = get_preset(args.model or "longlive-1.3b")
+    if args.model:
+        base = get_preset(args.model)
+    else:  # a Wan2.2-TI2V folder holds LongLive 2.0, a Wan2.1-T2V folder 1.0
+        try:
+            ti2v = ckpt.wan_model_type(Path(args.wan_dir) / ckpt.WAN_CONFIG_FILE) == "ti2v"
+        except ckpt.CheckpointError as exc:
+            raise CLIError(str(exc)) from exc
+        base = get_preset("longlive2-5b" if ti2v else "longlive-1.3b")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     with progress_bar(4, "converting", unit="steps", enabled=not args.quiet) as bar:
         try:
@@ -76,7 +83,10 @@ def register_cli(subparsers: Any) -> None:
         help="the LongLive folder holding models/longlive_base.pt and models/lora.pt",
     )
     p.add_argument(
-        "--model", default=None, help="preset whose architecture the folders hold (default longlive-1.3b)"
+        "--model",
+        default=None,
+        help="preset whose architecture the folders hold (default: longlive2-5b for a Wan2.2-TI2V folder, "
+        "else longlive-1.3b)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     p.add_argument(
