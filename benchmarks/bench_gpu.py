@@ -36,7 +36,10 @@ import time
 
 PAPER_FPS_H100 = 20.7
 # LongLive 2.0: the README's claim (hardware not named) and a user's H100 measurement (issue #103).
-ANCHORS = {"longlive-1.3b": (PAPER_FPS_H100, "paper, one H100"), "longlive2-5b": (24.8, "README claim; 18.6 measured on an H100")}
+ANCHORS = {
+    "longlive-1.3b": (PAPER_FPS_H100, "the paper, one H100"),
+    "longlive2-5b": (24.8, "the README's claim, hardware not named; a user measured 18.6 on an H100"),
+}
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -136,7 +139,7 @@ def main() -> int:
     anchor, source = ANCHORS[args.model]
     what = "new shot" if config.is_v2 else "prompt switch"
     print(f"{what} {sw * 1e3:.1f} ms = {sw / p50:.2f}x a normal block (n={len(switch)})")
-    print(f"throughput {fps:.2f} video frames/s  ({source}: {anchor}; ratio {fps / anchor:.2f})")
+    print(f"throughput {fps:.2f} video frames/s  (anchor {anchor} from {source}; ratio {fps / anchor:.2f})")
     print(f"peak GPU memory {peak:.2f} GB" if cuda else "peak GPU memory n/a (CPU)")
     print(f"summary: model={args.model} device={name!r} res={args.height}x{args.width} layers={layers} fps={fps:.2f} p50_ms={p50 * 1e3:.1f} "
           f"p99_ms={p99 * 1e3:.1f} switch_ratio={sw / p50:.2f} peak_gb={peak:.2f}")  # fmt: skip
