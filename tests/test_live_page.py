@@ -351,9 +351,11 @@ def test_timeline_labels_of_nearby_prompts_do_not_overlap(
     assert page.js_errors == []  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("width", [1280, 820])  # two columns; one (under 900 px)
 def test_the_layout_does_not_grow_as_items_appear(
-    browser: object, runner: RunnerProcess, page: object
+    browser: object, runner: RunnerProcess, page: object, width: int
 ) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
     page.goto(f"{runner.http_url}/?token={TOKEN}")
     page.wait_for_selector('#status[data-status="connected"]')
     page.click("#reset-btn")
