@@ -82,14 +82,14 @@ def make_synthetic_pipeline(height: int, width: int, blocks: int, interval: floa
     resolution), `device`, `dtype`, `text_encoder` (None: no token-count warnings) and calls
     `generator(seed)`; the generator's `generate_block(prompt)` returns a real
     `longlive_runner.model.generator.Block` holding precomputed uint8 frames [9 or 12, H, W, 3]. After
-    `blocks` blocks it raises `GenerationFinished("max_frames")`, as the real generator does at
+    `blocks` blocks it raises `FrameLimitReached("max_frames")`, as the real generator does at
     the end of the video. `decoded` records (seed, start_frame) -> the monotonic time (ns) each
     block was handed back.
     """
     import torch
 
     from longlive_runner.model.config import get_preset
-    from longlive_runner.model.generator import Block, GenerationFinished
+    from longlive_runner.model.generator import Block, FrameLimitReached
 
     base = get_preset("tiny")
     config = dataclasses.replace(
@@ -115,7 +115,7 @@ def make_synthetic_pipeline(height: int, width: int, blocks: int, interval: floa
             if self.current_start_frame // 3 >= blocks:
                 self.finished = "max_frames"
             if self.finished is not None:
-                raise GenerationFinished(self.finished)
+                raise FrameLimitReached(self.finished)
             if interval > 0:
                 time.sleep(interval)  # the model "computing" (the GIL is free, as in torch ops)
             s = self.current_start_frame
