@@ -23,6 +23,8 @@ from ...arguments import CLIError, add_model_args
 from ..listen import bind_socket, check_access_args
 from ..logs import setup_logging
 from ..options import ServeOptions, add_serve_args, check_serve_args, run_until_stopped, seconds_or_off
+from ..reactor.serve import add_cli_args as add_reactor_args
+from ..reactor.serve import check_cli_args as check_reactor_args
 from .gateway import DEFAULT_IDLE_LIMIT, DEFAULT_MAX_QUEUE, default_sessions_per_address
 
 __all__ = ["cmd_cluster", "register_cli"]
@@ -41,6 +43,7 @@ def register_cli(subparsers: Any) -> None:
     add_model_args(p)
     add_serve_args(p, cluster=True)
     add_cluster_args(p)
+    add_reactor_args(p)  # each Reactor /start_session gets its own session (docs/cluster.md)
     p.set_defaults(func=cmd_cluster)
 
 
@@ -108,6 +111,9 @@ def check_cluster_args(args: argparse.Namespace) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     check_serve_args(args)
     check_cluster_args(args)
+    problem = check_reactor_args(args)
+    if problem is not None:
+        raise CLIError(problem)
     check_access_args(args, "the models")
 
 
@@ -127,6 +133,19 @@ def model_frame_size(args: argparse.Namespace) -> tuple[str, int, int]:
     except (CheckpointError, KeyError, ValueError) as exc:
         raise CLIError(str(exc).strip("'\"")) from None
     return config.name, config.height, config.width
+
+
+def _webrtc_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The workers' `webrtc` option from `--webrtc`, `--ice-server`, `--webrtc-max-connections`
+    (None: off, or the `webrtc` extra missing here, said on stderr)."""
+    if getattr(args, "webrtc", "off") != "on":
+        return None
+    from ..reactor import MISSING_EXTRA, available
+
+    if not available():
+        print(f"longlive-runner: Reactor clients not served: {MISSING_EXTRA}", file=sys.stderr, flush=True)
+        return None
+    return {"ice_servers": list(args.ice_server), "max_connections": args.webrtc_max_connections}
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -162,6 +181,7 @@ async def _run(sock: socket.socket, args: argparse.Namespace, preset: str, heigh
     )
     options = ServeOptions.from_args(args)
     gpus = cluster_gpus()
+    webrtc = _webrtc_options(args)
     workers = args.workers or max(int(gpus), 1)
     handles = start_workers(
         workers,
@@ -172,6 +192,7 @@ async def _run(sock: socket.socket, args: argparse.Namespace, preset: str, heigh
         runner_options=options.runner_options(),
         num_gpus=args.gpus_per_worker,
         num_cpus=args.cpus_per_worker,
+        webrtc=webrtc,
     )
     ray_auth = ray_auth_mode()
     if ray_auth != "token":
@@ -196,6 +217,7 @@ async def _run(sock: socket.socket, args: argparse.Namespace, preset: str, heigh
         token=options.token,
         allowed_origins=options.allow_origin,
         max_clients_per_address=options.max_clients_per_address,
+        reactor=webrtc is not None,
     )
     status = 0
     try:

@@ -77,7 +77,7 @@ from ..http import (
 from ..options import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CLIENTS_PER_ADDRESS, CloseCode
 from ..server import CLOSE_TIMEOUT, MAX_SIZE_FACTOR
 from ..timers import GraceTimers, consume
-from .placement import BUSY, DIRECTOR, DOWN, VIEWER, Assign, Reject, Scheduler, new_session_id
+from .placement import BUSY, DIRECTOR, DOWN, FREE, VIEWER, Assign, Reject, Scheduler, new_session_id
 
 __all__ = [
     "CLOSE_NO_SUCH_SESSION",
@@ -87,6 +87,9 @@ __all__ = [
     "CLOSE_WORKER_LOST",
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_REACTOR_IDLE",
+    "NoWorkerFree",
+    "ReactorPlacement",
     "SESSION_QUERY_PARAM",
     "ClientGone",
     "ClientLink",
@@ -107,6 +110,9 @@ DEFAULT_MAX_QUEUE = 64
 #: Seconds a session may go without a command from a director before it is ended for a client
 #: that waits for a worker (a session nobody drives does not hold a worker against the queue).
 DEFAULT_IDLE_LIMIT = 300.0
+#: Seconds a Reactor session may have no WebRTC connection before it ends (the clients' connect
+#: and reconnect budgets are about 30 s: docs/cluster.md, Reactor's clients).
+DEFAULT_REACTOR_IDLE = 30.0
 #: The query parameter of the websocket URL that joins a session: `ws://host:port/?session=ID`.
 SESSION_QUERY_PARAM = "session"
 
@@ -289,6 +295,41 @@ def session_param(path: str) -> str | None:
     return values[-1] if values else None
 
 
+class NoWorkerFree(Exception):
+    """No session can be opened for a Reactor client now (`reason` says why: every worker busy,
+    the address at its cap, or the worker failed to open it). Reactor clients do not queue."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReactorPlacement:
+    """Where a Reactor session runs: `key` (its director key: the `session_id` its client
+    sees), `label` (its Reactor session id on the worker), the worker's server and its token."""
+
+    key: str
+    label: str
+    worker: int
+    host: str
+    port: int
+    secret: str
+
+
+class _NoLink:
+    """The `ClientLink` of a Reactor session's ticket: it has no websocket (its client talks
+    HTTP to the gateway and WebRTC to the worker)."""
+
+    name = "reactor"
+
+    async def recv(self) -> str | bytes:  # pragma: no cover - never read
+        await asyncio.Event().wait()
+        raise ClientGone
+
+    async def send(self, message: str | bytes) -> None:
+        return None
+
+    async def close(self, code: int, reason: str) -> None:
+        return None
+
+
 # ----------------------------------------------------------------------------------------------
 # The gateway
 # ----------------------------------------------------------------------------------------------
@@ -306,7 +347,9 @@ class Gateway:
     - `check_timeout`: seconds to wait for a worker's answer before counting it dead;
     - `restart_delay`: seconds between tries to take a dead worker back;
     - `session_ids`: makes session ids (tests);
-    - `ray_auth`: Ray's authentication mode, shown in `/info` (`ray_pool.ray_auth_mode()`).
+    - `ray_auth`: Ray's authentication mode, shown in `/info` (`ray_pool.ray_auth_mode()`);
+    - `reactor_idle`: seconds a Reactor session (`open_reactor_session`) may go without a WebRTC
+      connection on its worker before it ends (its first connect included).
     """
 
     def __init__(
@@ -322,7 +365,10 @@ class Gateway:
         connect_timeout: float = 10.0,
         session_ids: Callable[[], str] = new_session_id,
         ray_auth: str | None = None,
+        reactor_idle: float = DEFAULT_REACTOR_IDLE,
     ) -> None:
+        if not reactor_idle > 0:
+            raise ValueError("reactor_idle must be > 0")
         if grace_period is not None and grace_period < 0:
             raise ValueError("grace_period must be >= 0 (or None)")
         if idle_limit is not None and not idle_limit > 0:
@@ -356,6 +402,9 @@ class Gateway:
         self._supervising: set[int] = set()
         self._closing = False
         self._started = False
+        self.reactor_idle = reactor_idle
+        #: Reactor sessions (director key -> its ticket and the event that ends it).
+        self._reactor: dict[str, tuple[_Client, asyncio.Event]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -479,6 +528,100 @@ class Gateway:
             "workers_lost": self.workers_lost,
             "ray_auth": self.ray_auth,
         }
+
+    # --- Reactor sessions (cluster/reactor_routes.py) ------------------------------------------
+    async def open_reactor_session(self, address: str | None) -> ReactorPlacement:
+        """A new session on a free worker for a Reactor client (`POST /start_session`): the same
+        placement and per-address cap as a websocket client's, but no queue: `NoWorkerFree`
+        when none can be had now. The session lives while its worker has a WebRTC connection
+        for it (and `reactor_idle` seconds past the last one), or until `end_reactor_session`."""
+        if self._closing:
+            raise NoWorkerFree("the cluster is shutting down")
+        client = _Client(_NoLink(), address_key(address) if address is not None else None)
+        assign = self.scheduler.place(client, client.address)
+        if assign is None:
+            free = self.scheduler.count(FREE)
+            if free and not self.scheduler.queue_length:
+                cap = self.scheduler.max_sessions_per_owner
+                raise NoWorkerFree(f"this address already holds {cap} sessions (the cap per address)")
+            raise NoWorkerFree(
+                f"every worker is busy ({self.scheduler.count(BUSY)} sessions, "
+                f"{self.scheduler.queue_length} websocket clients waiting): try again later"
+            )
+        self._clients.add(client)
+        self._dispatch([assign])
+        live = self._live[assign.session_id]
+        try:
+            host, port = await asyncio.shield(live.address)
+        except _OpenFailed as exc:
+            self._clients.discard(client)
+            self._leave(client)
+            raise NoWorkerFree(str(exc)) from None
+        stop = asyncio.Event()
+        self._reactor[live.id] = (client, stop)
+        self._spawn(self._watch_reactor(client, live, stop), name=f"reactor {live.label}")
+        return ReactorPlacement(live.id, live.label, live.worker, host, port, live.secret)
+
+    def reactor_session(self, key: str) -> ReactorPlacement | None:
+        """The Reactor session whose director key is `key` (None: no such live session)."""
+        live = self._live.get(key)
+        if key not in self._reactor or live is None or not live.address.done():
+            return None
+        if live.address.exception() is not None:
+            return None
+        host, port = live.address.result()
+        return ReactorPlacement(live.id, live.label, live.worker, host, port, live.secret)
+
+    def reactor_sessions_of(self, address: str | None) -> list[str]:
+        """The keys of the live Reactor sessions opened from `address` (its address key)."""
+        owner = address_key(address) if address is not None else None
+        return [k for k, (client, _stop) in self._reactor.items() if client.address == owner]
+
+    def end_reactor_session(self, key: str) -> bool:
+        """End the Reactor session `key` now (`DELETE /sessions/{id}`); False: no such session."""
+        found = self._reactor.get(key)
+        if found is None:
+            return False
+        found[1].set()
+        return True
+
+    async def _watch_reactor(self, client: _Client, live: _Live, stop: asyncio.Event) -> None:
+        """Keep a Reactor session while its worker has a WebRTC connection for it: it ends
+        `reactor_idle` s after the last one closed (or none came), at `stop`, or with its worker."""
+        period = min(1.0, self.reactor_idle / 4)
+        empty_since: float | None = time.monotonic()
+        try:
+            while not self._closing and self._live.get(live.id) is live and not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), period)
+                if stop.is_set() or self._live.get(live.id) is not live:
+                    break
+                try:
+                    now = await asyncio.wait_for(self.workers[live.worker].current_session(), self.check_timeout)
+                except Exception:
+                    if not await self._verdict(live):
+                        break
+                    continue
+                if now.get("session_id") != live.label or now.get("incarnation") != live.incarnation:
+                    self._lose(live, "the worker running this session stopped (process died or restarted)")
+                    break
+                if now.get("reactor_connections"):
+                    empty_since = None
+                    # The gateway does not see the commands of a WebRTC client: a session with a
+                    # live connection counts as driven (docs/cluster.md, Reactor's clients).
+                    live.driven_at = time.monotonic()
+                elif empty_since is None:
+                    empty_since = time.monotonic()
+                elif time.monotonic() - empty_since >= self.reactor_idle:
+                    logger.info("Reactor session %s: no WebRTC connection for %g s", live.label, self.reactor_idle)
+                    break
+        finally:
+            self._reactor.pop(live.id, None)
+            self._clients.discard(client)
+            self._leave(client)
+            # Nobody can rejoin a Reactor session once its ticket left: it ends now.
+            if live.id in self.scheduler.sessions and self.scheduler.sessions[live.id].idle:
+                self._expire(live.id, "left")
 
     # --- one client -----------------------------------------------------------------------------
     async def serve_client(
@@ -1000,8 +1143,9 @@ class GatewayServer:
     gateway's `info()`.
 
     `height`, `width`: the model's frame size (bounds of a client's unsent bytes);
-    `token`, `allowed_origins`, `max_clients_per_address`, `close_timeout`: as `RunnerServer`'s.
-    More routes go on `server.front` (`add_route`) before `start`.
+    `token`, `allowed_origins`, `max_clients_per_address`, `close_timeout`: as `RunnerServer`'s;
+    `reactor`: serve Reactor's clients too (`reactor_routes`: a session per `/start_session`;
+    the workers need their `webrtc` option). More routes go on `server.front` (`add_route`) before `start`.
     """
 
     def __init__(
@@ -1014,6 +1158,7 @@ class GatewayServer:
         allowed_origins: Iterable[str] = (),
         max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
         close_timeout: float = CLOSE_TIMEOUT,
+        reactor: bool = False,
     ) -> None:
         self.gateway = gateway
         self.close_timeout = close_timeout
@@ -1039,6 +1184,10 @@ class GatewayServer:
         self.front.add_route("GET", HEALTH_PATH, self._health, protected=False, max_body=0)
         self.front.add_route("GET", INFO_PATH, self._info, max_body=0)
         add_page_routes(self.front)
+        if reactor:
+            from .reactor_routes import add_reactor_routes
+
+            add_reactor_routes(self.front, gateway)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> None:
         await self.front.start(host, port, sock=sock)

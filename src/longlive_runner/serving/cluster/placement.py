@@ -230,6 +230,20 @@ class Scheduler:
         position = len(self._queue)
         return Wait(ticket, position, position)  # not told yet: `queue_updates()` includes it
 
+    def place(self, ticket: Hashable, owner: str | None = None) -> Assign | None:
+        """`arrive` without the queue: a session on a free worker now, or None (every worker
+        busy, or `owner` at its cap). Clients waiting in the queue keep their turn: a free
+        worker goes to a newcomer only when no waiting client may take it (as in `arrive`)."""
+        if ticket in self._where or ticket in self._queue:
+            raise ValueError(f"{ticket!r} already has a session or waits")
+        slot = self._free_worker()
+        if slot is None or not self._may_hold(owner, self.owned(owner) + 1):
+            return None
+        if any(self._may_take_one(t) for t in self._queue):  # pragma: no cover - fill() ran first
+            return None
+        self._owners[ticket] = owner
+        return self._assign(ticket, slot)
+
     def join(self, ticket: Hashable, key: str) -> tuple[SessionRecord, str] | None:
         """Add `ticket` to the live session whose director or viewer key is `key`: (the session,
         `DIRECTOR` or `VIEWER`); None when the key names no live session."""

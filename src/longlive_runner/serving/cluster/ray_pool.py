@@ -145,12 +145,14 @@ def start_workers(
     num_gpus: float | None = None,
     num_cpus: float = 1,
     gateway_host: str | None = None,
+    webrtc: dict[str, Any] | None = None,
 ) -> list[RayWorkerHandle]:
     """Start `n` `SessionWorker` actors (they load the model in the background).
 
     `num_gpus`: GPUs per worker; None: 1 when the cluster has GPUs, else 0 (CPU workers).
     `gateway_host`: the address of the gateway's machine (default: this process's, the caller
     being the gateway): workers on that machine listen on loopback only.
+    `webrtc`: each worker serves Reactor's clients (`worker.SessionWorker`'s `webrtc`).
     """
     ensure_ray()
     from .worker import node_address, ray_worker_class
@@ -177,6 +179,7 @@ def start_workers(
             device=device,
             gateway_host=gateway_host,
             runner_options=runner_options,
+            webrtc=webrtc,
         )
         handles.append(RayWorkerHandle(actor, i))
     logger.info("started %d workers (%g GPU, %g CPU each)", n, num_gpus, num_cpus)

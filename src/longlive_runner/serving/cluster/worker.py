@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ...model.pipeline import Pipeline
     from ..hub import Runner
+    from ..reactor.front import ReactorFront
     from ..server import RunnerServer
 
 __all__ = ["SessionWorker", "node_address", "ray_worker_class"]
@@ -64,7 +65,12 @@ class SessionWorker:
     - `host`: the address its sessions listen on (default: loopback when `gateway_host`, the
       address of the gateway's machine, is this machine's; else `node_address()`);
     - `runner_options`: keyword arguments of each session's `hub.Runner` (`seed`, `max_peers`,
-      `max_queued_frames`, ...).
+      `max_queued_frames`, ...);
+    - `webrtc`: serve Reactor's clients on each session's port (`serving/reactor/`, behind the
+      same secret token: the gateway forwards their session and signalling calls to it, and the
+      video goes from this worker to the client over WebRTC): `{"ice_servers": [spec, ...],
+      "max_connections": n}` (specs as `--ice-server`'s); None: websocket only. Ignored, with a
+      log line, when the `webrtc` extra is not installed here.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class SessionWorker:
         host: str | None = None,
         gateway_host: str | None = None,
         runner_options: dict[str, Any] | None = None,
+        webrtc: dict[str, Any] | None = None,
     ) -> None:
         if pipeline is None:
             pipeline = _load(model, wan_dir, longlive_dir, device)
@@ -85,10 +92,12 @@ class SessionWorker:
         self.host = host
         self.gateway_host = gateway_host
         self.runner_options = dict(runner_options or {})
+        self.webrtc = _webrtc_options(webrtc)
         self.incarnation = uuid.uuid4().hex
         self._runner: Runner | None = None
         self._server: RunnerServer | None = None
         self._session_id: str | None = None
+        self._reactor: ReactorFront | None = None
         self._lock: asyncio.Lock | None = None
 
     def _mutex(self) -> asyncio.Lock:
@@ -132,20 +141,50 @@ class SessionWorker:
             server = RunnerServer(
                 runner, token=secret, max_clients_per_address=None, max_auth_failures=None
             )
+            reactor = self._attach_reactor(server, runner, session_id)
             host = self.listen_host()
             try:
                 await server.start(host, 0)
             except BaseException:
+                if reactor is not None:
+                    await reactor.close()
                 await runner.close()
                 raise
             self._runner, self._server, self._session_id = runner, server, session_id
+            self._reactor = reactor
             logger.info("session %s on %s", session_id, server.url)
             return {
                 "session_id": session_id,
                 "host": server.host,
                 "port": server.port,
                 "incarnation": self.incarnation,
+                "webrtc": reactor is not None,
             }
+
+    def _attach_reactor(self, server: RunnerServer, runner: Runner, session_id: str) -> ReactorFront | None:
+        """Reactor's routes on the session's server (`webrtc`), its Reactor session id being
+        `session_id` (the gateway's label of the session, not a key)."""
+        if self.webrtc is None:
+            return None
+        from ..reactor import MISSING_EXTRA, available
+
+        if not available():
+            logger.warning("Reactor clients not served by this worker: %s", MISSING_EXTRA)
+            return None
+        from ..reactor.front import ReactorFront
+        from ..reactor.media import MediaOptions
+        from ..reactor.routes import add_reactor_routes
+        from ..reactor.signalling import IceServer, SignallingLimits
+
+        servers = tuple(IceServer.parse(s) for s in self.webrtc["ice_servers"])
+        reactor = ReactorFront(
+            runner,
+            options=MediaOptions(ice_servers=servers),
+            limits=SignallingLimits(max_connections=self.webrtc["max_connections"]),
+            session_id=session_id,
+        )
+        add_reactor_routes(server.front, reactor)
+        return reactor
 
     def listen_host(self) -> str:
         """Where this worker's sessions listen (see `host`)."""
@@ -166,7 +205,13 @@ class SessionWorker:
 
     async def current_session(self) -> dict[str, Any]:
         """The session this worker runs now (None: none) and its incarnation."""
-        return {"session_id": self._session_id, "incarnation": self.incarnation}
+        reactor = self._reactor
+        return {
+            "session_id": self._session_id,
+            "incarnation": self.incarnation,
+            # Live WebRTC connections of the session (None: it serves no Reactor client).
+            "reactor_connections": len(reactor.connections) if reactor is not None else None,
+        }
 
     async def info(self) -> dict[str, Any]:
         """`ready()` plus the running session's `Runner.info()`."""
@@ -177,9 +222,12 @@ class SessionWorker:
         return out
 
     async def _close_session(self) -> None:
-        server, runner = self._server, self._runner
+        server, runner, reactor = self._server, self._runner, self._reactor
         self._server = self._runner = None
+        self._reactor = None
         self._session_id = None
+        if reactor is not None:
+            await reactor.close("the session is over")
         if server is not None:
             await server.close()
         if runner is not None:
@@ -188,6 +236,21 @@ class SessionWorker:
     async def shutdown(self) -> None:
         """End the session; the worker stays usable."""
         await self.close_session(None)
+
+
+def _webrtc_options(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`webrtc` checked: ICE server specs parsed once here, so a bad one fails at start."""
+    if raw is None:
+        return None
+    from ..reactor.signalling import IceServer
+
+    specs = [str(s) for s in raw.get("ice_servers", ())]
+    for spec in specs:
+        IceServer.parse(spec)  # ValueError names the bad one
+    max_connections = int(raw.get("max_connections", 16))
+    if max_connections < 1:
+        raise ValueError("webrtc max_connections must be >= 1")
+    return {"ice_servers": specs, "max_connections": max_connections}
 
 
 def _load(model: str | None, wan_dir: str | None, longlive_dir: str | None, device: str | None) -> Pipeline:
