@@ -216,7 +216,29 @@ async def ours_scenario(url: str, token: str | None) -> dict[str, Any]:
     return out
 
 
+async def cluster_scenario(url: str, token: str | None) -> dict[str, Any]:
+    """`longlive-runner cluster`: a session of its own on a worker, video from the worker; a
+    second client from the same address meanwhile (the cap per address: 1 with 2 workers)."""
+    w = Watcher(url, token)
+    out: dict[str, Any] = {"connect_s": await w.connect(), "session_id": w.client.session_id}
+    out["schedule"] = await w.command("schedule_prompt", {"new_prompt": RED, "timestamp": 0})
+    out["start"] = await w.command("start", {})
+    out["frames_seen"] = await w.frames_until(24, 40)
+    second = Watcher(url, token)
+    try:
+        await second.connect()
+        out["second"] = {"session_id": second.client.session_id}
+        await second.client.disconnect()
+    except Exception as exc:  # what the official client surfaces for the gateway's 503
+        out["second"] = {"error": f"{type(exc).__name__}: {exc}"}
+    out["state"] = await w.command("get_state", {})
+    await w.client.disconnect()
+    out.update(w.report())
+    return out
+
+
 SCENARIOS = {
+    "cluster": cluster_scenario,
     "main": main_scenario,
     "shared": shared_scenario,
     "remote": remote_scenario,

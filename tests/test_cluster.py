@@ -32,7 +32,7 @@ from websockets.sync.client import connect as sync_connect
 
 from _cluster_process import health, info, wait_idle
 from _frames import take
-from _poll import eventually
+from _poll import eventually, eventually_sync
 from longlive import (
     CommandError,
     ConnectionClosedError,
@@ -337,6 +337,30 @@ def test_health_and_info_show_workers_sessions_and_queue(cluster_process: Runner
     assert i["ray_auth"] == "token"  # Ray's own ports ask for Ray's token (docs/cluster.md)
     assert [w["state"] for w in i["workers"]] == ["free", "free"]
     assert all(w["device"] == "cpu" and w["pid"] for w in i["workers"])
+
+
+def test_a_reactor_client_gets_its_own_session_and_video_from_a_worker(cluster_process: RunnerProcess) -> None:
+    """Reactor's official Python client (`reactor-sdk`, local mode) against the cluster: its
+    `/start_session` gets a session on a worker, the signalling goes through the gateway and the
+    video comes over WebRTC from the worker (on the machine's non-loopback address: libwebrtc
+    ignores loopback candidates); a second `/start_session` of the same address is refused."""
+    pytest.importorskip("aiortc", reason="the webrtc extra is not installed")
+    pytest.importorskip("reactor_sdk", reason="reactor-sdk==1.13.0 (dev extra) is not installed")
+    eventually_sync(lambda: health(cluster_process)["workers_busy"] == 0, "the earlier sessions ended")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "reactor_sdk_client.py"), "cluster", cluster_process.http_url],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stderr[-4000:]}\ncluster:\n{cluster_process.stderr[-4000:]}"
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["connect_s"] < 15 and len(r["session_id"]) == 16  # a director key, not a label
+    assert "reply" in r["start"] and "reply" in r["state"], (r["start"], r["state"])
+    assert r["state"]["reply"]["data"]["running"] is True
+    assert len(r["frames"]) >= 24 and r["frames"][0][2] == [64, 64, 3]
+    assert [c for _, c, _ in r["frames"][:20]].count("red") >= 18
+    assert "error" in r["second"] and "503" in r["second"]["error"], r["second"]
+    assert r["session_id"] not in json.dumps(info(cluster_process))
+    eventually_sync(lambda: health(cluster_process)["workers_busy"] == 0, "stop_session ended the session")
 
 
 def children(pid: int) -> list[tuple[int, str]]:

@@ -619,8 +619,10 @@ class Gateway:
             self._reactor.pop(live.id, None)
             self._clients.discard(client)
             self._leave(client)
-            # Nobody can rejoin a Reactor session once its ticket left: it ends now.
-            if live.id in self.scheduler.sessions and self.scheduler.sessions[live.id].idle:
+            # Nobody can rejoin a Reactor session once its ticket left: it ends now (`close`
+            # ends every session itself).
+            record = self.scheduler.sessions.get(live.id)
+            if not self._closing and record is not None and record.idle:
                 self._expire(live.id, "left")
 
     # --- one client -----------------------------------------------------------------------------
