@@ -115,6 +115,7 @@ def write_layouts(root: Path, config: Any) -> dict[str, list[Path]]:
     import torch
 
     from longlive_runner.model import checkpoints as ckpt
+    from longlive_runner.model import layouts
     from longlive_runner.model.tokenizer import build_tiny_tokenizer
 
     states, lora = random_states(config)
@@ -130,13 +131,13 @@ def write_layouts(root: Path, config: Any) -> dict[str, list[Path]]:
     wan_cfg = {k: getattr(d, k) for k in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim")}
     wan_cfg.update(text_len=d.text_len, freq_dim=d.freq_dim, eps=d.eps, model_type="t2v")
     (wan / "config.json").write_text(json.dumps(wan_cfg))
-    (wan / ckpt.WAN_TOKENIZER_FILE).write_text(tok_json)
-    torch.save({k: v.float() for k, v in states["vae"].items()}, wan / ckpt.WAN_VAE_FILE)  # fp32, as shipped
-    torch.save(states["t5"], wan / ckpt.WAN_T5_FILE)
+    (wan / layouts.WAN_TOKENIZER_FILE).write_text(tok_json)
+    torch.save({k: v.float() for k, v in states["vae"].items()}, wan / layouts.WAN_VAE_FILE)  # fp32, as shipped
+    torch.save(states["t5"], wan / layouts.WAN_T5_FILE)
     torch.save(
-        {"generator": {f"model.{k}": v for k, v in states["dit"].items()}}, ll / ckpt.LONGLIVE_BASE_FILE
+        {"generator": {f"model.{k}": v for k, v in states["dit"].items()}}, ll / layouts.LONGLIVE_BASE_FILE
     )
-    torch.save({"generator_lora": lora}, ll / ckpt.LONGLIVE_LORA_FILE)
+    torch.save({"generator_lora": lora}, ll / layouts.LONGLIVE_LORA_FILE)
     return {
         "converted": sorted(p for p in conv.rglob("*") if p.is_file()),
         "wan+longlive": sorted(

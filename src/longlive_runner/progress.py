@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from tqdm import tqdm
 
@@ -53,7 +53,7 @@ def progress_bar(
     stream: TextIO | None = None,
     initial: float = 0,
     bytes: bool = False,
-) -> tqdm:
+) -> tqdm[NoReturn]:
     """A tqdm bar on `stream` (default stderr); `bytes`: sizes and rates in kB/MB/GB.
 
     `with progress_bar(93, "generating", unit="frames") as bar: bar.update(9)`.

@@ -31,17 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import DiTConfig, PipelineConfig
-from .layouts import (  # noqa: F401  (re-exported: the layouts' file names)
+from .layouts import (
     LONGLIVE2_GENERATOR_FILE,
     LONGLIVE2_LORA_FILE,
     LONGLIVE_BASE_FILE,
     LONGLIVE_LORA_FILE,
-    WAN22_VAE_FILE,
-    WAN_CONFIG_FILE,
     WAN_DIT_FILE,
-    WAN_T5_FILE,
-    WAN_TOKENIZER_FILE,
-    WAN_VAE_FILE,
 )
 
 StateDict = dict[str, torch.Tensor]

@@ -97,7 +97,7 @@ def rotate_time_(keys: torch.Tensor, shift: int, head_dim: int, theta: float) ->
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x [B, S, H, D] by the angles in cos/sin [S, 1, D/2] (float32)."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    x1, x2 = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.flatten(-2).to(x.dtype)
 
@@ -186,7 +186,8 @@ class CrossAttention(Attention):
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        return self.o(attention(q, k, v).flatten(2))  # all text slots, padding included
+        out: torch.Tensor = self.o(attention(q, k, v).flatten(2))  # all text slots, padding included
+        return out
 
 
 class WanBlock(nn.Module):
@@ -231,7 +232,8 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         # x [B, F*T, dim], e [B, F, dim] float32 (time embedding) -> [B, F*T, out_dim * prod(patch)]
         shift, scale = (self.modulation.float() + e[:, :, None]).unbind(2)
-        return self.head(modulate(self.norm(x), shift, scale).to(x.dtype))
+        out: torch.Tensor = self.head(modulate(self.norm(x), shift, scale).to(x.dtype))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ class CausalWanDiT(nn.Module):
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> CausalWanDiT:
         # .to(bfloat16) / .half() / to_empty() would degrade or wipe the float32 RoPE tables: rebuild them.
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves Module._apply untyped
         if self.rope_freqs.device.type != "meta":
             self.rope_freqs = self._rope_table(self.rope_freqs.device)
         self._rope_memo = None

@@ -21,6 +21,7 @@ from torch import nn
 from longlive.units import prompt_in_force
 
 from . import checkpoints as ckpt
+from . import layouts
 from .config import DEFAULT_MODEL, PipelineConfig, get_preset, model_names, resolve_model
 from .dit import CausalWanDiT
 from .generator import Block, NoiseSource, Prompt, VideoGenerator
@@ -168,7 +169,7 @@ def load_pipeline(
             raise ValueError("wan_dir is required with longlive_dir (the VAE and text encoder come from it)")
         if model is not None:
             base = get_preset(str(model))
-        elif ckpt.wan_model_type(Path(wan_dir) / ckpt.WAN_CONFIG_FILE) == "ti2v":
+        elif ckpt.wan_model_type(Path(wan_dir) / layouts.WAN_CONFIG_FILE) == "ti2v":
             base = get_preset("longlive2-5b")  # a Wan2.2-TI2V folder: LongLive 2.0
         else:
             base = get_preset("longlive-1.3b")
@@ -240,8 +241,8 @@ def _assemble(
     vae: WanVAE,
     t5: UMT5Encoder,
     tokenizer: TextTokenizer,
-    device,
-    dtype,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> Pipeline:
     config.validate()
     for m in (dit, vae, t5):
@@ -295,15 +296,15 @@ class WanLayout:
 def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | None) -> WanLayout:
     """Read the Wan (+ LongLive) folders. Every LoRA error names the key and lora.pt."""
     model_type = "ti2v" if base.is_v2 else "t2v"
-    dit_cfg = ckpt.dit_config_from_wan(wan_dir / ckpt.WAN_CONFIG_FILE, base.dit, model_type)
+    dit_cfg = ckpt.dit_config_from_wan(wan_dir / layouts.WAN_CONFIG_FILE, base.dit, model_type)
     config = dataclasses.replace(base, dit=dit_cfg)
     lora: list[LoraUpdate] = []
-    vae_path = wan_dir / (ckpt.WAN22_VAE_FILE if base.is_v2 else ckpt.WAN_VAE_FILE)
+    vae_path = wan_dir / (layouts.WAN22_VAE_FILE if base.is_v2 else layouts.WAN_VAE_FILE)
     if base.is_v2:
         if longlive_dir is None:
             raise ckpt.CheckpointError(
                 f"{base.name} needs the LongLive 2.0 generator: pass longlive_dir= (the folder with "
-                f"{ckpt.LONGLIVE2_GENERATOR_FILE}); {DOWNLOAD_HINT}"
+                f"{layouts.LONGLIVE2_GENERATOR_FILE}); {DOWNLOAD_HINT}"
             )
         dit_state, dit_path, lora_state, lora_file = ckpt.longlive2_generator(longlive_dir)
         if lora_state is not None:
@@ -314,23 +315,23 @@ def read_wan_layout(base: PipelineConfig, wan_dir: Path, longlive_dir: Path | No
     elif longlive_dir is not None:
         # overwrites every DiT weight: Wan's DiT file is not read
         dit_state = ckpt.longlive_dit_state(longlive_dir)
-        dit_path = longlive_dir / ckpt.LONGLIVE_BASE_FILE
-        lora_path = longlive_dir / ckpt.LONGLIVE_LORA_FILE
+        dit_path = longlive_dir / layouts.LONGLIVE_BASE_FILE
+        lora_path = longlive_dir / layouts.LONGLIVE_LORA_FILE
         lora_state = ckpt.longlive_lora_state(longlive_dir)  # raises CheckpointError itself
         try:
             lora = lora_updates(dit_state, lora_state)
         except (KeyError, ValueError) as exc:  # lora_updates names the key; add the file
             raise ckpt.CheckpointError(f"{lora_path}: {exc}", path=lora_path) from exc
     else:
-        dit_path = wan_dir / ckpt.WAN_DIT_FILE
+        dit_path = wan_dir / layouts.WAN_DIT_FILE
         dit_state = ckpt.wan_dit_state(wan_dir)
     states = {
         "dit": dit_state,
         "vae": ckpt.read_state_dict(vae_path),
-        "t5": ckpt.read_state_dict(wan_dir / ckpt.WAN_T5_FILE),
+        "t5": ckpt.read_state_dict(wan_dir / layouts.WAN_T5_FILE),
     }
-    paths = {"dit": dit_path, "vae": vae_path, "t5": wan_dir / ckpt.WAN_T5_FILE}
-    tok_path = ckpt.require_file(wan_dir / ckpt.WAN_TOKENIZER_FILE, "the umT5 tokenizer")
+    paths = {"dit": dit_path, "vae": vae_path, "t5": wan_dir / layouts.WAN_T5_FILE}
+    tok_path = ckpt.require_file(wan_dir / layouts.WAN_TOKENIZER_FILE, "the umT5 tokenizer")
     return WanLayout(config, states, paths, tok_path, lora)
 
 

@@ -49,7 +49,7 @@ class TextEncoder:
         param = next(self.model.parameters())
         ids, mask = self.tokenizer([prompt])  # [1, L], [1, L]
         ids, mask = ids.to(param.device), mask.to(param.device)
-        feats = self.model(ids, mask)  # [1, L, dim]
+        feats: torch.Tensor = self.model(ids, mask)  # [1, L, dim]
         feats = feats.masked_fill(mask[..., None] == 0, 0.0).to(param.dtype)
         self.calls += 1
 

@@ -340,7 +340,7 @@ class WanVAE(nn.Module):
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> WanVAE:
         # .to(dtype) would round and to_empty() would wipe the statistics: rebuild them.
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves Module._apply untyped
         if self.latents_mean.device.type != "meta":
             self.latents_mean, self.latents_std = self._latent_stats(self.latents_mean.device)
         return self

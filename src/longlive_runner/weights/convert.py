@@ -22,6 +22,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from ..model import checkpoints as ckpt
+    from ..model import layouts
     from ..model.config import get_preset
     from ..model.lora import apply_lora_
     from ..model.pipeline import read_wan_layout
@@ -31,7 +32,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         base = get_preset(args.model)
     else:  # a Wan2.2-TI2V folder holds LongLive 2.0, a Wan2.1-T2V folder 1.0
         try:
-            ti2v = ckpt.wan_model_type(Path(args.wan_dir) / ckpt.WAN_CONFIG_FILE) == "ti2v"
+            ti2v = ckpt.wan_model_type(Path(args.wan_dir) / layouts.WAN_CONFIG_FILE) == "ti2v"
         except ckpt.CheckpointError as exc:
             raise CLIError(str(exc)) from exc
         base = get_preset("longlive2-5b" if ti2v else "longlive-1.3b")

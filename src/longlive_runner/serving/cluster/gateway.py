@@ -56,9 +56,9 @@ from longlive.protocol import (
     Hello,
     Queued,
     encode_message,
-    parse_command,
     parse_message,
 )
+from longlive.protocol.runner import parse_command
 
 from ..access import AccessConfig, AccessPolicy, address_key, normalize_origin
 from ..http import (

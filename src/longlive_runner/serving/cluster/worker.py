@@ -46,7 +46,7 @@ def node_address() -> str:
         import ray
 
         if ray.is_initialized():
-            return str(ray.util.get_node_ip_address())
+            return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]  # untyped in Ray
     except Exception:  # pragma: no cover - without Ray
         pass
     try:

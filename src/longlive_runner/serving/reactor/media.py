@@ -140,7 +140,7 @@ class PacedVideoTrack(VideoStreamTrack):
         self.frames_dropped += len(self._frames)
         self._frames.clear()
 
-    async def recv(self) -> VideoFrame:  # type: ignore[override]
+    async def recv(self) -> VideoFrame:
         while not self._frames:
             if self.readyState != "live":
                 from aiortc.mediastreams import MediaStreamError

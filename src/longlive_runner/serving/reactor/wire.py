@@ -243,7 +243,7 @@ def struct_to_dict(struct: Message) -> dict[str, Any]:
 
 def _fill_struct(target: Message, data: Mapping[str, Any]) -> None:
     try:
-        target.update(dict(data))  # type: ignore[attr-defined]
+        target.update(dict(data))
     except (TypeError, ValueError) as exc:
         raise WireError(f"cannot encode the payload as a Struct: {exc}") from exc
 
