@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     serve = start_runner(*common, "--grace-period", "off", model=args.model, env=env)
     cluster = start_cluster(
-        *common, "--grace-period", "0", "--max-sessions-per-address", "2", workers=2, model=args.model, env=env
+        *common,
+        "--grace-period",
+        "0",
+        "--max-sessions-per-address",
+        "2",
+        workers=2,
+        model=args.model,
+        env=env,
     )
     print(f"serve and a 2-worker cluster started in {time.perf_counter() - started:.1f} s")
     first, later = 9, 12

@@ -50,7 +50,9 @@ def percentile(xs: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    ap.add_argument("--model", choices=sorted(ANCHORS), default="longlive-1.3b", help="architecture (default 1.3B)")
+    ap.add_argument(
+        "--model", choices=sorted(ANCHORS), default="longlive-1.3b", help="architecture (default 1.3B)"
+    )
     ap.add_argument("--height", type=int, default=None, help="default: the model's (480 / 704)")
     ap.add_argument("--width", type=int, default=None, help="default: the model's (832 / 1280)")
     ap.add_argument("--blocks", type=int, default=40, help="blocks to time (after --warmup)")

@@ -132,7 +132,9 @@ def write_layouts(root: Path, config: Any) -> dict[str, list[Path]]:
     wan_cfg.update(text_len=d.text_len, freq_dim=d.freq_dim, eps=d.eps, model_type="t2v")
     (wan / "config.json").write_text(json.dumps(wan_cfg))
     (wan / layouts.WAN_TOKENIZER_FILE).write_text(tok_json)
-    torch.save({k: v.float() for k, v in states["vae"].items()}, wan / layouts.WAN_VAE_FILE)  # fp32, as shipped
+    torch.save(
+        {k: v.float() for k, v in states["vae"].items()}, wan / layouts.WAN_VAE_FILE
+    )  # fp32, as shipped
     torch.save(states["t5"], wan / layouts.WAN_T5_FILE)
     torch.save(
         {"generator": {f"model.{k}": v for k, v in states["dit"].items()}}, ll / layouts.LONGLIVE_BASE_FILE

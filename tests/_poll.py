@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 
 
-async def eventually(condition: Callable[[], object], what: str, timeout: float = 30.0, step: float = 0.01) -> None:
+async def eventually(
+    condition: Callable[[], object], what: str, timeout: float = 30.0, step: float = 0.01
+) -> None:
     """Wait until `condition()` is true, checking it on the event loop every `step` seconds;
     fails the test with `what` (what should have happened) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -18,7 +20,9 @@ async def eventually(condition: Callable[[], object], what: str, timeout: float 
         await asyncio.sleep(step)
 
 
-def eventually_sync(condition: Callable[[], object], what: str, timeout: float = 30.0, step: float = 0.05) -> None:
+def eventually_sync(
+    condition: Callable[[], object], what: str, timeout: float = 30.0, step: float = 0.05
+) -> None:
     """`eventually` for a test without an event loop (the condition's source runs elsewhere:
     another thread or process)."""
     deadline = time.monotonic() + timeout

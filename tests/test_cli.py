@@ -159,15 +159,25 @@ def test_thread_defaults_hold_up_on_a_shared_machine_and_longlive_threads_sets_t
     assert thread_environment({}, cpus=2) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     assert thread_environment({}, cpus=16)["OMP_NUM_THREADS"] == "8"
     assert thread_environment({"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "ACTIVE"}, cpus=2) == {}
-    assert thread_environment({"LONGLIVE_THREADS": "4", "OMP_NUM_THREADS": "3"}, cpus=2)["OMP_NUM_THREADS"] == "4"
+    assert (
+        thread_environment({"LONGLIVE_THREADS": "4", "OMP_NUM_THREADS": "3"}, cpus=2)["OMP_NUM_THREADS"]
+        == "4"
+    )
     assert "OMP_NUM_THREADS" not in thread_environment({"LONGLIVE_THREADS": "0"}, cpus=2)
     for bad in ("x", "-1", "1.5"):
         with pytest.raises(ValueError, match="LONGLIVE_THREADS"):
             thread_environment({"LONGLIVE_THREADS": bad})
 
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LONGLIVE_THREADS", "OMP_WAIT_POLICY")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "LONGLIVE_THREADS", "OMP_WAIT_POLICY")
+    }
     n = default_threads()
-    for extra, says in (({}, f"{n} torch thread{'s' if n != 1 else ''})"), ({"LONGLIVE_THREADS": "2"}, "2 torch threads)")):
+    for extra, says in (
+        ({}, f"{n} torch thread{'s' if n != 1 else ''})"),
+        ({"LONGLIVE_THREADS": "2"}, "2 torch threads)"),
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "longlive_runner", "generate", "--model", "tiny", "--prompt", "0:a cat",
              "--frames", "3", "--out", str(tmp_path / "t.mp4")],
@@ -228,7 +238,11 @@ def test_sigterm_stops_serve_within_seconds_even_with_a_client_that_never_answer
 def test_info_into_a_pipe_closed_early_ends_quietly():
     """`longlive-runner info | head -1`: no BrokenPipeError, no traceback."""
     proc = subprocess.run(
-        f"{sys.executable} -m longlive_runner info | head -1", shell=True, capture_output=True, text=True, timeout=120
+        f"{sys.executable} -m longlive_runner info | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.stdout == "{\n" and proc.stderr == "", proc.stderr
 

@@ -167,9 +167,10 @@ async def test_who_may_join_and_command_a_session(cluster_process: RunnerProcess
             assert refused.value.code == 4404 and [e.code for e in errors] == ["no_such_session"]
             assert key not in refused.value.reason and key not in errors[0].message
 
-        async with Reactor(url, session=key, command_timeout=30) as director, Reactor(
-            url, session=view_key, command_timeout=30
-        ) as viewer:
+        async with (
+            Reactor(url, session=key, command_timeout=30) as director,
+            Reactor(url, session=view_key, command_timeout=30) as viewer,
+        ):
             assert director.session_id == key and director.hello.role == "director"
             assert director.hello.viewer_session_id == view_key
             # the viewer learns only the viewer key: it cannot become a director
@@ -339,7 +340,9 @@ def test_health_and_info_show_workers_sessions_and_queue(cluster_process: Runner
     assert all(w["device"] == "cpu" and w["pid"] for w in i["workers"])
 
 
-def test_a_reactor_client_gets_its_own_session_and_video_from_a_worker(cluster_process: RunnerProcess) -> None:
+def test_a_reactor_client_gets_its_own_session_and_video_from_a_worker(
+    cluster_process: RunnerProcess,
+) -> None:
     """Reactor's official Python client (`reactor-sdk`, local mode) against the cluster: its
     `/start_session` gets a session on a worker, the signalling goes through the gateway and the
     video comes over WebRTC from the worker (on the machine's non-loopback address: libwebrtc

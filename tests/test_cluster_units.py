@@ -342,9 +342,9 @@ async def test_queue_positions_timeout_and_full_queue(front_factory: Any) -> Non
     second.on_queue(seen.append)
     third = Reactor(front.url)
     waiting = asyncio.create_task(second.connect())
-    await eventually(lambda: second.queue_position == 1, 'second.queue_position == 1', timeout=10.0)
+    await eventually(lambda: second.queue_position == 1, "second.queue_position == 1", timeout=10.0)
     waiting_too = asyncio.create_task(third.connect(queue_timeout=0.5))
-    await eventually(lambda: third.queue_position == 2, 'third.queue_position == 2', timeout=10.0)
+    await eventually(lambda: third.queue_position == 2, "third.queue_position == 2", timeout=10.0)
     assert second.status == "connecting" and second.queue_length == 2
 
     # a command on a queued connection is refused (raw websocket: the SDK waits for hello)
@@ -356,7 +356,7 @@ async def test_queue_positions_timeout_and_full_queue(front_factory: Any) -> Non
     with pytest.raises(QueueTimeoutError) as timed_out:
         await waiting_too
     assert timed_out.value.position == 2
-    await eventually(lambda: second.queue_length == 1, 'second.queue_length == 1', timeout=10.0)
+    await eventually(lambda: second.queue_length == 1, "second.queue_length == 1", timeout=10.0)
     async with connect(front.url) as raw:
         assert json.loads(await raw.recv()) == {"type": "queued", "data": {"position": 2, "queue_length": 2}}
         await raw.send(json.dumps({"type": "get_state", "id": "q1"}))
@@ -395,7 +395,7 @@ async def test_a_session_nobody_drives_is_ended_for_a_waiting_client(front_facto
     assert idle.connected and front.gateway.sessions_ended["idle"] == 0
     async with Reactor(front.url, queue_timeout=20) as waiting:  # ... until someone waits
         assert waiting.session_id and waiting.session_id != idle.session_id
-        await eventually(lambda: bool(errors), 'bool(errors)', timeout=10.0)
+        await eventually(lambda: bool(errors), "bool(errors)", timeout=10.0)
         assert [e.code for e in errors] == ["session_idle"]
         assert front.gateway.sessions_ended["idle"] == 1
         with pytest.raises(ConnectionClosedError) as closed:
@@ -445,7 +445,11 @@ async def test_a_dead_worker_ends_only_its_session(front_factory: Any) -> None:
     assert closed.value.code == 1011 and "worker lost" in closed.value.reason
     assert errors and errors[-1].code == "worker_lost"
     assert len(await take(b, 24)) == 24 and b.connected  # the other session goes on
-    await eventually(lambda: front.gateway.scheduler.workers[worker].state == FREE, 'front.gateway.scheduler.workers[worker].state == FREE', timeout=10.0)
+    await eventually(
+        lambda: front.gateway.scheduler.workers[worker].state == FREE,
+        "front.gateway.scheduler.workers[worker].state == FREE",
+        timeout=10.0,
+    )
     assert front.gateway.info()["workers"][worker]["restarts"] == 1
     async with Reactor(front.url) as c:  # served again, on the restarted worker
         assert c.session_id not in (a.session_id, b.session_id)
@@ -484,7 +488,7 @@ async def test_health_before_workers_and_the_token(pipes: list[Any]) -> None:
             await Reactor(front.url, token="wrong" * 4).connect()
         early = Reactor(front.url, token="t" * 20)
         connecting = asyncio.create_task(early.connect())  # queued until a worker is up
-        await eventually(lambda: early.queue_position == 1, 'early.queue_position == 1', timeout=10.0)
+        await eventually(lambda: early.queue_position == 1, "early.queue_position == 1", timeout=10.0)
         gate.set()
         await asyncio.wait_for(connecting, 20)
         body = (await aget(front.http + "/health")).json()
@@ -526,7 +530,9 @@ async def test_the_gateway_counts_only_wrong_tokens(pipes: list[Any]) -> None:
         async with Reactor(front.url, token=token) as reactor:
             assert reactor.session_id
         for i in range(10):
-            assert (await aget(front.http + "/info", headers={"Authorization": f"Bearer x{i}"})).status_code == 401
+            assert (
+                await aget(front.http + "/info", headers={"Authorization": f"Bearer x{i}"})
+            ).status_code == 401
         assert (await aget(front.http + "/info", headers=right)).status_code == 429  # guessing is limited
     finally:
         await front.server.close()

@@ -128,10 +128,22 @@ NOT_RUN_HERE = {
     ("docs/architecture.md", 2): "an API sketch: signatures and shapes, not a program",
     ("docs/architecture.md", 3): "needs a converted 1.3B folder, CUDA and another implementation's tensors",
     ("docs/weights.md", 0): "needs the real weights (weights/Wan2.1-T2V-1.3B, weights/LongLive)",
-    ("docs/weights.md", 1): "needs the real LongLive 2.0 weights (weights/Wan2.2-TI2V-5B, weights/LongLive-2.0-5B)",
-    ("docs/reactor-clients.md", 0): "WebRTC needs two network namespaces: tests/test_reactor_e2e.py drives reactor-sdk the same way",
-    ("docs/reactor-clients.md", 1): "WebRTC needs two network namespaces: tests/test_reactor_e2e.py runs our SDK over webrtc_transport",
-    ("docs/live-view.md", 1): "runs the notebook in a Jupyter kernel: tests/test_examples.py does it with nbclient",
+    (
+        "docs/weights.md",
+        1,
+    ): "needs the real LongLive 2.0 weights (weights/Wan2.2-TI2V-5B, weights/LongLive-2.0-5B)",
+    (
+        "docs/reactor-clients.md",
+        0,
+    ): "WebRTC needs two network namespaces: tests/test_reactor_e2e.py drives reactor-sdk the same way",
+    (
+        "docs/reactor-clients.md",
+        1,
+    ): "WebRTC needs two network namespaces: tests/test_reactor_e2e.py runs our SDK over webrtc_transport",
+    (
+        "docs/live-view.md",
+        1,
+    ): "runs the notebook in a Jupyter kernel: tests/test_examples.py does it with nbclient",
     (
         "docs/cluster.md",
         0,

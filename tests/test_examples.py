@@ -172,7 +172,9 @@ def test_record_schedule_runs_as_its_docstring_says_with_the_shipped_schedule(tm
     docstring's), written to schedule.mp4 in the current directory."""
     shipped = json.loads((EXAMPLES / "schedule.json").read_text())
     doc = ast.get_docstring(ast.parse((EXAMPLES / "record_schedule.py").read_text())) or ""
-    assert all(f'"{t}": "{p}"' in doc for t, p in shipped.items()), "the docstring's schedule is not the file's"
+    assert all(f'"{t}": "{p}"' in doc for t, p in shipped.items()), (
+        "the docstring's schedule is not the file's"
+    )
     proc = run_example("record_schedule.py", "--frames", "15", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "  12 -> takes effect at latent frame   12: 'a blue square moving right" in proc.stdout
@@ -222,7 +224,9 @@ def test_notebook_is_valid_nbformat_4_with_code_cells_that_compile():
         sources.append(source)
     text = "\n".join(sources)
     assert "await reactor.connect()" in text and "asyncio.run" not in text
-    assert "from longlive.notebook import show" in text and "view = show(reactor)" in text  # as the README says
+    assert (
+        "from longlive.notebook import show" in text and "view = show(reactor)" in text
+    )  # as the README says
     assert "await reactor.wait_for_frame(SWITCH)" in text and "current_start_frame + 3" in text
 
 
@@ -305,7 +309,7 @@ def test_the_notebook_runs_cell_after_cell_on_the_default_model(tmp_path):
 
 
 def test_the_notebook_runs_headless_in_a_real_kernel_as_its_narration_says(tmp_path):
-    """"Run all" in a real Jupyter kernel (nbclient, as `jupyter nbconvert --execute` does): the
+    """ "Run all" in a real Jupyter kernel (nbclient, as `jupyter nbconvert --execute` does): the
     switch at frame 12 shows, then the live change after it; the saved copy holds the live view's
     last frame and status, and the mp4."""
     import base64
@@ -333,8 +337,9 @@ def test_the_notebook_runs_headless_in_a_real_kernel_as_its_narration_says(tmp_p
     [image] = [o for o in view if "image/png" in o.get("data", {})]
     assert base64.b64decode(image["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     [status] = [o for o in view if "text/html" in o.get("data", {})]
-    assert "paused" in status["data"]["text/plain"] and "a blue square moving up on a navy background" in (
-        status["data"]["text/plain"]
+    assert (
+        "paused" in status["data"]["text/plain"]
+        and "a blue square moving up on a navy background" in (status["data"]["text/plain"])
     )
     live = "".join(o.get("text", "") for o in cells["code-7"].outputs)
     effective = int(live.split("takes effect at latent frame ")[1].split()[0])

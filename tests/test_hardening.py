@@ -456,7 +456,7 @@ async def test_a_client_that_stops_reading_keeps_memory_bounded(served, monkeypa
     frame_bytes = 80 * 128 * 3
     # Reads nothing, ever: its websocket library stops reading the socket after one message.
     stalled = await connect(url, open_timeout=TIMEOUT, max_queue=1, compression=None, proxy=None)
-    await eventually(lambda: len(runner.peers) == 1, 'len(runner.peers) == 1', timeout=TIMEOUT)
+    await eventually(lambda: len(runner.peers) == 1, "len(runner.peers) == 1", timeout=TIMEOUT)
     slow_peer = runner.peers[0]
     fast = Reactor(url, max_buffered_frames=0, command_timeout=TIMEOUT)
     received: list[int] = []
@@ -513,7 +513,7 @@ async def test_a_client_vanishing_mid_block_is_no_error_for_the_others(served, m
     await keeper.connect()
     await leaver.connect()
     aborted = await connect(url, open_timeout=TIMEOUT, proxy=None)
-    await eventually(lambda: len(runner.peers) == 3, 'len(runner.peers) == 3', timeout=TIMEOUT)
+    await eventually(lambda: len(runner.peers) == 3, "len(runner.peers) == 3", timeout=TIMEOUT)
     events = keeper.messages()
     await keeper.schedule_prompt(A, 0)
     await keeper.start()
@@ -523,7 +523,7 @@ async def test_a_client_vanishing_mid_block_is_no_error_for_the_others(served, m
 
     aborted.transport.abort()  # gone without a close frame
     await leaver.close()  # gone politely
-    await eventually(lambda: len(runner.peers) == 1, 'len(runner.peers) == 1', timeout=TIMEOUT)
+    await eventually(lambda: len(runner.peers) == 1, "len(runner.peers) == 1", timeout=TIMEOUT)
     model.release.set()
     frames = await take(keeper, 12)  # block 3, complete
     assert [f.index for f in frames] == list(range(9, 21))

@@ -128,10 +128,13 @@ def test_a_prompt_of_unknown_pieces_is_analysed_in_linear_time(demo_pipe, tiny_p
         analysis = tokenizer.analyze("\ufdfa" * 2000)
         assert analysis.tokens == tokenizer.count_tokens("\ufdfa" * 2000) > 6000
         assert analysis.unknown_words == ["\ufdfa" * 2000]  # the whole word, as written
-    message = dict(prompt_warnings(tiny_pipe.text_encoder.tokenizer, " ".join(f"\u00e9{i}" for i in range(20))))
-    assert "'\u00e90', '\u00e91', '\u00e92', '\u00e93', '\u00e94', '\u00e95', '\u00e96', '\u00e97' and 12 more:" in message[
-        "unknown_words"
-    ]
+    message = dict(
+        prompt_warnings(tiny_pipe.text_encoder.tokenizer, " ".join(f"\u00e9{i}" for i in range(20)))
+    )
+    assert (
+        "'\u00e90', '\u00e91', '\u00e92', '\u00e93', '\u00e94', '\u00e95', '\u00e96', '\u00e97' and 12 more:"
+        in message["unknown_words"]
+    )
 
 
 async def test_long_prompts_are_analysed_off_the_event_loop(demo_pipe, monkeypatch) -> None:
@@ -151,7 +154,13 @@ async def test_long_prompts_are_analysed_off_the_event_loop(demo_pipe, monkeypat
         long_bad = "a purple elephant " + "red " * 12  # 66 characters, 16 tokens: not cut
         for i, prompt in enumerate((long_bad, "a purple elephant")):
             await conn.send_text(
-                json.dumps({"type": "schedule_prompt", "data": {"new_prompt": prompt, "timestamp": 3 * i}, "id": f"{i}"})
+                json.dumps(
+                    {
+                        "type": "schedule_prompt",
+                        "data": {"new_prompt": prompt, "timestamp": 3 * i},
+                        "id": f"{i}",
+                    }
+                )
             )
         acks = []
         while len(acks) < 2:
@@ -187,8 +196,14 @@ def test_prompts_out_of_the_demo_form_are_warned_naming_what_is_missing(demo_pip
     for good in (GOOD, "An orange triangle moving DOWN on a dark green background"):
         assert warned(good) == {}
     cases = {
-        "a blue square": ("it has no DIRECTION or BACKGROUND", "a blue square moving right on a black background"),
-        "a green triangle moving up": ("it has no BACKGROUND", "a green triangle moving up on a black background"),
+        "a blue square": (
+            "it has no DIRECTION or BACKGROUND",
+            "a blue square moving right on a black background",
+        ),
+        "a green triangle moving up": (
+            "it has no BACKGROUND",
+            "a green triangle moving up on a black background",
+        ),
         "a cyan circle moving left on a dark green background please": (
             "out of the form's order",
             "a cyan circle moving left on a dark green background",
@@ -204,4 +219,6 @@ def test_prompts_out_of_the_demo_form_are_warned_naming_what_is_missing(demo_pip
         message = got["prompt_form"]
         assert what in message and f"in the form: {rewritten!r}" in message, message
         if "unknown_words" not in got:  # the form and its words, once
-            assert "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'" in message
+            assert (
+                "the demo model draws 'a COLOR SHAPE moving DIRECTION on a BACKGROUND background'" in message
+            )

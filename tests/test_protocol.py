@@ -590,7 +590,9 @@ def test_frontier_and_decided_frames() -> None:
     ]
     assert [decided_frame(p, True) for p in (0, 3, 12)] == [0, 0, 9]
     assert decided_frame(12, False) == -1  # nothing is decided before start
-    assert frontier_frame(8, True, frames_per_block=4) == 12 and decided_frame(12, True, frames_per_block=4) == 8
+    assert (
+        frontier_frame(8, True, frames_per_block=4) == 12 and decided_frame(12, True, frames_per_block=4) == 8
+    )
     with pytest.raises(ValueError):
         frontier_frame(-1, False)
     with pytest.raises(ValueError):
@@ -608,7 +610,10 @@ def test_timeline_end_covers_the_next_blocks_and_the_last_prompt() -> None:
 def test_each_field_is_read_by_its_declared_codec() -> None:
     from longlive.protocol.codecs import FRAME_MAP, INT, FieldError, optional, wire_fields
 
-    assert [(f.name, f.required) for f in wire_fields(SchedulePrompt)] == [("new_prompt", True), ("timestamp", True)]
+    assert [(f.name, f.required) for f in wire_fields(SchedulePrompt)] == [
+        ("new_prompt", True),
+        ("timestamp", True),
+    ]
     assert "raw" not in {f.name for f in wire_fields(longlive.protocol.ScheduledPrompt)}  # not a wire field
     assert INT.decode(3) == 3 and optional(INT).decode(None) is None
     for bad in (True, 1.0, "1"):

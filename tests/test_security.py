@@ -204,7 +204,9 @@ def test_the_access_rules_on_their_own() -> None:
     own_host = ("127.0.0.1:8765",)
 
     def ask(target: str = "/info", **facts: Any) -> str | None:
-        refusal = guarded.check(RequestFacts("GET", target, host=own_host, peer="127.0.0.1", **facts), now=1.0)
+        refusal = guarded.check(
+            RequestFacts("GET", target, host=own_host, peer="127.0.0.1", **facts), now=1.0
+        )
         return refusal.error if refusal else None
 
     for extra in ({}, {"authorization": ("Basic dTpw",)}, {"authorization": ("Bearer ",)}):
@@ -218,7 +220,10 @@ def test_the_access_rules_on_their_own() -> None:
     assert ask("/info?token=right-token-0123456789", fetch_site=("same-origin",)) is None
     assert ask(fetch_site=("none",), authorization=("Bearer right-token-0123456789",)) is None
     # An allowed Origin (the runner's own page) is not "another site", whatever else is said.
-    assert ask("/?token=right-token-0123456789", origin=("http://127.0.0.1:8765",), fetch_site=("cross-site",)) is None
+    assert (
+        ask("/?token=right-token-0123456789", origin=("http://127.0.0.1:8765",), fetch_site=("cross-site",))
+        is None
+    )
     # Wrong tokens still count: 3 of them lock the address (the right token too, for the window).
     assert [ask("/info?token=wrong") for _ in range(3)] == ["unauthorized"] * 3
     assert ask(authorization=("Bearer right-token-0123456789",)) == "too_many_failures"

@@ -741,9 +741,7 @@ class Reactor:
 
     def __repr__(self) -> str:
         where = (
-            safe_url(self.url)
-            if self.url is not None
-            else ("local" if self._local is not None else "custom")
+            safe_url(self.url) if self.url is not None else ("local" if self._local is not None else "custom")
         )
         return f"<Reactor {where} {self._status} frame={self._core.current_start_frame}>"
 

@@ -84,7 +84,9 @@ def check_weight_args(args: argparse.Namespace) -> None:
     from .model.pipeline import DOWNLOAD_HINT
 
     if args.longlive_dir is not None and args.wan_dir is None:
-        raise CLIError("--longlive-dir needs --wan-dir too (the VAE and the text encoder come from the Wan folder)")
+        raise CLIError(
+            "--longlive-dir needs --wan-dir too (the VAE and the text encoder come from the Wan folder)"
+        )
     if args.wan_dir is None and args.model == "longlive-1.3b" and resolve_model(args.model) is None:
         raise CLIError(
             "--model longlive-1.3b needs its weights: --wan-dir WAN_FOLDER --longlive-dir LONGLIVE_FOLDER "

@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # traceback, whatever the arguments (`--help` included).
         print(
             f"longlive-runner: error: the runner needs the 'runner' extra ({', '.join(missing)} "
-            "not installed): pip install \"longlive[runner]\" (\"longlive[all]\" adds mp4 writing)",
+            'not installed): pip install "longlive[runner]" ("longlive[all]" adds mp4 writing)',
             file=sys.stderr,
         )
         return 2

@@ -137,7 +137,9 @@ def object_phases(raw: torch.Tensor) -> torch.Tensor:
     the cells (the mean's length says how well they agree). Differentiable: `read_latent` reads
     places from it, and `scripts/train_demo.py`'s position loss trains through it."""
     h, w = raw.shape[-2:]
-    p = raw[..., :POSITION_CHANNELS, :, :].reshape(*raw.shape[:-3], TEMPORAL, FIELD, h, w)  # [..., 4, FIELD, h, w]
+    p = raw[..., :POSITION_CHANNELS, :, :].reshape(
+        *raw.shape[:-3], TEMPORAL, FIELD, h, w
+    )  # [..., 4, FIELD, h, w]
     ax = (2.0 * math.pi / w) * (torch.arange(w, dtype=raw.dtype) + 0.5)  # each cell's own phase
     ay = (2.0 * math.pi / h) * (torch.arange(h, dtype=raw.dtype) + 0.5)
     axes = []

@@ -243,9 +243,7 @@ class PipelineConfig:
             raise ValueError(f"stream.shot_rope_offset must be >= 0, got {s.shot_rope_offset}")
         if (s.shot_sink or s.shot_clean_recache) and s.shot_prefix is None:
             raise ValueError("shot_sink and shot_clean_recache need a shot_prefix (shots)")
-        if s.shot_sink and (
-            s.sink_frames == 0 or s.cache_frames < s.sink_frames + 2 * s.frames_per_block
-        ):
+        if s.shot_sink and (s.sink_frames == 0 or s.cache_frames < s.sink_frames + 2 * s.frames_per_block):
             raise ValueError("a shot sink needs a global sink and room for itself and one block")
         if s.cache_frames <= s.sink_frames + s.frames_per_block - 1:
             raise ValueError("cache_frames must leave room for the sink and one block")
@@ -302,7 +300,9 @@ class PipelineConfig:
 
 
 # A tiny Wan2.2-kind VAE (residual, patchify 2: 4 x 16 x 16, z 48) for the `tiny2` preset.
-TINY2_VAE = dataclasses.replace(WAN22_VAE, base_dim=8, decoder_base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
+TINY2_VAE = dataclasses.replace(
+    WAN22_VAE, base_dim=8, decoder_base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1
+)
 
 #: The model families, samplers and prompt-switch behaviours a config may name.
 FAMILIES = ("longlive-1.0", "longlive-2.0")
@@ -359,7 +359,15 @@ PRESETS: dict[str, PipelineConfig] = {
         name="tiny2",
         family="longlive-2.0",
         dit=DiTConfig(
-            dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=48, out_dim=48, text_dim=32, text_len=64, freq_dim=32
+            dim=64,
+            ffn_dim=128,
+            num_heads=2,
+            num_layers=2,
+            in_dim=48,
+            out_dim=48,
+            text_dim=32,
+            text_len=64,
+            freq_dim=32,
         ),
         vae=TINY2_VAE,
         t5=T5Config(vocab_size=384, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=64),

@@ -10,5 +10,7 @@ LONGLIVE_LORA_FILE = "models/lora.pt"
 
 # LongLive 2.0: Wan-AI/Wan2.2-TI2V-5B (VAE, T5, tokenizer, config.json) + Efficient-Large-Model/LongLive-2.0-5B
 WAN22_VAE_FILE = "Wan2.2_VAE.pth"
-LONGLIVE2_GENERATOR_FILE = "model_bf16.pt"  # {"generator": {"model.<Wan key>": ...}, "merged_lora": True, ...}
+LONGLIVE2_GENERATOR_FILE = (
+    "model_bf16.pt"  # {"generator": {"model.<Wan key>": ...}, "merged_lora": True, ...}
+)
 LONGLIVE2_LORA_FILE = "lora.pt"  # only for an unmerged generator: {"generator_lora": {PEFT names}}

@@ -174,7 +174,11 @@ def load_pipeline(
         else:
             base = get_preset("longlive-1.3b")
         return _load_wan_layout(
-            with_stream(base, stream), Path(wan_dir), Path(longlive_dir) if longlive_dir else None, device, dtype
+            with_stream(base, stream),
+            Path(wan_dir),
+            Path(longlive_dir) if longlive_dir else None,
+            device,
+            dtype,
         )
     if model is None:
         model = DEFAULT_MODEL

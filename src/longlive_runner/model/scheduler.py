@@ -36,7 +36,9 @@ def denoising_timesteps(stream: StreamConfig) -> list[float]:
 
 
 # --- LongLive 2.0: flow UniPC multistep ---------------------------------------------------------
-def unipc_schedule(steps: int, shift: float, num_train_timesteps: int = 1000) -> tuple[list[int], list[float]]:
+def unipc_schedule(
+    steps: int, shift: float, num_train_timesteps: int = 1000
+) -> tuple[list[int], list[float]]:
     """The timesteps fed to the DiT and the noise levels of UniPC's steps, plus the final 0.
 
     Noise levels are spaced evenly from 1 - 1/N down to 0 (N = num_train_timesteps), the last

@@ -367,7 +367,9 @@ class Runner:
 
     def _put_text(self, peer: Peer, text: str, *, state: bool = False) -> None:
         if not peer.put_text(text, state=state):
-            reason = f"client too slow: more than {peer.max_queued_text_chars} characters of messages not read"
+            reason = (
+                f"client too slow: more than {peer.max_queued_text_chars} characters of messages not read"
+            )
             logger.warning("disconnecting %s: %s", peer.name, reason)
             self.detach(peer, CLOSE_POLICY, reason)
 
@@ -375,7 +377,10 @@ class Runner:
         frames.flags.writeable = False  # shared by every peer
         peers = list(self._peers)
         headers = block_frame_headers(
-            frames, block_start_frame=plan.start_frame, first_video_frame=plan.first_video_frame, generation=plan.generation
+            frames,
+            block_start_frame=plan.start_frame,
+            first_video_frame=plan.first_video_frame,
+            generation=plan.generation,
         )
         for header, rgb in zip(headers, frames, strict=True):
             frame = OutFrame(header, rgb)
@@ -575,5 +580,3 @@ def _version() -> str | None:
         return version("longlive")
     except Exception:  # pragma: no cover - not installed
         return None
-
-

@@ -81,7 +81,9 @@ PromptWarnings = Callable[[str], Iterable[tuple[str, str]]]
 class BlockPlan:
     """What the generation loop must generate next."""
 
-    generation: int  # the session's generation when planned (its frames carry it); a reset makes the plan stale
+    generation: (
+        int  # the session's generation when planned (its frames carry it); a reset makes the plan stale
+    )
     start_frame: int  # latent frame of the block's first frame
     prompt: str  # the prompt in force for this block
     switched: bool  # the prompt differs from the previous block's

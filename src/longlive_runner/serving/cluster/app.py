@@ -241,7 +241,12 @@ class LongliveGateway:
     def _static(name: str) -> Response:
         """The live view's files, as `serve` answers them (`http.static_file`)."""
         answer = static_file(name)
-        return Response(answer.body, status_code=answer.status, media_type=answer.content_type, headers=dict(answer.headers))
+        return Response(
+            answer.body,
+            status_code=answer.status,
+            media_type=answer.content_type,
+            headers=dict(answer.headers),
+        )
 
     @api.websocket("/")
     async def websocket(self, ws: WebSocket) -> None:
@@ -253,9 +258,7 @@ class LongliveGateway:
         gateway = await self._gateway()
         await ws.accept()
         name = f"ws {peer}:{ws.client.port}" if ws.client else "ws"
-        await gateway.serve_client(
-            StarletteLink(ws, name), session_param(f"/?{ws.url.query}"), address=peer
-        )
+        await gateway.serve_client(StarletteLink(ws, name), session_param(f"/?{ws.url.query}"), address=peer)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:

@@ -597,7 +597,9 @@ class Gateway:
                 if stop.is_set() or self._live.get(live.id) is not live:
                     break
                 try:
-                    now = await asyncio.wait_for(self.workers[live.worker].current_session(), self.check_timeout)
+                    now = await asyncio.wait_for(
+                        self.workers[live.worker].current_session(), self.check_timeout
+                    )
                 except Exception:
                     if not await self._verdict(live):
                         break
@@ -613,7 +615,9 @@ class Gateway:
                 elif empty_since is None:
                     empty_since = time.monotonic()
                 elif time.monotonic() - empty_since >= self.reactor_idle:
-                    logger.info("Reactor session %s: no WebRTC connection for %g s", live.label, self.reactor_idle)
+                    logger.info(
+                        "Reactor session %s: no WebRTC connection for %g s", live.label, self.reactor_idle
+                    )
                     break
         finally:
             self._reactor.pop(live.id, None)
@@ -1191,7 +1195,9 @@ class GatewayServer:
 
             add_reactor_routes(self.front, gateway)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
         await self.front.start(host, port, sock=sock)
 
     @property
@@ -1211,7 +1217,9 @@ class GatewayServer:
         return self.access.requires_token
 
     async def close(self) -> None:
-        await self.front.close(CLOSE_GOING_AWAY, "the cluster is shutting down", timeout=self.close_timeout + 5)
+        await self.front.close(
+            CLOSE_GOING_AWAY, "the cluster is shutting down", timeout=self.close_timeout + 5
+        )
 
     async def __aenter__(self) -> GatewayServer:
         return self

@@ -138,9 +138,7 @@ class SessionWorker:
             await runner.start()
             # Every client comes from the gateway's address: no per-address limits here (the
             # gateway applies its own to the real clients), and no failure limit (see above).
-            server = RunnerServer(
-                runner, token=secret, max_clients_per_address=None, max_auth_failures=None
-            )
+            server = RunnerServer(runner, token=secret, max_clients_per_address=None, max_auth_failures=None)
             reactor = self._attach_reactor(server, runner, session_id)
             host = self.listen_host()
             try:
