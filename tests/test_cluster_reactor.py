@@ -84,7 +84,11 @@ async def test_each_start_session_gets_its_own_worker_and_signalling_is_forwarde
     assert ka != kb and len(ka) == len(kb) == 16  # director keys (96 random bits), not the labels
     assert da["state"] == "ACTIVE" and da["selected_transport"] == {"protocol": "webrtc", "version": "1.0"}
     assert da["capabilities"]["tracks"] == [{"name": "main_video", "kind": "video", "direction": "recvonly"}]
-    assert {w._session_id for w in front.workers} == {"s1", "s2"}  # one session per worker
+    # One session per worker, each known there by the gateway's label, never by the client's key
+    # (labels count up per process: other tests' gateways may have used s1 and s2).
+    labels = {w._session_id for w in front.workers}
+    assert len(labels) == 2 and all(label is not None and label.startswith("s") for label in labels)
+    assert not labels & {ka, kb}
 
     # Every worker busy: a clear 503 the clients surface, with Retry-After; nothing is queued.
     busy = await front.call("POST", "/start_session", {})

@@ -36,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -64,7 +64,7 @@ from .options import DEFAULT_HOST, DEFAULT_MAX_CLIENTS_PER_ADDRESS
 if TYPE_CHECKING:
     from .hub import Peer, Runner
 
-__all__ = ["CLOSE_TIMEOUT", "MAX_SIZE_FACTOR", "RunnerServer"]
+__all__ = ["CLOSE_TIMEOUT", "MAX_SIZE_FACTOR", "FrontServer", "RunnerServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,39 +74,31 @@ MAX_SIZE_FACTOR = 4
 CLOSE_TIMEOUT = 5.0
 
 
-class RunnerServer:
-    """The WebSocket + HTTP front of a started `Runner`: an `http.HttpFront` with `/health`,
-    `/info`, the live page, and each websocket a hub peer.
+_S = TypeVar("_S", bound="FrontServer")
 
-    ```python
-    async with Runner(pipe, max_peers=16) as runner, RunnerServer(runner) as server:
-        await server.start("127.0.0.1", 8765)
-        print(server.url)
-    ```
 
-    - `token`: the token clients must present (None: none; then only loopback `Host` names);
-    - `allowed_origins`: web origins allowed besides the runner's own page (`--allow-origin`);
-    - `max_clients_per_address`: connections one address may hold (None: no limit);
-    - `max_unsent_bytes`: bytes sent to a connection and not yet read before it is dropped
-      (default: 4 MiB plus two of the model's frames);
-    - `max_auth_failures`: failed tokens per address and minute before it is answered 429 (None:
-      no limit, for an internal token no one can guess: a cluster worker's).
+class FrontServer:
+    """What `RunnerServer` and the cluster's `GatewayServer` share: the access rules, one
+    `http.HttpFront` whose websockets go to `handler`, `/health`, `/info` and the live page, and
+    where it listens. A subclass answers `_health` and `_info` and closes in its own words.
 
-    More routes (another protocol's) go on `server.front` (`add_route`) before `start`.
+    `frame_bytes`: the size of one of the model's frames on the wire (it bounds a connection's
+    unsent bytes unless `max_unsent_bytes` is given); `max_size`: the largest incoming message.
     """
 
     def __init__(
         self,
-        runner: Runner,
+        handler: Callable[[ServerConnection], Awaitable[None]],
         *,
-        close_timeout: float = CLOSE_TIMEOUT,
-        token: str | None = None,
-        allowed_origins: Iterable[str] = (),
-        max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+        frame_bytes: int,
+        max_size: int,
+        close_timeout: float,
+        token: str | None,
+        allowed_origins: Iterable[str],
+        max_clients_per_address: int | None,
         max_unsent_bytes: int | None = None,
         max_auth_failures: int | None = DEFAULT_MAX_AUTH_FAILURES,
     ) -> None:
-        self.runner = runner
         self.close_timeout = close_timeout
         self.access = AccessPolicy(
             AccessConfig(
@@ -115,15 +107,13 @@ class RunnerServer:
                 max_auth_failures=max_auth_failures,
             )
         )
-        session = runner.session
-        frame_bytes = FRAME_HEADER_SIZE + session.height * session.width * 3
         self.max_unsent_bytes = max_unsent_bytes or MIN_MAX_UNSENT_BYTES + 2 * frame_bytes
-        self.max_size = runner.limits.max_message_bytes * MAX_SIZE_FACTOR
+        self.max_size = max_size
         self.front = HttpFront(
             self.access,
             websocket=WebSocketEndpoint(
-                self._serve_peer,
-                max_size=self.max_size,
+                handler,
+                max_size=max_size,
                 max_unsent_bytes=self.max_unsent_bytes,
                 close_timeout=close_timeout,
             ),
@@ -157,16 +147,72 @@ class RunnerServer:
         return self.access.requires_token
 
     async def close(self, timeout: float | None = None) -> None:
-        """Close every connection (1001) and stop listening; the runner stays up. `timeout`:
-        how long to wait for clients to answer the close (default `close_timeout` + 5 s)."""
-        wait = self.close_timeout + 5 if timeout is None else timeout
-        await self.front.close(1001, "the runner is shutting down", timeout=wait)
+        raise NotImplementedError
 
-    async def __aenter__(self) -> RunnerServer:
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def _health(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    async def _info(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+
+class RunnerServer(FrontServer):
+    """The WebSocket + HTTP front of a started `Runner`: an `http.HttpFront` with `/health`,
+    `/info`, the live page, and each websocket a hub peer.
+
+    ```python
+    async with Runner(pipe, max_peers=16) as runner, RunnerServer(runner) as server:
+        await server.start("127.0.0.1", 8765)
+        print(server.url)
+    ```
+
+    - `token`: the token clients must present (None: none; then only loopback `Host` names);
+    - `allowed_origins`: web origins allowed besides the runner's own page (`--allow-origin`);
+    - `max_clients_per_address`: connections one address may hold (None: no limit);
+    - `max_unsent_bytes`: bytes sent to a connection and not yet read before it is dropped
+      (default: 4 MiB plus two of the model's frames);
+    - `max_auth_failures`: failed tokens per address and minute before it is answered 429 (None:
+      no limit, for an internal token no one can guess: a cluster worker's).
+
+    More routes (another protocol's) go on `server.front` (`add_route`) before `start`.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        token: str | None = None,
+        allowed_origins: Iterable[str] = (),
+        max_clients_per_address: int | None = DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+        max_unsent_bytes: int | None = None,
+        max_auth_failures: int | None = DEFAULT_MAX_AUTH_FAILURES,
+    ) -> None:
+        self.runner = runner
+        session = runner.session
+        super().__init__(
+            self._serve_peer,
+            frame_bytes=FRAME_HEADER_SIZE + session.height * session.width * 3,
+            max_size=runner.limits.max_message_bytes * MAX_SIZE_FACTOR,
+            close_timeout=close_timeout,
+            token=token,
+            allowed_origins=allowed_origins,
+            max_clients_per_address=max_clients_per_address,
+            max_unsent_bytes=max_unsent_bytes,
+            max_auth_failures=max_auth_failures,
+        )
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close every connection (1001) and stop listening; the runner stays up. `timeout`:
+        how long to wait for clients to answer the close (default `close_timeout` + 5 s)."""
+        wait = self.close_timeout + 5 if timeout is None else timeout
+        await self.front.close(1001, "the runner is shutting down", timeout=wait)
 
     # --- HTTP -----------------------------------------------------------------------------------
     async def _health(self, request: HttpRequest) -> HttpResponse:

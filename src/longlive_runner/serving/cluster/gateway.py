@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -46,7 +45,6 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from longlive.auth import clean_token
 from longlive.errors import ErrorCode, ProtocolError
 from longlive.protocol import (
     DEFAULT_LIMITS,
@@ -60,22 +58,16 @@ from longlive.protocol import (
 )
 from longlive.protocol.runner import parse_command
 
-from ..access import AccessConfig, AccessPolicy, address_key, normalize_origin
+from ..access import address_key
 from ..http import (
-    HEALTH_PATH,
-    INFO_PATH,
-    MIN_MAX_UNSENT_BYTES,
-    HttpFront,
     HttpRequest,
     HttpResponse,
-    WebSocketEndpoint,
-    add_page_routes,
     close_reason,
     peer_address,
     peer_name,
 )
 from ..options import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CLIENTS_PER_ADDRESS, CloseCode
-from ..server import CLOSE_TIMEOUT, MAX_SIZE_FACTOR
+from ..server import CLOSE_TIMEOUT, MAX_SIZE_FACTOR, FrontServer
 from ..timers import GraceTimers, consume
 from .placement import BUSY, DIRECTOR, DOWN, FREE, VIEWER, Assign, Reject, Scheduler, new_session_id
 
@@ -1143,7 +1135,7 @@ def _viewer_refusal(message: str | bytes) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # The websocket + HTTP front
 # ----------------------------------------------------------------------------------------------
-class GatewayServer:
+class GatewayServer(FrontServer):
     """`serve`'s HTTP front (`http.HttpFront`: access rules, live page) in front of a `Gateway`:
     each websocket is a gateway client; `/health` shows workers, sessions, queue; `/info` the
     gateway's `info()`.
@@ -1167,65 +1159,24 @@ class GatewayServer:
         reactor: bool = False,
     ) -> None:
         self.gateway = gateway
-        self.close_timeout = close_timeout
-        self.access = AccessPolicy(
-            AccessConfig(
-                token=clean_token(token) if token else None,
-                allowed_origins=frozenset(normalize_origin(o) for o in allowed_origins),
-            )
+        super().__init__(
+            self._serve_client,
+            frame_bytes=FRAME_HEADER_SIZE + height * width * 3,
+            max_size=DEFAULT_LIMITS.max_message_bytes * MAX_SIZE_FACTOR,
+            close_timeout=close_timeout,
+            token=token,
+            allowed_origins=allowed_origins,
+            max_clients_per_address=max_clients_per_address,
         )
-        frame_bytes = FRAME_HEADER_SIZE + height * width * 3
-        self.max_unsent_bytes = MIN_MAX_UNSENT_BYTES + 2 * frame_bytes
-        self.front = HttpFront(
-            self.access,
-            websocket=WebSocketEndpoint(
-                self._serve_client,
-                max_size=DEFAULT_LIMITS.max_message_bytes * MAX_SIZE_FACTOR,
-                max_unsent_bytes=self.max_unsent_bytes,
-                close_timeout=close_timeout,
-            ),
-            max_connections_per_address=max_clients_per_address,
-        )
-        self.connections_per_address = self.front.websockets_per_address
-        self.front.add_route("GET", HEALTH_PATH, self._health, protected=False, max_body=0)
-        self.front.add_route("GET", INFO_PATH, self._info, max_body=0)
-        add_page_routes(self.front)
         if reactor:
             from .reactor_routes import add_reactor_routes
 
             add_reactor_routes(self.front, gateway)
 
-    async def start(
-        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
-    ) -> None:
-        await self.front.start(host, port, sock=sock)
-
-    @property
-    def host(self) -> str:
-        return self.front.host
-
-    @property
-    def port(self) -> int:
-        return self.front.port
-
-    @property
-    def url(self) -> str:
-        return self.front.url
-
-    @property
-    def requires_token(self) -> bool:
-        return self.access.requires_token
-
-    async def close(self) -> None:
-        await self.front.close(
-            CLOSE_GOING_AWAY, "the cluster is shutting down", timeout=self.close_timeout + 5
-        )
-
-    async def __aenter__(self) -> GatewayServer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def close(self, timeout: float | None = None) -> None:
+        """Close every client (1001) and stop listening; `timeout` as `RunnerServer.close`'s."""
+        wait = self.close_timeout + 5 if timeout is None else timeout
+        await self.front.close(CLOSE_GOING_AWAY, "the cluster is shutting down", timeout=wait)
 
     async def _health(self, request: HttpRequest) -> HttpResponse:
         status, body = self.gateway.health()
