@@ -24,6 +24,14 @@ def tiny_pipe():
     return load_pipeline("tiny", device="cpu", init_seed=0)
 
 
+@pytest.fixture(scope="module")
+def pipes(tiny_pipe):
+    """Two tiny pipelines, one per in-process cluster worker (a worker owns its model)."""
+    from longlive_runner import load_pipeline
+
+    return [tiny_pipe, load_pipeline("tiny", device="cpu", init_seed=0)]
+
+
 LORA_RANK = 4
 LORA_MODULES = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")  # fmt: skip

@@ -23,13 +23,6 @@ ICE = "stun:192.0.2.1:3478"  # a documentation address: never contacted (no conn
 HEADERS = {"Reactor-API-Version": "1", "Reactor-WebRTC-Version": "1.0"}
 
 
-@pytest.fixture(scope="module")
-def pipes(tiny_pipe: Any) -> list[Any]:
-    from longlive_runner import load_pipeline
-
-    return [tiny_pipe, load_pipeline("tiny", device="cpu", init_seed=0)]
-
-
 class Front:
     def __init__(self, gateway: Gateway, server: GatewayServer, workers: list[SessionWorker]) -> None:
         self.gateway, self.server, self.workers = gateway, server, workers

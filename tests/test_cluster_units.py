@@ -250,13 +250,6 @@ class Killable(LocalWorkerHandle):
             await server.close()
 
 
-@pytest.fixture(scope="module")
-def pipes(tiny_pipe: Any) -> list[Any]:
-    from longlive_runner import load_pipeline
-
-    return [tiny_pipe, load_pipeline("tiny", device="cpu", init_seed=0)]
-
-
 class Front:
     def __init__(self, gateway: Gateway, server: GatewayServer, handles: list[Killable]) -> None:
         self.gateway, self.server, self.handles = gateway, server, handles

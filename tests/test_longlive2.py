@@ -13,24 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from longlive_runner.model.config import SHOT_PREFIX, DiTConfig, PipelineConfig, get_preset
+from longlive_runner.model.config import SHOT_PREFIX, PipelineConfig, get_preset
 from longlive_runner.model.dit import CausalWanDiT
 from longlive_runner.model.kv_cache import KVCache
 from longlive_runner.model.scheduler import FlowUniPC, unipc_schedule
 from test_dit import diffusers_twin, randomise
 
 # A Wan2.2 TI2V-like DiT at tiny sizes: 48 latent channels in and out, patch (1, 2, 2).
-CFG2 = DiTConfig(
-    dim=64,
-    ffn_dim=128,
-    num_heads=2,
-    num_layers=2,
-    in_dim=48,
-    out_dim=48,
-    text_dim=32,
-    text_len=16,
-    freq_dim=32,
-)
+CFG2 = dataclasses.replace(get_preset("tiny2").dit, text_len=16)  # the tiny2 preset's DiT, 16 text slots
 CHUNK = 8  # latent frames per chunk
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
 TOKENS = (H // 2) * (W // 2)

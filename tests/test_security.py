@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -275,6 +276,26 @@ class _Page(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def foreign_page(html: str) -> Iterator[tuple[Any, str]]:
+    """A web page of another origin (its own server on another port) in a fresh Chromium context:
+    yields (the browser context, the page's origin); the page is loaded in `context.pages[0]`
+    once the caller opens it. Skips (or fails in CI) without Chromium."""
+    from _browser import launch_chromium  # Playwright + system Chromium
+
+    with launch_chromium() as browser:
+        handler = type("ForeignPage", (_Page,), {"html": html.encode()})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        context = browser.new_context()
+        try:
+            yield context, f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            context.close()
+            server.shutdown()
+            server.server_close()
+
+
 ATTACK_PAGE = """<!doctype html><title>pending</title><script>
 const out = {opened: false, messages: 0, closed: null, info: null};
 window.attack = out;
@@ -290,33 +311,20 @@ fetch("http://127.0.0.1:%(port)d/info").then(r => r.text()).then(t => { out.info
 def test_1_in_chromium_a_page_from_another_origin_fails_and_the_runners_own_page_works(
     local: RunnerProcess,
 ) -> None:
-    from _browser import launch_chromium  # Playwright + system Chromium; skips (or fails in CI) without
+    with foreign_page(ATTACK_PAGE % {"port": local.port}) as (context, origin):
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{origin}/")
+        page.wait_for_function("document.title === 'done' && window.attack.info !== null")
+        result = page.evaluate("window.attack")
+        assert result["opened"] is False and result["messages"] == 0 and result["closed"] == 1006, result
+        assert "protocol_version" not in (result["info"] or "")
+        assert wait_for_log_sync(local, f"pages from '{origin}' may not use")
 
-    with launch_chromium() as browser:
-        handler = type("AttackPage", (_Page,), {"html": (ATTACK_PAGE % {"port": local.port}).encode()})
-        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=evil.serve_forever, daemon=True).start()
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
-            page.wait_for_function("document.title === 'done' && window.attack.info !== null")
-            result = page.evaluate("window.attack")
-            assert result["opened"] is False and result["messages"] == 0 and result["closed"] == 1006, result
-            assert "protocol_version" not in (result["info"] or "")
-            assert wait_for_log_sync(
-                local, f"pages from 'http://127.0.0.1:{evil.server_address[1]}' may not use"
-            )
-
-            own = context.new_page()  # the runner's own page connects and shows the model
-            own.goto(f"{local.http_url}/")
-            own.wait_for_selector('#status[data-status="connected"]', timeout=20_000)
-            assert own.inner_text("#model-info").startswith("longlive (tiny)")
-        finally:
-            context.close()
-            evil.shutdown()
-            evil.server_close()
+        own = context.new_page()  # the runner's own page connects and shows the model
+        own.goto(f"{local.http_url}/")
+        own.wait_for_selector('#status[data-status="connected"]', timeout=20_000)
+        assert own.inner_text("#model-info").startswith("longlive (tiny)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -602,26 +610,17 @@ def test_6_requests_without_credentials_never_lock_the_right_token_out(secured: 
 
     # A real page of another origin, in Chromium: 30 images and 2 no-cors fetches of /info (half
     # with a guessed token); then the right token from the same address still works.
-    from _browser import launch_chromium  # Playwright + system Chromium; skips (or fails in CI) without
-
-    with launch_chromium() as browser:
-        handler = type("ImagePage", (_Page,), {"html": (CREDENTIAL_LESS_PAGE % {"port": port}).encode()})
-        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=evil.serve_forever, daemon=True).start()
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
-            page.wait_for_function("document.title === 'done'")
-        finally:
-            context.close()
-            evil.shutdown()
-            evil.server_close()
+    with foreign_page(CREDENTIAL_LESS_PAGE % {"port": port}) as (context, origin):
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{origin}/")
+        page.wait_for_function("document.title === 'done'")
     wait_for_log_sync(secured, ": 403 a page from another site")
-    deadline = time.monotonic() + 10
-    while len(log_lines(secured, ": 403 a page from another site")) < 24 + 32 and time.monotonic() < deadline:
-        time.sleep(0.05)  # 24 raw requests above, then the page's 32
+    eventually_sync(  # 24 raw requests above, then the page's 32
+        lambda: len(log_lines(secured, ": 403 a page from another site")) >= 24 + 32,
+        "every cross-site request logged as refused",
+        timeout=10,
+    )
     assert len(log_lines(secured, ": 403 a page from another site")) == 24 + 32
     assert request(port, "/info", headers=right).status == 200
     assert asyncio.run(_connects(secured.url))
